@@ -1,0 +1,148 @@
+"""Which run wrote which rows: the bookkeeping that makes rollback and resume exact.
+
+`llmspell_migrate.runs` holds one row per execute (its plan fingerprint, status, backup
+folder); `llmspell_migrate.written` the natural key of every row a run inserted. Rollback
+deletes exactly those rows, so rows that were in the target before the run stay untouched,
+and a run interrupted by a crash is found again by its plan's fingerprint and resumed.
+A session-level advisory lock keeps two runs off the same target at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
+from pipelines.errors import LockBusy
+from sources.components import Component
+
+_BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"llmspell-migrate").digest()[:4], "big") & 0x7FFFFFFF
+
+RUNNING, COMPLETED, ROLLED_BACK, FAILED = "running", "completed", "rolled_back", "failed"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    status: str
+    backup_path: str | None
+    components: list[str]
+    started_at: str
+
+
+def acquire_lock(conn: psycopg.Connection) -> None:
+    """Take the target-wide migration lock for this connection's session, or refuse."""
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+    conn.commit()
+    if not got:
+        holder = conn.execute(
+            "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid = 0 AND l.objid = %s::bigint::oid LIMIT 1",
+            (LOCK_KEY,),
+        ).fetchone()
+        conn.commit()
+        who = f" (PostgreSQL backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})" if holder else ""
+        raise LockBusy(
+            f"Another migration is running against this target{who}",
+            "Wait for it to finish (or stop it); runs against one target never interleave.",
+        )
+
+
+def release_lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    conn.commit()
+
+
+def find_unfinished(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
+            "WHERE plan_fingerprint = %s AND status = %s ORDER BY started_at DESC LIMIT 1"
+        ).format(_BOOK),
+        (fingerprint, RUNNING),
+    ).fetchone()
+    conn.commit()
+    return RunRecord(*row) if row else None
+
+
+def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
+            "WHERE run_id = %s"
+        ).format(_BOOK),
+        (run_id,),
+    ).fetchone()
+    conn.commit()
+    return RunRecord(*row) if row else None
+
+
+def start_run(conn: psycopg.Connection, run_id: str, fingerprint: str, components: list[str],
+              source_path: str, backup_path: str | None) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
+            "backup_path) VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(_BOOK),
+        (run_id, fingerprint, RUNNING, components, source_path, backup_path),
+    )
+    conn.commit()
+
+
+def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(_BOOK),
+        (status, run_id),
+    )
+    conn.commit()
+
+
+def written_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT component, count(*) FROM {}.written WHERE run_id = %s GROUP BY 1").format(_BOOK),
+        (run_id,),
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
+    key_type = comp.column(comp.key_column).pg_type
+    tenant = sql.SQL(" AND w.tenant_id = %(tenant)s") if per_tenant else sql.SQL("")
+    return sql.SQL(
+        "DELETE FROM llmspell.{table} t USING {book}.written w WHERE w.run_id = %(run)s "
+        "AND w.component = %(comp)s AND t.tenant_id = w.tenant_id "
+        "AND t.{key} = w.natural_key::{key_type}{tenant}"
+    ).format(
+        table=sql.Identifier(comp.pg_table), book=_BOOK, key=sql.Identifier(comp.key_column),
+        key_type=sql.SQL(key_type), tenant=tenant,
+    )
+
+
+def delete_written(conn: psycopg.Connection, run_id: str, comps: list[Component],
+                   bypass_rls: bool) -> dict[str, int]:
+    """Delete every row the run inserted, in one transaction; returns rows deleted per component."""
+    deleted: dict[str, int] = {}
+    with conn.transaction():
+        for comp in comps:
+            args = {"run": run_id, "comp": comp.name}
+            n = 0
+            if bypass_rls:
+                n = conn.execute(_delete_sql(comp, False), args).rowcount
+            else:
+                tenants = [r[0] for r in conn.execute(
+                    sql.SQL("SELECT DISTINCT tenant_id FROM {}.written WHERE run_id = %(run)s "
+                            "AND component = %(comp)s").format(_BOOK), args).fetchall()]
+                for tenant in tenants:
+                    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
+            conn.execute(
+                sql.SQL("DELETE FROM {}.written WHERE run_id = %(run)s AND component = %(comp)s")
+                .format(_BOOK), args)
+            deleted[comp.name] = n
+    return deleted

@@ -1,0 +1,163 @@
+"""The pre-migration backup: a folder that says what was migrated and how to undo it.
+
+Layout (as the llmspell guide shows it):
+
+    backups/migration-<YYYYMMDD-HHMMSS>/
+        plan.toml                 the plan, YAML as the guide writes it
+        source/<component>.jsonl  every source record: tenant, key and every column
+                                  (JSON text exactly as stored, BLOBs as base64)
+        rollback-metadata.toml    which run wrote what, and the command that undoes it
+
+It is written into a hidden `.partial-*` folder and renamed into place only when complete,
+so a half-written backup is never taken for a complete one. No password is ever written.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import tomllib
+from pathlib import Path
+from typing import IO
+
+from pipelines.errors import PreflightError
+from pipelines.plan import Plan
+from sources.components import BLOB, Component
+
+METADATA = "rollback-metadata.toml"
+
+
+def backup_root(plan: Plan) -> Path:
+    if plan.backup_path:
+        path = Path(plan.backup_path).expanduser()
+        # A plan that names a finished backup folder means "put new backups beside it".
+        return path.parent if (path / METADATA).exists() else path
+    return Path("backups")
+
+
+def estimate_bytes(source_file: Path) -> int:
+    """The guide's rule of thumb: twice the source data."""
+    size = source_file.stat().st_size
+    wal = Path(f"{source_file}-wal")
+    return 2 * (size + (wal.stat().st_size if wal.exists() else 0))
+
+
+def check_space(root: Path, needed: int) -> None:
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise PreflightError(
+            f"not enough disk space for the backup in {root}: {free // 2**20} MiB free, "
+            f"about {needed // 2**20} MiB needed",
+            "Free space, or set rollback.backup_path in the plan to a larger disk.",
+        )
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def write_toml(path: Path, sections: dict[str, dict]) -> None:
+    lines = []
+    for name, values in sections.items():
+        if name:
+            lines.append(f"\n[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    path.write_text("\n".join(lines).lstrip() + "\n", encoding="utf-8")
+
+
+def read_metadata(folder: Path) -> dict:
+    path = folder / METADATA
+    if not path.exists():
+        raise PreflightError(
+            f"{folder} is not a complete migration backup (no {METADATA})",
+            "Pass the backups/migration-<timestamp> folder that execute printed.",
+        )
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+class BackupWriter:
+    """Streams source records into a partial backup; `commit` makes it a real one."""
+
+    def __init__(self, root: Path, run_id: str, started: dt.datetime):
+        self.root = root
+        self.name = f"migration-{started:%Y%m%d-%H%M%S}"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / self.name
+        n = 1
+        while final.exists():
+            n += 1
+            final = root / f"{self.name}-{n}"
+        self.final = final
+        self.partial = root / f".partial-{final.name}"
+        shutil.rmtree(self.partial, ignore_errors=True)
+        (self.partial / "source").mkdir(parents=True)
+        self.run_id = run_id
+        self.counts: dict[str, int] = {}
+        self._files: dict[str, IO[str]] = {}
+
+    def begin(self, comp: Component) -> None:
+        self._files[comp.name] = open(  # noqa: SIM115 - closed in end()/abort()
+            self.partial / "source" / f"{comp.name}.jsonl", "w", encoding="utf-8",
+            errors="surrogateescape")
+        self.counts[comp.name] = 0
+        self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
+
+    def add_rows(self, comp: Component, rows: list[tuple]) -> None:
+        out = self._files[comp.name]
+        names = comp.column_names
+        tenant_at = names.index("tenant_id")
+        lines = []
+        for row in rows:
+            values = list(row[1:])
+            for i in self._blob_index:
+                v = values[i]
+                if v is not None:
+                    raw = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+                    values[i] = {"base64": base64.b64encode(raw).decode("ascii")}
+            lines.append(json.dumps(
+                {"tenant_id": values[tenant_at], "key": row[0], "row": dict(zip(names, values))},
+                ensure_ascii=False))
+        out.write("\n".join(lines) + "\n" if lines else "")
+        self.counts[comp.name] += len(rows)
+
+    def end(self, comp: Component) -> None:
+        f = self._files.pop(comp.name)
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+
+    def commit(self, plan: Plan, target_display: str, source_path: str) -> Path:
+        """Write plan and metadata, then atomically rename the folder into place."""
+        (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")
+        write_toml(self.partial / METADATA, {
+            "": {
+                "run_id": self.run_id,
+                "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "complete": True,
+                "source": source_path,
+                "target": target_display,
+                "components": list(self.counts),
+                "undo": f"python -m pipelines.migrate rollback --backup {self.final}",
+            },
+            "records": dict(self.counts),
+        })
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        shutil.rmtree(self.partial, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""`make demo`: a realistic llmspell SQLite database migrated into the embedded PostgreSQL.
+
+Everything happens in ./demo (recreated on each run): the sample database, the plan, the
+backups and the demo's own embedded PostgreSQL. Each step is printed as the command a user
+would type, followed by what it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from destinations import embedded_server
+from pipelines import migrate
+from sources.sample_db import SampleSpec, generate
+
+
+def step(args: list[str]) -> int:
+    print(f"\n$ python -m pipelines.migrate {shlex.join(args)}", flush=True)
+    code = migrate.run(args)
+    if code != 0:
+        print(f"(exit code {code})")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", default="demo", help="working folder (recreated)")
+    parser.add_argument("--total", type=int, default=2000, help="records in the sample database")
+    args = parser.parse_args(argv)
+    root = Path(args.dir).resolve()
+    home = root / ".llmspell-migrate"
+    if (home / "postgres").exists():
+        embedded_server.stop(home / "postgres")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    os.environ["LLMSPELL_MIGRATE_HOME"] = str(home)
+    os.environ.pop("LLMSPELL_MIGRATE_TARGET", None)
+    os.chdir(root)
+
+    db = root / "llmspell.db"
+    counts = generate(db, SampleSpec.scaled(args.total))
+    print(f"Sample llmspell database: {db}")
+    for name, n in counts.items():
+        print(f"  {name}: {n} records")
+
+    plan = "migration.toml"
+    components = "agent_state,workflow_state,sessions,kv_store"
+    for cmd in (
+        ["plan", "--from", "sqlite", "--to", "postgres", "--components", components,
+         "--source", str(db), "--output", plan],
+        ["execute", "--plan", plan, "--dry-run"],
+        ["execute", "--plan", plan],
+    ):
+        if step(cmd) != 0:
+            return 1
+    print(f"\nThe embedded PostgreSQL keeps running with the migrated data in {home / 'postgres'}")
+    print(f"Inspect the dlt run: dlt pipeline --pipelines-dir {home / 'dlt'} llmspell_migrate info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The migration engine: Pre-flight -> Backup -> Batch copy -> Validation -> Success/Rollback.
+
+A run either ends fully migrated and validated, or with every row it wrote removed again:
+any failure after the first write (validation mismatch, constraint violation, lost
+connection, Ctrl-C/SIGTERM) deletes exactly the rows in the run's ledger. A crash that left
+no chance to roll back leaves the run marked `running`; the next execute of the same plan
+adopts it, skips what is already there and finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from destinations import connection, run_ledger, target_schema
+from destinations.postgres_writer import LlmspellWriter, role_bypasses_rls
+from pipelines import backup as backup_mod
+from pipelines import copy_stage, preflight
+from pipelines.errors import MigrateError, MigrationFailed, PreflightError, ValidationFailed
+from pipelines.plan import Plan
+from pipelines.report import render_validation
+from pipelines.results import ExecuteResult
+from sources.sqlite_reader import DEFAULT_PATH, SourceDB
+from validation.stage import Validator
+
+Emit = Callable[[str], None]
+
+
+def source_path_for(plan: Plan, override: str | None) -> str:
+    return str(Path(override or plan.source_path or DEFAULT_PATH).expanduser())
+
+
+def prepare_target(target: connection.Target) -> None:
+    """The embedded server is ours: give it the llmspell schema without being asked."""
+    if target.embedded:
+        with connection.connect(target, autocommit=True) as conn:
+            target_schema.ensure_schema(conn)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+class Engine:
+    def __init__(self, plan: Plan, *, source: str | None = None, target: str | None = None,
+                 emit: Emit = print):
+        self.plan = plan
+        self.source_path = source_path_for(plan, source)
+        self.target_override = target
+        self.emit = emit
+
+    # -- the steps shared by dry-run and execute -------------------------------------------
+    def _preflight(self, db: SourceDB, conn: psycopg.Connection, bypass: bool,
+                   backup: backup_mod.BackupWriter | None, resumed: str | None,
+                   result: ExecuteResult) -> preflight.PreflightReport:
+        report = preflight.count_source(db, self.plan)
+        comps = [cp.component for cp in self.plan.components]
+        target_schema.check_schema(conn, comps)
+        tenants = sorted({t for c in report.components for t in c.per_tenant})
+        existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass)
+                    for c in comps}
+        overlaps = preflight.scan_source(db, self.plan, backup, existing)
+        self._check_conflicts(db, overlaps, bypass, report, result)
+        return report
+
+    def _check_conflicts(self, db: SourceDB, overlaps: dict[str, set[tuple[str, str]]],
+                         bypass: bool, report: preflight.PreflightReport,
+                         result: ExecuteResult) -> None:
+        if not any(overlaps.values()):
+            return
+        comps = [cp.component for cp in self.plan.components if overlaps.get(cp.name)]
+        conflicts: list[str] = []
+        total = 0
+        with Validator(str(db.read_path), self.target.dsn, bypass, comps,
+                       self.plan.tenants) as validator:
+            for comp in comps:
+                found = validator.compare(comp, 100, 0, only=overlaps[comp.name])
+                report.component(comp.name).already_present = found.matched
+                result.already_present[comp.name] = found.matched
+                total += found.mismatch_count
+                conflicts += [str(m) for m in found.mismatches]
+        if total:
+            raise PreflightError(
+                f"{total} record(s) already in the target differ from the source "
+                "(same tenant and key)",
+                "Decide which copy is right: remove or fix those rows in PostgreSQL, or "
+                "exclude their tenants (--tenant); nothing was written.",
+                details=conflicts[: preflight.MAX_LISTED],
+            )
+
+    def _open(self) -> tuple[SourceDB, psycopg.Connection, bool]:
+        db = SourceDB(self.source_path)
+        try:
+            for cp in self.plan.components:
+                db.require(cp.component)
+            self.target = connection.resolve(self.target_override, self.plan.target_connection)
+            prepare_target(self.target)
+            conn = connection.connect(self.target)
+            bypass = role_bypasses_rls(conn)
+            conn.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db, conn, bypass
+
+    def _result(self, dry_run: bool) -> ExecuteResult:
+        return ExecuteResult(status="DRY_RUN" if dry_run else "FAILED", dry_run=dry_run,
+                             components=self.plan.component_names,
+                             target=getattr(self, "target", None) and self.target.where or "",
+                             source=self.source_path)
+
+    # -- dry-run -----------------------------------------------------------------------------
+    def dry_run(self) -> ExecuteResult:
+        started = time.perf_counter()
+        self.emit("[DRY-RUN] Migration validation starting...")
+        db, conn, bypass = self._open()
+        result = self._result(True)
+        try:
+            unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
+            report = self._preflight(db, conn, bypass, None, None, result)
+        finally:
+            conn.close()
+            db.close()
+        result.preflight = report
+        for warning in report.warnings:
+            self.emit(f"[DRY-RUN] WARNING: {warning}")
+        self.emit("[DRY-RUN] Pre-flight validation passed")
+        if unfinished:
+            self.emit(f"[DRY-RUN] Would resume interrupted run {unfinished.run_id}")
+        self.emit(f"[DRY-RUN] Would migrate {len(report.components)} components")
+        for c in report.components:
+            extra = (f" ({c.already_present} already in target)" if c.already_present else "")
+            self.emit(f"[DRY-RUN]   - {c.name}: {c.source_count} records{extra}")
+        result.status = "DRY_RUN"
+        result.duration = time.perf_counter() - started
+        return result
+
+    # -- execute -----------------------------------------------------------------------------
+    def execute(self) -> ExecuteResult:
+        started = time.perf_counter()
+        now = dt.datetime.now()
+        self.emit("Migration starting...")
+        db, conn, bypass = self._open()
+        result = self._result(False)
+        result.target = self.target.where
+        writer_conn: psycopg.Connection | None = None
+        run_started = False
+        try:
+            with sigterm_as_interrupt():
+                run_ledger.acquire_lock(conn)
+                unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
+                run_id = unfinished.run_id if unfinished else new_run_id(now)
+                result.run_id = run_id
+                result.resumed_run = unfinished is not None
+                if unfinished:
+                    self.emit(f"Resuming interrupted run {run_id} (started {unfinished.started_at})")
+                backup = None
+                if self.plan.backup_enabled and not (unfinished and unfinished.backup_path):
+                    root = backup_mod.backup_root(self.plan)
+                    backup_mod.check_space(root, backup_mod.estimate_bytes(Path(self.source_path)))
+                    backup = backup_mod.BackupWriter(root, run_id, now)
+                t0 = time.perf_counter()
+                try:
+                    report = self._preflight(db, conn, bypass, backup, unfinished and run_id,
+                                             result)
+                except BaseException:
+                    if backup:
+                        backup.abort()
+                    raise
+                result.preflight = report
+                result.source_records = report.source_records
+                for warning in report.warnings:
+                    self.emit(f"WARNING: {warning}")
+                if backup:
+                    result.backup_path = str(backup.commit(self.plan, self.target.display,
+                                                           self.source_path))
+                    self.emit(f"Backup written: {result.backup_path}")
+                elif unfinished:
+                    result.backup_path = unfinished.backup_path
+                result.stages["preflight_and_backup"] = time.perf_counter() - t0
+                if not unfinished:
+                    run_ledger.start_run(conn, run_id, self.plan.fingerprint(),
+                                         self.plan.component_names, self.source_path,
+                                         result.backup_path)
+                run_started = True
+                writer_conn = connection.connect(self.target)
+                self._copy(db, writer_conn, run_id, report, result)
+                writer_conn.close()
+                writer_conn = None
+                self._validate(db, bypass, result)
+                run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
+                result.status = "SUCCESS"
+                result.target_records = result.validation.target_records
+        except (Exception, KeyboardInterrupt) as exc:
+            if writer_conn is not None:
+                _abandon(writer_conn)
+            if run_started:
+                self._rollback(result, exc)
+            if isinstance(exc, MigrateError):
+                exc.result = result
+                raise
+            if isinstance(exc, KeyboardInterrupt):
+                err = MigrationFailed(
+                    "Migration interrupted (Ctrl-C or SIGTERM)",
+                    "Everything this run wrote was rolled back; re-run the plan when ready.")
+            else:
+                err = MigrationFailed(
+                    f"Migration execution failed: {_describe(exc)}",
+                    "Everything this run wrote was rolled back; fix the cause and re-run.")
+            err.result = result
+            raise err from exc
+        finally:
+            result.duration = time.perf_counter() - started
+            try:
+                if not conn.closed:
+                    run_ledger.release_lock(conn)
+            except psycopg.Error:
+                pass
+            conn.close()
+            db.close()
+        return result
+
+    def _copy(self, db: SourceDB, writer_conn: psycopg.Connection, run_id: str,
+              report: preflight.PreflightReport, result: ExecuteResult) -> None:
+        t0 = time.perf_counter()
+        writer = LlmspellWriter(writer_conn, run_id)
+        if copy_stage.discard_pending():
+            self.emit("Discarded an unfinished dlt load package from an interrupted run")
+        n = len(self.plan.components)
+        for i, cp in enumerate(self.plan.components, 1):
+            check = report.component(cp.name)
+            self.emit("")
+            self.emit(f"[{i}/{n}] Migrating component: {cp.name}")
+            progress = copy_stage.Progress(cp.component, check.source_count, self.emit)
+            if check.source_count and check.already_present == check.source_count:
+                self.emit(f"All {check.source_count} records already migrated; nothing to copy")
+                result.written[cp.name] = 0
+                continue
+            result.written[cp.name] = copy_stage.copy_component(
+                writer, db.read_path, cp.component, cp.batch_size, self.plan.tenants,
+                progress)
+            progress.finish()
+        result.stages["copy"] = time.perf_counter() - t0
+
+    def _validate(self, db: SourceDB, bypass: bool, result: ExecuteResult) -> None:
+        t0 = time.perf_counter()
+        self.emit("")
+        self.emit("Validating migration...")
+        comps = [cp.component for cp in self.plan.components]
+        with Validator(str(db.read_path), self.target.dsn, bypass, comps,
+                       self.plan.tenants) as validator:
+            report = validator.validate(comps, self.plan.checksum_sample_percent,
+                                        self.plan.full_comparison_threshold)
+        result.validation = report
+        result.stages["validation"] = time.perf_counter() - t0
+        for line in render_validation(report, self.plan.full_comparison_threshold):
+            self.emit(line)
+        if not report.passed:
+            failed = [c for c in report.components if not c.passed]
+            first = failed[0]
+            if not first.counts_ok:
+                msg = (f"{first.component} count mismatch ({first.source_count} source ≠ "
+                       f"{first.target_count} target)")
+            else:
+                msg = f"{first.component} checksum mismatch for key '{first.mismatches[0].key}'"
+            raise ValidationFailed(
+                f"Validation failed: {msg}",
+                "The run was rolled back. Inspect the mismatches above (verify --json gives "
+                "them all), fix the cause and re-run.",
+                details=[str(m) for c in failed for m in c.mismatches][:20]
+                + [f"missing: {k}" for c in failed for k in c.missing][:20],
+            )
+
+    def _rollback(self, result: ExecuteResult, exc: BaseException) -> None:
+        comps = [cp.component for cp in self.plan.components]
+        self.emit("")
+        self.emit(f"[ERROR] {getattr(exc, 'message', None) or _describe(exc)}")
+        self.emit("[INFO] Rolling back all components...")
+        try:
+            with connection.connect(self.target) as conn:
+                bypass = role_bypasses_rls(conn)
+                conn.commit()
+                deleted = run_ledger.delete_written(conn, result.run_id, comps, bypass)
+                run_ledger.set_status(conn, result.run_id, run_ledger.ROLLED_BACK)
+        except (MigrateError, psycopg.Error) as err:
+            self.emit(f"[ERROR] Rollback could not complete: {err}")
+            self.emit(f"[INFO] Run {result.run_id} stays marked running; re-run the plan to "
+                      "resume, or `rollback --run-id` it once PostgreSQL is back.")
+            return
+        result.rolled_back = deleted
+        for name, n in deleted.items():
+            self.emit(f"[INFO] Deleted {n} records from {name}")
+        self.emit("[INFO] Rollback complete. Source data unchanged.")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _abandon(conn: psycopg.Connection) -> None:
+    """Stop a writer mid-batch: its open transaction is aborted, never half-committed."""
+    try:
+        conn.cancel_safe(timeout=5)
+    except Exception:
+        pass
+    try:
+        conn.close()
+    except Exception:
+        pass

@@ -1,0 +1,184 @@
+"""llmspell-migrate command line: `python -m pipelines.migrate <command>`.
+
+    plan      count the SQLite source and write a reviewable YAML plan
+    execute   run a plan: pre-flight, backup, copy, validate (or roll back); --dry-run checks only
+    init-target  create the llmspell schema in PostgreSQL (idempotent)
+
+Exit codes: 0 success; 1 migration failed and was rolled back; 2 bad invocation, plan or
+input (nothing written); 3 another run holds the target's migration lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from pipelines import api
+from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LockBusy, MigrateError
+from pipelines.report import render_execute, render_plan
+from sources.components import SUPPORTED
+
+EXIT_BUSY = 3
+
+EPILOG = """\
+The usual sequence (as in the llmspell migration guide):
+  python -m pipelines.migrate plan --from sqlite --to postgres \\
+      --components agent_state,workflow_state,sessions --output migration.toml
+  cat migration.toml
+  python -m pipelines.migrate execute --plan migration.toml --dry-run
+  python -m pipelines.migrate execute --plan migration.toml
+
+Target: --target DSN, the plan's target.connection, LLMSPELL_MIGRATE_TARGET or
+.dlt/secrets.toml; with none, an embedded PostgreSQL in .llmspell-migrate/postgres.
+Passwords: LLMSPELL_MIGRATE_PASSWORD, .dlt/secrets.toml or PGPASSWORD; never in a plan.
+Exit codes: 0 ok, 1 failed and rolled back, 2 bad input (nothing written), 3 target busy.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.migrate",
+        description="Move llmspell data from SQLite into PostgreSQL: planned, validated, "
+                    "reversible.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--source", metavar="PATH",
+                        help="llmspell SQLite file (default: the plan's source.path, else "
+                             "~/.local/share/llmspell/llmspell.db)")
+        sp.add_argument("--target", metavar="DSN",
+                        help="PostgreSQL connection string (default: plan, "
+                             "LLMSPELL_MIGRATE_TARGET, .dlt/secrets.toml, else embedded)")
+        sp.add_argument("--tenant", action="append", metavar="ID", dest="tenants",
+                        help="migrate only this tenant (repeat for several)")
+        sp.add_argument("--json", action="store_true",
+                        help="print one JSON report on stdout (progress goes to stderr)")
+
+    sp = sub.add_parser("plan", help="count the source and write a migration plan",
+                        description="Count what the SQLite database holds per component and "
+                                    "write a reviewable YAML plan.", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--from", dest="from_backend", default="sqlite", metavar="BACKEND",
+                    help="source backend (only: sqlite)")
+    sp.add_argument("--to", dest="to_backend", default="postgres", metavar="BACKEND",
+                    help="target backend (only: postgres)")
+    sp.add_argument("--components", default="agent_state,workflow_state,sessions",
+                    help=f"comma-separated, any of: {', '.join(SUPPORTED)} "
+                         "(default: agent_state,workflow_state,sessions)")
+    sp.add_argument("--output", "-o", required=True, metavar="PLAN",
+                    help="where to write the plan (YAML, whatever the extension)")
+    sp.add_argument("--batch-size", type=int, metavar="N",
+                    help="records per batch, 100-100000 (default: chosen from each volume)")
+    common(sp)
+
+    sp = sub.add_parser("execute", help="run a plan (or --dry-run to check it)",
+                        description="Pre-flight, backup, copy every record, validate; on any "
+                                    "failure roll back everything this run wrote.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--plan", required=True, metavar="PLAN", help="plan file written by `plan`")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="run every pre-flight check and write nothing")
+    common(sp)
+
+    sp = sub.add_parser("init-target", help="create the llmspell schema in PostgreSQL",
+                        description="Create what is missing of the llmspell schema (tables, "
+                                    "indexes, triggers, forced RLS, the llmspell_app role and "
+                                    "its grants). Idempotent; never drops or alters.")
+    sp.add_argument("--target", metavar="DSN", help="PostgreSQL connection string")
+    sp.add_argument("--app-password-env", metavar="VAR",
+                    help="environment variable holding a password for a newly created "
+                         "llmspell_app role (default: the role gets no password)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def _printer(as_json: bool) -> Callable[[str], None]:
+    stream = sys.stderr if as_json else sys.stdout
+
+    def emit(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return emit
+
+
+def _emit_error(exc: MigrateError, as_json: bool) -> None:
+    result = getattr(exc, "result", None)
+    if as_json:
+        doc = result.to_dict() if result is not None else {}
+        doc["error"] = exc.to_dict()
+        doc.setdefault("status", "FAILED")
+        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    else:
+        if result is not None and not result.dry_run and result.run_id:
+            for line in render_execute(result):
+                print(line)
+            print()
+        print(exc.render(), file=sys.stderr)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.command:
+        _parser().print_help()
+        return EXIT_USAGE
+    as_json = getattr(args, "json", False)
+    emit = _printer(as_json)
+    try:
+        if args.command == "plan":
+            result = api.make_plan(args.components, output=args.output, source=args.source,
+                                   target=args.target, batch_size=args.batch_size,
+                                   tenants=args.tenants, from_backend=args.from_backend,
+                                   to_backend=args.to_backend)
+            if as_json:
+                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                print("\n".join(render_plan(result, args.output)))
+            return EXIT_OK
+        if args.command == "execute":
+            fn = api.dry_run if args.dry_run else api.execute
+            result = fn(args.plan, source=args.source, target=args.target,
+                        tenants=args.tenants, emit=emit)
+            if as_json:
+                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+            else:
+                print("\n".join(render_execute(result)))
+            return EXIT_OK
+        if args.command == "init-target":
+            password = os.environ.get(args.app_password_env) if args.app_password_env else None
+            report = api.init_target(args.target, app_password=password)
+            if as_json:
+                print(json.dumps(report.to_dict(), indent=2))
+            else:
+                for name in report.created:
+                    print(f"Created {name}")
+                for name in report.existing:
+                    print(f"Exists  {name} (left unchanged)")
+                for w in report.warnings:
+                    print(f"WARNING: {w}")
+                if report.role_created:
+                    print("Created role llmspell_app"
+                          + (" with the given password" if password else " (no password set)"))
+                print("Target schema ready.")
+            return EXIT_OK
+    except LockBusy as exc:
+        _emit_error(exc, as_json)
+        return EXIT_BUSY
+    except MigrateError as exc:
+        _emit_error(exc, as_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

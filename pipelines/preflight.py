@@ -1,0 +1,147 @@
+"""Pre-flight: everything that can refuse a run is checked before the first write.
+
+Source readable and an llmspell database; every planned component present; current counts
+against the plan's estimates; target reachable with the llmspell schema; free disk for the
+backup; every source record storable in PostgreSQL (listed by key otherwise); and rows
+already in the target under the same tenant and key: identical ones count as already
+migrated, different ones stop the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from destinations.target_schema import TENANT_SETTING
+from pipelines.backup import BackupWriter
+from pipelines.errors import PreflightError
+from pipelines.plan import Plan
+from sources.components import UUID, Component
+from sources.record_checks import BadRecord, RecordChecker
+from sources.sqlite_reader import SourceDB
+from validation.canonical import canonical_uuid
+
+MAX_LISTED = 20
+
+
+@dataclass
+class ComponentCheck:
+    name: str
+    batch_size: int
+    source_count: int
+    estimated_count: int
+    per_tenant: dict[str, int]
+    already_present: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.source_count != self.estimated_count
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PreflightReport:
+    components: list[ComponentCheck] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    bad_records: list[BadRecord] = field(default_factory=list)
+
+    @property
+    def source_records(self) -> int:
+        return sum(c.source_count for c in self.components)
+
+    def component(self, name: str) -> ComponentCheck:
+        return next(c for c in self.components if c.name == name)
+
+    def to_dict(self) -> dict:
+        return {"components": [c.to_dict() for c in self.components],
+                "warnings": self.warnings}
+
+
+def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
+    report = PreflightReport()
+    for cp in plan.components:
+        comp = cp.component
+        per_tenant = db.counts_by_tenant(comp, plan.tenants)
+        check = ComponentCheck(cp.name, cp.batch_size, sum(per_tenant.values()),
+                               cp.estimated_count, per_tenant)
+        if check.changed:
+            report.warnings.append(
+                f"{cp.name}: source now holds {check.source_count} records, the plan estimated "
+                f"{cp.estimated_count} (the source changed since the plan was made)")
+        report.components.append(check)
+    if db.live:
+        report.warnings.append(
+            f"{db.path} is open in llmspell (WAL present): reading a consistent snapshot; "
+            "records written after it are not migrated")
+    return report
+
+
+def natural_key(comp: Component, row: tuple) -> str:
+    raw = row[1 + comp.column_names.index(comp.key_column)]
+    if comp.column(comp.key_column).kind == UUID:
+        try:
+            return canonical_uuid(raw)
+        except (ValueError, AttributeError, TypeError):
+            return str(raw)
+    return raw
+
+
+def scan_source(db: SourceDB, plan: Plan, backup: BackupWriter | None,
+                existing: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
+    """One pass over every record: check it is storable, back it up, and find the records
+    whose (tenant, key) already exists in the target. Memory stays bounded by the batch."""
+    overlaps: dict[str, set[tuple[str, str]]] = {}
+    bad: list[BadRecord] = []
+    bad_total = 0
+    for cp in plan.components:
+        comp = cp.component
+        checker = RecordChecker(comp)
+        tenant_at = 1 + comp.column_names.index("tenant_id")
+        in_target = existing.get(comp.name) or set()
+        found: set[tuple[str, str]] = set()
+        if backup:
+            backup.begin(comp)
+        for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
+            problems = checker.check_rows(rows)
+            if problems:
+                bad_total += len(problems)
+                bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
+            if backup and not bad_total:
+                backup.add_rows(comp, rows)
+            if in_target:
+                for row in rows:
+                    key = (row[tenant_at], natural_key(comp, row))
+                    if key in in_target:
+                        found.add(key)
+        if backup:
+            backup.end(comp)
+        overlaps[comp.name] = found
+    if bad_total:
+        raise PreflightError(
+            f"{bad_total} source record(s) cannot be stored in PostgreSQL",
+            "Fix or remove these records in llmspell (this tool never modifies the source), "
+            "then re-run; nothing was written.",
+            details=[str(b) for b in bad] + (
+                [f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
+        )
+    return overlaps
+
+
+def existing_target_keys(conn: psycopg.Connection, comp: Component, tenants: list[str],
+                         bypass_rls: bool) -> set[tuple[str, str]]:
+    """Natural keys already in the target for these tenants."""
+    query = sql.SQL("SELECT tenant_id, {}::text FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
+        sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table))
+    found: set[tuple[str, str]] = set()
+    with conn.transaction():
+        if bypass_rls:
+            found.update(conn.execute(query, (tenants,)).fetchall())
+        else:
+            for tenant in tenants:
+                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                found.update(conn.execute(query, ([tenant],)).fetchall())
+    return found

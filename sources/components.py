@@ -1,0 +1,187 @@
+"""The one description of every migrated component.
+
+Reader, pre-flight checks, staging DDL, the INSERT that converts types, backups and the
+validation queries are all derived from these definitions, so a column is described once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.errors import UsageError
+
+# Column kinds: how a SQLite value maps to its PostgreSQL column.
+TEXT = "text"  # TEXT -> VARCHAR(n)/TEXT
+JSON = "json"  # TEXT holding JSON -> JSONB
+EPOCH = "epoch"  # INTEGER unix seconds -> TIMESTAMPTZ
+HEXID = "hexid"  # TEXT 32 hex chars -> UUID
+UUID = "uuid"  # TEXT uuid (session id) -> UUID
+INT = "int"  # INTEGER -> INTEGER
+BLOB = "blob"  # BLOB -> BYTEA
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    nullable: bool = False
+    max_length: int | None = None
+    minimum: int | None = None  # for INT columns: CHECK (col >= minimum)
+    allowed: tuple[str, ...] | None = None  # for status columns: CHECK (col IN ...)
+
+    @property
+    def pg_type(self) -> str:
+        if self.kind == TEXT:
+            return f"VARCHAR({self.max_length})" if self.max_length else "TEXT"
+        return {
+            JSON: "JSONB",
+            EPOCH: "TIMESTAMPTZ",
+            HEXID: "UUID",
+            UUID: "UUID",
+            INT: "INTEGER",
+            BLOB: "BYTEA",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    sqlite_table: str
+    pg_table: str  # unqualified, in schema `llmspell`
+    key_column: str  # natural key with tenant_id
+    key_sql: str  # SQLite/PostgreSQL expression giving the llmspell storage key
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def qualified_table(self) -> str:
+        return f"llmspell.{self.pg_table}"
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def json_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == JSON]
+
+
+_TENANT = Column("tenant_id", TEXT, max_length=255)
+
+AGENT_STATE = Component(
+    name="agent_state",
+    sqlite_table="agent_states",
+    pg_table="agent_states",
+    key_column="agent_id",
+    key_sql="'agent:' || agent_type || ':' || agent_id",
+    columns=(
+        Column("state_id", HEXID),
+        _TENANT,
+        Column("agent_id", TEXT, max_length=255),
+        Column("agent_type", TEXT, max_length=100),
+        Column("state_data", JSON),
+        Column("schema_version", INT, minimum=1),
+        Column("data_version", INT, minimum=1),
+        Column("checksum", TEXT, max_length=64),
+        Column("created_at", EPOCH),
+        Column("updated_at", EPOCH),
+    ),
+)
+
+WORKFLOW_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+WORKFLOW_STATE = Component(
+    name="workflow_state",
+    sqlite_table="workflow_states",
+    pg_table="workflow_states",
+    key_column="workflow_id",
+    key_sql="'custom:workflow_' || workflow_id || ':state'",
+    columns=(
+        _TENANT,
+        Column("workflow_id", TEXT, max_length=255),
+        Column("workflow_name", TEXT, nullable=True, max_length=500),
+        Column("state_data", JSON),
+        Column("current_step", INT, minimum=0),
+        Column("status", TEXT, max_length=20, allowed=WORKFLOW_STATUSES),
+        Column("started_at", EPOCH, nullable=True),
+        Column("completed_at", EPOCH, nullable=True),
+        Column("last_updated", EPOCH),
+        Column("created_at", EPOCH),
+    ),
+)
+
+SESSION_STATUSES = ("active", "archived", "expired")
+SESSIONS = Component(
+    name="sessions",
+    sqlite_table="sessions",
+    pg_table="sessions",
+    key_column="session_id",
+    key_sql="'session:' || session_id",
+    columns=(
+        _TENANT,
+        Column("session_id", UUID),
+        Column("session_data", JSON),
+        Column("status", TEXT, max_length=20, allowed=SESSION_STATUSES),
+        Column("created_at", EPOCH),
+        Column("last_accessed_at", EPOCH),
+        Column("expires_at", EPOCH, nullable=True),
+        Column("artifact_count", INT, minimum=0),
+        Column("updated_at", EPOCH),
+    ),
+)
+
+KV_STORE = Component(
+    name="kv_store",
+    sqlite_table="kv_store",
+    pg_table="kv_store",
+    key_column="key",
+    key_sql="key",
+    columns=(
+        Column("kv_id", HEXID),
+        _TENANT,
+        Column("key", TEXT, max_length=500),
+        Column("value", BLOB),
+        Column("metadata", JSON, nullable=True),
+        Column("created_at", EPOCH),
+        Column("updated_at", EPOCH),
+    ),
+)
+
+COMPONENTS: dict[str, Component] = {
+    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)
+}
+SUPPORTED = tuple(COMPONENTS)
+# Components the llmspell guide names for later phases: recognised, refused with a clear message.
+LATER_PHASES = {
+    "episodic_memory": "Phase 2",
+    "semantic_memory": "Phase 2",
+    "procedural_memory": "Phase 2",
+    "artifacts": "Phase 3",
+    "events": "Phase 3",
+    "hooks": "Phase 3",
+    "api_keys": "Phase 3",
+}
+
+
+def get(name: str) -> Component:
+    """The component called `name`, or a UsageError naming the supported ones."""
+    if name in COMPONENTS:
+        return COMPONENTS[name]
+    phase = LATER_PHASES.get(name)
+    hint = (
+        f"{name} is planned for {phase}; migrate it with llmspell itself for now."
+        if phase
+        else "Check the component name's spelling."
+    )
+    raise UsageError(f"Only {', '.join(SUPPORTED)} are supported. Got: {name}", hint)
+
+
+def parse_list(text: str) -> list[Component]:
+    """Parse `agent_state,sessions` into components, refusing unknown and repeated names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError("No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"A component is named twice: {text}", "Name each component once.")
+    return [get(n) for n in names]

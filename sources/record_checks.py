@@ -1,0 +1,168 @@
+"""Find source records PostgreSQL cannot store, before anything is written.
+
+Each problem names the component, tenant, key and column, so the operator can fix the record
+in llmspell. What PostgreSQL refuses: invalid JSON (NaN and Infinity included), the NUL
+character (`\\u0000` in JSON text, or raw in any text), lone UTF-16 surrogates, invalid UTF-8,
+ids that are not UUIDs, values longer than their VARCHAR, out-of-range integers and
+timestamps, and NULL in a NOT NULL column.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sources.components import BLOB, EPOCH, HEXID, INT, JSON, TEXT, UUID, Component
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UUID = re.compile(r"^\{?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}\}?$")
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+_INT32 = (-(2**31), 2**31 - 1)
+# to_timestamp() accepts roughly 4713 BC .. 294276 AD; keep well inside it.
+_EPOCH_RANGE = (-210_866_803_200, 9_224_318_016_000)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    component: str
+    tenant_id: str
+    key: str
+    column: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.component} {self.tenant_id} {self.key!r}: {self.column} {self.problem}"
+
+    def to_dict(self) -> dict:
+        return {"component": self.component, "tenant_id": self.tenant_id, "key": self.key,
+                "column": self.column, "problem": self.problem}
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bad_strings(value) -> str | None:
+    """Walk parsed JSON for strings PostgreSQL refuses (NUL, lone surrogates)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return "contains \\u0000, which PostgreSQL JSONB cannot store"
+            if _SURROGATE.search(v):
+                return "contains a lone UTF-16 surrogate, which PostgreSQL refuses"
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+def check_json(text) -> str | None:
+    if not isinstance(text, str):
+        return f"is {type(text).__name__}, not JSON text"
+    if _SURROGATE.search(text):
+        return "is not valid UTF-8"
+    try:
+        parsed = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return f"is not valid JSON ({str(exc).split(':')[0]})"
+    lowered = text.lower()
+    if "\\u0000" in lowered or "\\ud" in lowered:
+        return _bad_strings(parsed)
+    return None
+
+
+def check_text(text, max_length: int | None) -> str | None:
+    if not isinstance(text, str):
+        return f"is {type(text).__name__}, not text"
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL text cannot store"
+    if _SURROGATE.search(text):
+        return "is not valid UTF-8"
+    if max_length is not None and len(text) > max_length:
+        return f"is {len(text)} characters, over VARCHAR({max_length})"
+    return None
+
+
+def _column_check(col) -> Callable[[object], str | None]:
+    kind = col.kind
+    if kind == JSON:
+        return check_json
+    if kind == TEXT:
+        def text_check(v):
+            problem = check_text(v, col.max_length)
+            if problem is None and col.allowed and v not in col.allowed:
+                return f"is {v!r}, not one of {', '.join(col.allowed)}"
+            return problem
+        return text_check
+    if kind in (HEXID, UUID):
+        pattern = _HEX32 if kind == HEXID else _UUID
+        what = "a 32-hex-character id" if kind == HEXID else "a UUID"
+
+        def id_check(v):
+            if not isinstance(v, str) or not pattern.match(v):
+                return f"is {v!r}, not {what} (PostgreSQL column is UUID)"
+            return None
+        return id_check
+    if kind == INT:
+        lo = max(_INT32[0], col.minimum) if col.minimum is not None else _INT32[0]
+
+        def int_check(v):
+            if isinstance(v, bool) or not isinstance(v, int):
+                return f"is {v!r}, not an integer"
+            if not lo <= v <= _INT32[1]:
+                return f"is {v}, outside {lo}..{_INT32[1]}"
+            return None
+        return int_check
+    if kind == EPOCH:
+        def epoch_check(v):
+            if isinstance(v, bool) or not isinstance(v, int):
+                return f"is {v!r}, not integer epoch seconds"
+            if not _EPOCH_RANGE[0] <= v <= _EPOCH_RANGE[1]:
+                return f"is {v}, outside PostgreSQL's timestamp range"
+            return None
+        return epoch_check
+    if kind == BLOB:
+        def blob_check(v):
+            if isinstance(v, bytes):
+                return None
+            if isinstance(v, str):
+                return "is not valid UTF-8 text in a BLOB column" if _SURROGATE.search(v) else None
+            return f"is {type(v).__name__}, not a BLOB"
+        return blob_check
+    raise ValueError(f"unknown column kind {kind}")
+
+
+class RecordChecker:
+    """Checks rows shaped (llmspell_key, *component columns), as the reader yields them."""
+
+    def __init__(self, comp: Component):
+        self.comp = comp
+        self.tenant_index = 1 + comp.column_names.index("tenant_id")
+        self._checks = [
+            (i + 1, col.name, col.nullable, _column_check(col)) for i, col in enumerate(comp.columns)
+        ]
+
+    def check(self, row: tuple) -> list[BadRecord]:
+        bad = []
+        for index, name, nullable, check in self._checks:
+            value = row[index]
+            if value is None:
+                problem = None if nullable else "is NULL, but the PostgreSQL column is NOT NULL"
+            else:
+                problem = check(value)
+            if problem:
+                bad.append(BadRecord(self.comp.name, str(row[self.tenant_index]), str(row[0]),
+                                     name, problem))
+        return bad
+
+    def check_rows(self, rows: Iterable[tuple]) -> list[BadRecord]:
+        out: list[BadRecord] = []
+        for row in rows:
+            out.extend(self.check(row))
+        return out

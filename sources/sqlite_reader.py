@@ -1,0 +1,173 @@
+"""Read an llmspell SQLite database without ever modifying it.
+
+Every reader (ours and DuckDB's sqlite scanner) works on a private snapshot: SQLite readers
+create `-wal`/`-shm` files and write read marks into `-shm`, so not even a read-only open
+touches the original. A closed database is hard-linked into the snapshot folder when the
+filesystem allows (no copy; opened read-only, so the shared file is never written); a
+database llmspell has open (a `-wal` or `-shm` beside it) is copied WAL first, because the
+WAL may hold committed records the main file does not have yet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines.errors import PreflightError, SourceError
+from sources.components import COMPONENTS, Component
+
+DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
+
+
+def _decode(raw: bytes) -> str:
+    # Keep invalid UTF-8 visible (as lone surrogates) so the record can be named, not crash.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class SourceDB:
+    """A read-only view of one llmspell SQLite file."""
+
+    def __init__(self, path: str | Path, *, snapshot: bool = True):
+        """Open `path` through a private snapshot; `snapshot=False` is only for a path that
+        already is one (the engine shares its snapshot with the dlt source and validation)."""
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise SourceError(
+                f"SQLite database not found: {self.path}",
+                "Pass --source PATH (or set source.path in the plan); llmspell's default is "
+                f"{DEFAULT_PATH}.",
+            )
+        if not self.path.is_file():
+            raise SourceError(f"Not a file: {self.path}", "Point --source at the llmspell .db file.")
+        self._snapshot_dir: str | None = None
+        self.live = False  # llmspell had the database open (a -wal/-shm file was present)
+        self._take_snapshot = snapshot
+        self.conn = self._open()
+        self.tables = self._tables()
+        if not self.tables & {c.sqlite_table for c in COMPONENTS.values()}:
+            self.close()
+            raise SourceError(
+                f"{self.path} is not an llmspell database (it has none of the tables "
+                + ", ".join(c.sqlite_table for c in COMPONENTS.values())
+                + ")",
+                "Point --source at the SQLite file llmspell writes (default "
+                f"{DEFAULT_PATH}).",
+            )
+
+    # -- opening -------------------------------------------------------------------------
+    def _make_snapshot(self) -> Path:
+        wal = Path(f"{self.path}-wal")
+        self._snapshot_dir = tempfile.mkdtemp(prefix="llmspell-migrate-src-")
+        snap = Path(self._snapshot_dir) / "source.db"
+        self.live = wal.exists() or Path(f"{self.path}-shm").exists()
+        if self.live:
+            if wal.exists():
+                shutil.copyfile(wal, f"{snap}-wal")
+            shutil.copyfile(self.path, snap)
+            return snap
+        try:
+            os.link(self.path, snap)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copyfile(self.path, snap)
+        return snap
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.read_path = self._make_snapshot() if self._take_snapshot else self.path
+            uri = f"file:{self.read_path}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn.text_factory = _decode
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            self._drop_snapshot()
+            raise SourceError(
+                f"{self.path} is not a readable SQLite database: {exc}",
+                "Point --source at the llmspell .db file (not its -wal file or a backup archive).",
+            ) from None
+        except OSError as exc:
+            self._drop_snapshot()
+            raise SourceError(f"Cannot read {self.path}: {exc.strerror}",
+                              "Check the file's permissions.") from None
+
+    def _tables(self) -> set[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {r[0] for r in rows}
+
+    def _drop_snapshot(self) -> None:
+        if self._snapshot_dir:
+            shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+            self._snapshot_dir = None
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            self._drop_snapshot()
+
+    def __enter__(self) -> SourceDB:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- questions -----------------------------------------------------------------------
+    def has(self, comp: Component) -> bool:
+        return comp.sqlite_table in self.tables
+
+    def require(self, comp: Component) -> None:
+        if not self.has(comp):
+            raise PreflightError(
+                f"Component '{comp.name}' not found in source",
+                f"{self.path} has no {comp.sqlite_table} table: check the component name, or "
+                "that this is the llmspell database holding it.",
+            )
+
+    @staticmethod
+    def _where(tenants: list[str] | None) -> tuple[str, list[str]]:
+        if not tenants:
+            return "", []
+        return f" WHERE tenant_id IN ({','.join('?' * len(tenants))})", list(tenants)
+
+    def counts_by_tenant(self, comp: Component, tenants: list[str] | None = None) -> dict[str, int]:
+        self.require(comp)
+        where, args = self._where(tenants)
+        rows = self.conn.execute(
+            f"SELECT tenant_id, count(*) FROM {comp.sqlite_table}{where} "
+            "GROUP BY tenant_id ORDER BY tenant_id",
+            args,
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def count(self, comp: Component, tenants: list[str] | None = None) -> int:
+        return sum(self.counts_by_tenant(comp, tenants).values())
+
+    def select_sql(self, comp: Component, tenants: list[str] | None = None) -> tuple[str, list]:
+        """Rows as (llmspell_key, *component columns) in natural-key order."""
+        where, args = self._where(tenants)
+        cols = ", ".join(comp.column_names)
+        return (
+            f"SELECT {comp.key_sql} AS llmspell_key, {cols} FROM {comp.sqlite_table}{where} "
+            f"ORDER BY tenant_id, {comp.key_column}",
+            args,
+        )
+
+    def iter_batches(
+        self, comp: Component, batch_size: int, tenants: list[str] | None = None
+    ) -> Iterator[list[tuple]]:
+        """Yield lists of at most `batch_size` rows: memory is bounded by the batch."""
+        self.require(comp)
+        query, args = self.select_sql(comp, tenants)
+        cur = self.conn.execute(query, args)
+        try:
+            while True:
+                rows = cur.fetchmany(batch_size)
+                if not rows:
+                    return
+                yield rows
+        finally:
+            cur.close()

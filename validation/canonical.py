@@ -1,0 +1,101 @@
+"""Canonical forms that make a source record and its migrated row comparable byte for byte.
+
+JSON: PostgreSQL stores JSONB and prints it in one canonical text form (object keys ordered by
+length then bytes, last duplicate wins, `", "` and `": "` separators, escapes decoded to
+UTF-8, numbers as exact decimals that keep their scale: `1e2` -> `100`, `1.50` stays `1.50`).
+`jsonb_text` reproduces that form from the SQLite text in Python, exactly (numbers go through
+`Decimal`, never a binary float), so the target's `state_data::text` can be hashed as it
+comes. Any mismatch is re-checked by `json_difference`, a structural comparison with the same
+number rules, before it is reported, so a divergence of the emulation can never fail a
+migration by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from decimal import Decimal, InvalidOperation
+
+_MARK = "\x00"  # PostgreSQL cannot store NUL in JSON strings, so it cannot collide with data
+_MARKED_NUMBER = re.compile(r'"\\u0000([^"]*)"')
+
+
+def pg_number(text: str) -> str:
+    """A JSON number as PostgreSQL's numeric prints it (exact, scale kept, no exponent)."""
+    if "." not in text and "e" not in text and "E" not in text:
+        return "0" if text == "-0" else text
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        return text
+    out = format(d, "f")
+    if d.is_zero() and out.startswith("-"):
+        out = out[1:]
+    return out
+
+
+def _mark_number(text: str) -> str:
+    return _MARK + pg_number(text)
+
+
+def _jsonb_key(item: tuple[str, object]) -> tuple[int, bytes]:
+    raw = item[0].encode("utf-8", "surrogatepass")
+    return (len(raw), raw)
+
+
+def _ordered_object(pairs: list[tuple[str, object]]) -> dict:
+    return dict(sorted(dict(pairs).items(), key=_jsonb_key))
+
+
+def jsonb_text(raw: str) -> str:
+    """The text PostgreSQL prints for `raw::jsonb`."""
+    value = json.loads(raw, object_pairs_hook=_ordered_object,
+                       parse_float=_mark_number, parse_int=_mark_number)
+    if isinstance(value, str) and value.startswith(_MARK):
+        return value[1:]
+    out = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return _MARKED_NUMBER.sub(r"\1", out) if _MARK in raw or "\\u0000" in out else out
+
+
+def _tree(raw: str):
+    """Parsed JSON with numbers as tagged exact strings, so 1.0 != 1 and True != 1."""
+    return json.loads(raw, parse_float=lambda t: ("num", pg_number(t)),
+                      parse_int=lambda t: ("num", pg_number(t)))
+
+
+def json_difference(source: str, target: str) -> str | None:
+    """Where two JSON texts differ in content (a path and both values), or None if equal."""
+    try:
+        a, b = _tree(source), _tree(target)
+    except ValueError as exc:
+        return f"$: not comparable JSON ({exc})"
+    stack = [("$", a, b)]
+    while stack:
+        path, x, y = stack.pop()
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in x.keys() | y.keys():
+                if k not in y:
+                    return f"{path}.{k}: key missing in target"
+                if k not in x:
+                    return f"{path}.{k}: key added in target"
+                stack.append((f"{path}.{k}", x[k], y[k]))
+        elif isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                return f"{path}: {len(x)} items in source, {len(y)} in target"
+            stack.extend((f"{path}[{i}]", p, q) for i, (p, q) in enumerate(zip(x, y)))
+        elif type(x) is not type(y) or x != y:
+            return f"{path}: {_show(x)} -> {_show(y)}"
+    return None
+
+
+def _show(v) -> str:
+    if isinstance(v, tuple):
+        v = v[1]
+        return v if len(v) <= 40 else v[:37] + "..."
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def canonical_uuid(text: str) -> str:
+    return str(uuid.UUID(text.strip("{}")))

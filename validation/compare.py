@@ -1,0 +1,339 @@
+"""Count, checksum and JSONB-aware comparison of one component across SQLite and PostgreSQL.
+
+Both sides are read through DuckDB (the target with `postgres_query`, so tenant and sample
+filters run inside PostgreSQL). Every record gets a fingerprint: xxhash over the canonical
+text of each column (JSON in PostgreSQL's own jsonb text form, UUIDs in canonical form,
+timestamps as exact epoch seconds, BLOBs as hex, NULL as its own marker). Counts compare the
+keys of every record; fingerprints compare every record (full comparison) or a deterministic
+sample picked by xxhash of the record key, the same records on both sides. Each fingerprint
+mismatch is then compared column by column, JSON structurally, to say which field differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import xxhash
+from psycopg import sql
+
+from sources.components import BLOB, EPOCH, HEXID, JSON, UUID, Component
+from validation.canonical import canonical_uuid, json_difference, jsonb_text
+
+NULL = "\x01"
+SAMPLE_BUCKETS = 10_000
+MAX_REPORTED = 20
+MAX_EXPLAINED = 200
+_BATCH = 20_000
+
+
+def sampled(tenant: str, llmspell_key: str, percent: float) -> bool:
+    """Deterministic sample by record key: both sides, and every run, pick the same records."""
+    if percent >= 100:
+        return True
+    h = xxhash.xxh3_64_intdigest(f"{tenant}\x1f{llmspell_key}".encode("utf-8", "surrogatepass"))
+    return h % SAMPLE_BUCKETS < percent * (SAMPLE_BUCKETS / 100)
+
+
+def short(value, limit: int = 60) -> str:
+    text = NULL if value is None else str(value)
+    if text == NULL:
+        return "NULL"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- canonical values ----------------------------------------------------------------------
+def _source_canon(kind: str, value) -> str:
+    if value is None:
+        return NULL
+    try:
+        if kind == JSON:
+            return jsonb_text(value)
+        if kind in (HEXID, UUID):
+            return canonical_uuid(value)
+        if kind == BLOB:
+            return (value.encode("utf-8") if isinstance(value, str) else bytes(value)).hex()
+        if kind == EPOCH:
+            return str(int(value)) if float(value).is_integer() else repr(value)
+    except (ValueError, TypeError, AttributeError):
+        return f"\x02{value!r}"  # not storable: can never match a stored value
+    return str(value)
+
+
+def target_expr(col) -> sql.Composable:
+    """PostgreSQL expression giving the column's canonical text."""
+    ident = sql.Identifier(col.name)
+    if col.kind == EPOCH:
+        return sql.SQL("trim_scale(extract(epoch FROM {}))::text").format(ident)
+    if col.kind == BLOB:
+        return sql.SQL("encode({}, 'hex')").format(ident)
+    return sql.SQL("{}::text").format(ident)
+
+
+def fingerprint(values: Iterable[str]) -> int:
+    return xxhash.xxh3_64_intdigest("\x1f".join(values).encode("utf-8", "surrogatepass"))
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass
+class Mismatch:
+    component: str
+    tenant_id: str
+    key: str
+    column: str
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return (f"{self.component} tenant={self.tenant_id} key={self.key!r} {self.column}: "
+                f"source={self.source} target={self.target}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ComponentResult:
+    component: str
+    mode: str = "full"  # full | sample
+    sample_percent: float = 100.0
+    source_count: int = 0
+    target_count: int = 0
+    per_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    missing_count: int = 0
+    compared: int = 0
+    matched: int = 0
+    json_compared: int = 0
+    mismatch_count: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def counts_ok(self) -> bool:
+        return self.missing_count == 0 and self.source_count == self.target_count
+
+    @property
+    def passed(self) -> bool:
+        return self.counts_ok and self.mismatch_count == 0
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "mismatches"}
+        d["mismatches"] = [m.to_dict() for m in self.mismatches]
+        d["passed"] = self.passed
+        return d
+
+
+# -- the comparison ------------------------------------------------------------------------
+class ComponentComparer:
+    """Compares one component; `targets` maps a DuckDB alias to the tenant it sees (None = all)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, comp: Component,
+                 targets: dict[str, str | None], tenants: list[str] | None = None):
+        self.con = con
+        self.comp = comp
+        self.targets = targets
+        self.tenants = tenants
+        self.kinds = [c.kind for c in comp.columns]
+        self.names = comp.column_names
+        self.key_index = self.names.index(comp.key_column)
+        self.tenant_index = self.names.index("tenant_id")
+        self.key_is_uuid = comp.column(comp.key_column).kind == UUID
+
+    # source side -------------------------------------------------------------------------
+    def _source_batches(self) -> Iterator[pa.RecordBatch]:
+        cols = ", ".join(f'"{n}"' for n in self.names)
+        where = ""
+        params: list = []
+        if self.tenants:
+            where = f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
+            params = list(self.tenants)
+        query = (f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} "
+                 f"FROM src.{self.comp.sqlite_table}{where}")
+        reader = self.con.execute(query, params).fetch_record_batch(_BATCH)
+        yield from reader
+
+    def _natural_key(self, raw) -> str:
+        if self.key_is_uuid:
+            try:
+                return canonical_uuid(raw)
+            except (ValueError, AttributeError, TypeError):
+                return f"\x02{raw}"
+        return raw
+
+    def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
+        tenants, nkeys, lkeys, picks, fps = [], [], [], [], []
+        kinds = self.kinds
+        for batch in self._source_batches():
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for row in zip(*columns):
+                lkey, values = row[0], row[1:]
+                tenant = values[self.tenant_index]
+                nkey = self._natural_key(values[self.key_index])
+                if only is not None and (tenant, nkey) not in only:
+                    continue
+                pick = sampled(tenant, lkey, percent)
+                tenants.append(tenant)
+                nkeys.append(nkey)
+                lkeys.append(lkey)
+                picks.append(pick)
+                fps.append(fingerprint(_source_canon(k, v) for k, v in zip(kinds, values))
+                           if pick else None)
+        return pa.table({"tenant_id": pa.array(tenants, pa.string()),
+                         "nkey": pa.array(nkeys, pa.string()),
+                         "llmspell_key": pa.array(lkeys, pa.string()),
+                         "picked": pa.array(picks, pa.bool_()),
+                         "fp": pa.array(fps, pa.uint64())})
+
+    # target side -------------------------------------------------------------------------
+    def _target_query(self, alias: str, tenant: str | None, select: sql.Composable,
+                      keys: list[tuple[str, str]] | None) -> pa.Table:
+        conds = []
+        if tenant is not None:
+            conds.append(sql.SQL("tenant_id = {}").format(sql.Literal(tenant)))
+        elif self.tenants:
+            conds.append(sql.SQL("tenant_id = ANY({})").format(sql.Literal(list(self.tenants))))
+        if keys is not None:
+            key_type = sql.SQL(self.comp.column(self.comp.key_column).pg_type)
+            conds.append(sql.SQL(
+                "(tenant_id, {key}) IN (SELECT u.t, u.k::{kt} FROM unnest({ts}::text[], "
+                "{ks}::text[]) AS u(t, k))"
+            ).format(key=sql.Identifier(self.comp.key_column), kt=key_type,
+                     ts=sql.Literal([k[0] for k in keys]), ks=sql.Literal([k[1] for k in keys])))
+        query = sql.SQL("SELECT {select} FROM llmspell.{table}{where}").format(
+            select=select, table=sql.Identifier(self.comp.pg_table),
+            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL(""))
+        text = query.as_string(None)
+        return self.con.execute("SELECT * FROM postgres_query(?, ?)", [alias, text]).to_arrow_table()
+
+    def _key_select(self, prefix: str = "") -> sql.Composable:
+        return sql.SQL("tenant_id AS {}, {}::text AS {}").format(
+            sql.Identifier(f"{prefix}tenant_id"), sql.Identifier(self.comp.key_column),
+            sql.Identifier(f"{prefix}nkey"))
+
+    def target_keys(self) -> pa.Table:
+        parts = [self._target_query(a, t, self._key_select(), None) for a, t in self.targets.items()]
+        return pa.concat_tables(parts) if parts else pa.table({"tenant_id": [], "nkey": []})
+
+    def target_rows(self, keys: list[tuple[str, str]] | None) -> pa.Table:
+        select = self._key_select("k_") + sql.SQL(", ") + sql.SQL(", ").join(
+            target_expr(c) + sql.SQL(" AS {}").format(sql.Identifier(c.name))
+            for c in self.comp.columns)
+        parts = []
+        for alias, tenant in self.targets.items():
+            wanted = keys
+            if keys is not None and tenant is not None:
+                wanted = [k for k in keys if k[0] == tenant]
+                if not wanted:
+                    continue
+            parts.append(self._target_query(alias, tenant, select, wanted))
+        return pa.concat_tables(parts) if parts else None
+
+    def target_fingerprints(self, keys: list[tuple[str, str]] | None) -> pa.Table:
+        rows = self.target_rows(keys)
+        tenants, nkeys, fps = [], [], []
+        if rows is not None:
+            names = self.names
+            cols = [rows.column("k_tenant_id").to_pylist(), rows.column("k_nkey").to_pylist()]
+            cols += [rows.column(n).to_pylist() for n in names]
+            for tenant, nkey, *values in zip(*cols):
+                tenants.append(tenant)
+                nkeys.append(nkey)
+                fps.append(fingerprint(NULL if v is None else v for v in values))
+        return pa.table({"tenant_id": pa.array(tenants, pa.string()),
+                         "nkey": pa.array(nkeys, pa.string()),
+                         "fp": pa.array(fps, pa.uint64())})
+
+    # field-level explanation -------------------------------------------------------------
+    def explain(self, tenant: str, nkey: str, lkey: str) -> list[Mismatch]:
+        """Which columns of one record differ; an empty list means equal in content."""
+        src = self.con.execute(
+            f"SELECT {', '.join(chr(34) + n + chr(34) for n in self.names)} "
+            f"FROM src.{self.comp.sqlite_table} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
+            [tenant, lkey]).fetchone()
+        tgt_table = self.target_rows([(tenant, nkey)])
+        tgt = None
+        if tgt_table is not None and tgt_table.num_rows:
+            tgt = [tgt_table.column(n)[0].as_py() for n in self.names]
+        out = []
+        if src is None or tgt is None:
+            return [Mismatch(self.comp.name, tenant, lkey, "*", "present" if src else "absent",
+                             "present" if tgt else "absent")]
+        for name, kind, s, t in zip(self.names, self.kinds, src, tgt):
+            if kind == JSON and s is not None and t is not None:
+                diff = json_difference(s, t)
+                if diff:
+                    out.append(Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}",
+                                        short(s), short(t)))
+                continue
+            if _source_canon(kind, s) != (NULL if t is None else t):
+                out.append(Mismatch(self.comp.name, tenant, lkey, name,
+                                    short(_source_canon(kind, s)), short(t)))
+        return out
+
+    # all together ------------------------------------------------------------------------
+    def run(self, percent: float, full_threshold: int,
+            only: set[tuple[str, str]] | None = None) -> ComponentResult:
+        started = time.perf_counter()
+        count = self.con.execute(
+            f"SELECT count(*) FROM src.{self.comp.sqlite_table}"
+            + (f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})" if self.tenants else ""),
+            list(self.tenants or [])).fetchone()[0]
+        full = percent >= 100 or count < full_threshold
+        pct = 100.0 if full else float(percent)
+        result = ComponentResult(self.comp.name, mode="full" if full else "sample",
+                                 sample_percent=pct)
+        src = self.source_fingerprints(pct, only)
+        tgt_keys = self.target_keys()
+        picked_keys = None
+        if not full or only is not None:
+            picked = src.filter(src.column("picked"))
+            picked_keys = list(zip(picked.column("tenant_id").to_pylist(),
+                                   picked.column("nkey").to_pylist()))
+        tgt = self.target_fingerprints(picked_keys)
+        con = self.con
+        con.register("v_src", src)
+        con.register("v_tgt_keys", tgt_keys)
+        con.register("v_tgt", tgt)
+        try:
+            for tenant, n_src, n_tgt in con.execute(
+                "SELECT s.tenant_id, count(*), count(t.nkey) FROM v_src s "
+                "LEFT JOIN v_tgt_keys t USING (tenant_id, nkey) GROUP BY 1 ORDER BY 1"
+            ).fetchall():
+                result.per_tenant[tenant] = {"source": n_src, "target": n_tgt}
+                result.source_count += n_src
+                result.target_count += n_tgt
+            missing = con.execute(
+                "SELECT s.tenant_id, s.llmspell_key FROM v_src s ANTI JOIN v_tgt_keys t "
+                "USING (tenant_id, nkey) ORDER BY 1, 2").fetchall()
+            result.missing_count = len(missing)
+            result.missing = [f"{t}/{k}" for t, k in missing[:MAX_REPORTED]]
+            compared = con.execute(
+                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) "
+                "WHERE s.picked").fetchone()[0]
+            differing = con.execute(
+                "SELECT s.tenant_id, s.nkey, s.llmspell_key FROM v_src s JOIN v_tgt t "
+                "USING (tenant_id, nkey) WHERE s.picked AND s.fp <> t.fp ORDER BY 1, 3"
+            ).fetchall()
+        finally:
+            for view in ("v_src", "v_tgt_keys", "v_tgt"):
+                con.unregister(view)
+        real = 0
+        for i, (tenant, nkey, lkey) in enumerate(differing):
+            if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is
+                real += 1
+                continue
+            found = self.explain(tenant, nkey, lkey)
+            if found:
+                real += 1
+                if len(result.mismatches) < MAX_REPORTED:
+                    result.mismatches.extend(found[: MAX_REPORTED - len(result.mismatches)])
+        result.compared = compared
+        result.mismatch_count = real
+        result.matched = compared - real
+        result.json_compared = compared * len(self.comp.json_columns)
+        result.seconds = time.perf_counter() - started
+        return result

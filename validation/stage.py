@@ -1,0 +1,99 @@
+"""The validation stage as the engine and `verify` run it: every component of a plan,
+compared through one DuckDB session attached to both databases."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sources.components import Component
+from validation import duck
+from validation.compare import ComponentComparer, ComponentResult
+
+
+@dataclass
+class ValidationReport:
+    components: list[ComponentResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.components)
+
+    @property
+    def source_records(self) -> int:
+        return sum(c.source_count for c in self.components)
+
+    @property
+    def target_records(self) -> int:
+        return sum(c.target_count for c in self.components)
+
+    @property
+    def checksum_samples(self) -> int:
+        return sum(c.compared for c in self.components)
+
+    @property
+    def errors(self) -> int:
+        return sum(c.mismatch_count + c.missing_count for c in self.components)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "seconds": round(self.seconds, 3),
+            "source_records": self.source_records,
+            "target_records": self.target_records,
+            "checksum_samples": self.checksum_samples,
+            "errors": self.errors,
+            "components": [c.to_dict() for c in self.components],
+        }
+
+
+def source_tenants(con, comps: list[Component], tenants: list[str] | None) -> list[str]:
+    if tenants:
+        return sorted(tenants)
+    found: set[str] = set()
+    for comp in comps:
+        rows = con.execute(f"SELECT DISTINCT tenant_id FROM src.{comp.sqlite_table}").fetchall()
+        found.update(r[0] for r in rows)
+    return sorted(found)
+
+
+class Validator:
+    """One DuckDB session with the source and the target attached, reused across components."""
+
+    def __init__(self, source_read_path: str, target_dsn: str, bypass_rls: bool,
+                 comps: list[Component], tenants: list[str] | None = None):
+        self.con = duck.connect(source_read_path)
+        self.tenants = tenants
+        if bypass_rls:
+            self.targets: dict[str, str | None] = {"tgt": None}
+        else:
+            self.targets = {}
+            for i, tenant in enumerate(source_tenants(self.con, comps, tenants)):
+                alias = f"tgt_{i}"
+                duck.attach_target(self.con, target_dsn, alias, tenant)
+                self.targets[alias] = tenant
+        if bypass_rls:
+            duck.attach_target(self.con, target_dsn, "tgt")
+
+    def compare(self, comp: Component, percent: float, threshold: int,
+                only: set[tuple[str, str]] | None = None) -> ComponentResult:
+        comparer = ComponentComparer(self.con, comp, self.targets, self.tenants)
+        return comparer.run(percent, threshold, only)
+
+    def validate(self, comps: list[Component], percent: float, threshold: int) -> ValidationReport:
+        started = time.perf_counter()
+        report = ValidationReport()
+        for comp in comps:
+            report.components.append(self.compare(comp, percent, threshold))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
