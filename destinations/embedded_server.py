@@ -59,7 +59,9 @@ def ensure_running(data_dir: Path | None = None) -> EmbeddedServer:
     where = f"host={socket_dir}&port={info.port}"
     admin = f"postgresql://postgres@/postgres?{where}"
     with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
     return EmbeddedServer(

@@ -29,7 +29,8 @@ def llmspell_postgres(write_batch: Callable[[pa.RecordBatch], None], batch_size:
             raise
         except Exception as exc:
             raise DestinationTerminalException(
-                f"{table['name']}: {type(exc).__name__}: {exc}") from exc
+                f"{table['name']}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     factory = dlt.destination(
         sink,

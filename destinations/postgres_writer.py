@@ -55,7 +55,9 @@ class ComponentStatements:
         ).format(
             self.stage,
             sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(_STAGE_TYPES.get(c.kind, "TEXT")))
+                sql.SQL("{} {}").format(
+                    sql.Identifier(c.name), sql.SQL(_STAGE_TYPES.get(c.kind, "TEXT"))
+                )
                 for c in comp.columns
             ),
         )
@@ -79,11 +81,13 @@ class ComponentStatements:
         )
         self.insert_all = ledger.format(
             insert=insert.format(where=sql.SQL(""), **parts),
-            book=sql.Identifier(BOOKKEEPING_SCHEMA), key=key,
+            book=sql.Identifier(BOOKKEEPING_SCHEMA),
+            key=key,
         )
         self.insert_tenant = ledger.format(
             insert=insert.format(where=sql.SQL("WHERE tenant_id = %(tenant)s"), **parts),
-            book=sql.Identifier(BOOKKEEPING_SCHEMA), key=key,
+            book=sql.Identifier(BOOKKEEPING_SCHEMA),
+            key=key,
         )
 
 

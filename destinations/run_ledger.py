@@ -46,7 +46,11 @@ def acquire_lock(conn: psycopg.Connection) -> None:
             (LOCK_KEY,),
         ).fetchone()
         conn.commit()
-        who = f" (PostgreSQL backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})" if holder else ""
+        who = (
+            f" (PostgreSQL backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})"
+            if holder
+            else ""
+        )
         raise LockBusy(
             f"Another migration is running against this target{who}",
             "Wait for it to finish (or stop it); runs against one target never interleave.",
@@ -82,8 +86,14 @@ def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
     return RunRecord(*row) if row else None
 
 
-def start_run(conn: psycopg.Connection, run_id: str, fingerprint: str, components: list[str],
-              source_path: str, backup_path: str | None) -> None:
+def start_run(
+    conn: psycopg.Connection,
+    run_id: str,
+    fingerprint: str,
+    components: list[str],
+    source_path: str,
+    backup_path: str | None,
+) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
@@ -96,7 +106,9 @@ def start_run(conn: psycopg.Connection, run_id: str, fingerprint: str, component
 
 def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
     conn.execute(
-        sql.SQL("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(_BOOK),
+        sql.SQL("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(
+            _BOOK
+        ),
         (status, run_id),
     )
     conn.commit()
@@ -104,7 +116,9 @@ def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
 
 def written_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
     rows = conn.execute(
-        sql.SQL("SELECT component, count(*) FROM {}.written WHERE run_id = %s GROUP BY 1").format(_BOOK),
+        sql.SQL("SELECT component, count(*) FROM {}.written WHERE run_id = %s GROUP BY 1").format(
+            _BOOK
+        ),
         (run_id,),
     ).fetchall()
     conn.commit()
@@ -119,13 +133,17 @@ def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
         "AND w.component = %(comp)s AND t.tenant_id = w.tenant_id "
         "AND t.{key} = w.natural_key::{key_type}{tenant}"
     ).format(
-        table=sql.Identifier(comp.pg_table), book=_BOOK, key=sql.Identifier(comp.key_column),
-        key_type=sql.SQL(key_type), tenant=tenant,
+        table=sql.Identifier(comp.pg_table),
+        book=_BOOK,
+        key=sql.Identifier(comp.key_column),
+        key_type=sql.SQL(key_type),
+        tenant=tenant,
     )
 
 
-def delete_written(conn: psycopg.Connection, run_id: str, comps: list[Component],
-                   bypass_rls: bool) -> dict[str, int]:
+def delete_written(
+    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass_rls: bool
+) -> dict[str, int]:
     """Delete every row the run inserted, in one transaction; returns rows deleted per component."""
     deleted: dict[str, int] = {}
     with conn.transaction():
@@ -135,14 +153,24 @@ def delete_written(conn: psycopg.Connection, run_id: str, comps: list[Component]
             if bypass_rls:
                 n = conn.execute(_delete_sql(comp, False), args).rowcount
             else:
-                tenants = [r[0] for r in conn.execute(
-                    sql.SQL("SELECT DISTINCT tenant_id FROM {}.written WHERE run_id = %(run)s "
-                            "AND component = %(comp)s").format(_BOOK), args).fetchall()]
+                tenants = [
+                    r[0]
+                    for r in conn.execute(
+                        sql.SQL(
+                            "SELECT DISTINCT tenant_id FROM {}.written WHERE run_id = %(run)s "
+                            "AND component = %(comp)s"
+                        ).format(_BOOK),
+                        args,
+                    ).fetchall()
+                ]
                 for tenant in tenants:
                     conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
                     n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
             conn.execute(
-                sql.SQL("DELETE FROM {}.written WHERE run_id = %(run)s AND component = %(comp)s")
-                .format(_BOOK), args)
+                sql.SQL(
+                    "DELETE FROM {}.written WHERE run_id = %(run)s AND component = %(comp)s"
+                ).format(_BOOK),
+                args,
+            )
             deleted[comp.name] = n
     return deleted

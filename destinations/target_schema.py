@@ -193,11 +193,14 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
                 report.role_created = True
             role = sql.Identifier(APP_ROLE)
             for schema in ("llmspell", BOOKKEEPING_SCHEMA):
-                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                    sql.Identifier(schema), role))
-                conn.execute(sql.SQL(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}"
-                ).format(sql.Identifier(schema), role))
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)
+                )
+                conn.execute(
+                    sql.SQL(
+                        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}"
+                    ).format(sql.Identifier(schema), role)
+                )
     except psycopg.errors.InsufficientPrivilege as exc:
         raise TargetError(
             f"Cannot create the llmspell schema: {exc.diag.message_primary}",
@@ -208,8 +211,14 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
 
 def expected_columns(component: Component) -> dict[str, str]:
     """Column name -> PostgreSQL udt name the migration writes, for the schema check."""
-    udt = {"UUID": "uuid", "JSONB": "jsonb", "TIMESTAMPTZ": "timestamptz", "INTEGER": "int4",
-           "BYTEA": "bytea", "TEXT": "text"}
+    udt = {
+        "UUID": "uuid",
+        "JSONB": "jsonb",
+        "TIMESTAMPTZ": "timestamptz",
+        "INTEGER": "int4",
+        "BYTEA": "bytea",
+        "TEXT": "text",
+    }
     out = {}
     for col in component.columns:
         t = col.pg_type

@@ -42,15 +42,18 @@ def make_plan(
 ) -> PlanResult:
     """Count the source per component and tenant and write a reviewable plan."""
     if from_backend != "sqlite":
-        raise UsageError("Phase 1: Only 'sqlite' is supported as source backend",
-                         "Use --from sqlite.")
+        raise UsageError(
+            "Phase 1: Only 'sqlite' is supported as source backend", "Use --from sqlite."
+        )
     if to_backend != "postgres":
         raise UsageError("Only 'postgres' is supported as target backend", "Use --to postgres.")
     names = components if isinstance(components, str) else ",".join(components)
     comps = registry.parse_list(names)
     if batch_size is not None and not 100 <= batch_size <= 100_000:
-        raise UsageError(f"--batch-size {batch_size} is outside 100-100000",
-                         "Pick a batch size from 100 to 100000 (default: from the volume).")
+        raise UsageError(
+            f"--batch-size {batch_size} is outside 100-100000",
+            "Pick a batch size from 100 to 100000 (default: from the volume).",
+        )
     source_path = str(Path(source or DEFAULT_PATH).expanduser().resolve())
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
@@ -68,37 +71,58 @@ def make_plan(
         resolved = connection.resolve(None, None)
         engine.prepare_target(resolved)
         where = resolved.where
-    plan = Plan(components=planned, source_path=source_path, target_connection=target,
-                tenants=tenants)
+    plan = Plan(
+        components=planned, source_path=source_path, target_connection=target, tenants=tenants
+    )
     warnings = []
     if target and connection.has_password(target):
-        warnings.append("The password in --target was not written to the plan; give it with "
-                        f"{connection.ENV_PASSWORD} or .dlt/secrets.toml when you execute.")
+        warnings.append(
+            "The password in --target was not written to the plan; give it with "
+            f"{connection.ENV_PASSWORD} or .dlt/secrets.toml when you execute."
+        )
     for comp_plan in planned:
         if comp_plan.estimated_count == 0:
             warnings.append(f"{comp_plan.name}: no records in the source (nothing to migrate)")
     if output:
         plan.save(output)
-    return PlanResult(path=str(output) if output else None, plan=plan.to_dict(),
-                      per_tenant=per_tenant, target=where, warnings=warnings)
+    return PlanResult(
+        path=str(output) if output else None,
+        plan=plan.to_dict(),
+        per_tenant=per_tenant,
+        target=where,
+        warnings=warnings,
+    )
 
 
-def dry_run(plan: Plan | str | Path, *, source: str | None = None, target: str | None = None,
-            tenants: list[str] | None = None, emit: Emit = _quiet) -> ExecuteResult:
+def dry_run(
+    plan: Plan | str | Path,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    tenants: list[str] | None = None,
+    emit: Emit = _quiet,
+) -> ExecuteResult:
     """Every pre-flight check; writes nothing anywhere."""
     p = _with_tenants(_as_plan(plan), tenants)
     return engine.Engine(p, source=source, target=target, emit=emit).dry_run()
 
 
-def execute(plan: Plan | str | Path, *, source: str | None = None, target: str | None = None,
-            tenants: list[str] | None = None, emit: Emit = _quiet) -> ExecuteResult:
+def execute(
+    plan: Plan | str | Path,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    tenants: list[str] | None = None,
+    emit: Emit = _quiet,
+) -> ExecuteResult:
     """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`)."""
     p = _with_tenants(_as_plan(plan), tenants)
     return engine.Engine(p, source=source, target=target, emit=emit).execute()
 
 
-def init_target(target: str | None = None, app_password: str | None = None
-                ) -> target_schema.SchemaReport:
+def init_target(
+    target: str | None = None, app_password: str | None = None
+) -> target_schema.SchemaReport:
     """Create the llmspell schema objects that are missing (idempotent, never alters)."""
     resolved = connection.resolve(target, None)
     with connection.connect(resolved, autocommit=True) as conn:

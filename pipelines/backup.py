@@ -109,8 +109,11 @@ class BackupWriter:
 
     def begin(self, comp: Component) -> None:
         self._files[comp.name] = open(  # noqa: SIM115 - closed in end()/abort()
-            self.partial / "source" / f"{comp.name}.jsonl", "w", encoding="utf-8",
-            errors="surrogateescape")
+            self.partial / "source" / f"{comp.name}.jsonl",
+            "w",
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
         self.counts[comp.name] = 0
         self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
 
@@ -126,9 +129,16 @@ class BackupWriter:
                 if v is not None:
                     raw = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
                     values[i] = {"base64": base64.b64encode(raw).decode("ascii")}
-            lines.append(json.dumps(
-                {"tenant_id": values[tenant_at], "key": row[0], "row": dict(zip(names, values))},
-                ensure_ascii=False))
+            lines.append(
+                json.dumps(
+                    {
+                        "tenant_id": values[tenant_at],
+                        "key": row[0],
+                        "row": dict(zip(names, values)),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         out.write("\n".join(lines) + "\n" if lines else "")
         self.counts[comp.name] += len(rows)
 
@@ -141,18 +151,21 @@ class BackupWriter:
     def commit(self, plan: Plan, target_display: str, source_path: str) -> Path:
         """Write plan and metadata, then atomically rename the folder into place."""
         (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")
-        write_toml(self.partial / METADATA, {
-            "": {
-                "run_id": self.run_id,
-                "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "complete": True,
-                "source": source_path,
-                "target": target_display,
-                "components": list(self.counts),
-                "undo": f"python -m pipelines.migrate rollback --backup {self.final}",
+        write_toml(
+            self.partial / METADATA,
+            {
+                "": {
+                    "run_id": self.run_id,
+                    "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "complete": True,
+                    "source": source_path,
+                    "target": target_display,
+                    "components": list(self.counts),
+                    "undo": f"python -m pipelines.migrate rollback --backup {self.final}",
+                },
+                "records": dict(self.counts),
             },
-            "records": dict(self.counts),
-        })
+        )
         os.replace(self.partial, self.final)
         return self.final
 

@@ -61,8 +61,9 @@ def make_pipeline(destination=None) -> dlt.Pipeline:
 
 
 def _refuse(batch) -> None:
-    raise MigrationFailed("internal: batch delivered to a placeholder destination",
-                          "Report this as a bug.")
+    raise MigrationFailed(
+        "internal: batch delivered to a placeholder destination", "Report this as a bug."
+    )
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -72,9 +73,14 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def copy_component(writer: LlmspellWriter, source_read_path: Path,
-                   comp: Component, batch_size: int, tenants: list[str] | None,
-                   progress: Progress) -> int:
+def copy_component(
+    writer: LlmspellWriter,
+    source_read_path: Path,
+    comp: Component,
+    batch_size: int,
+    tenants: list[str] | None,
+    progress: Progress,
+) -> int:
     """Copy one component; returns the number of rows newly inserted."""
     before = writer.inserted.get(comp.name, 0)
 
@@ -83,8 +89,13 @@ def copy_component(writer: LlmspellWriter, source_read_path: Path,
         writer.write_batch(comp, batch)
         progress.advance(batch.num_rows)
 
-    source = llmspell_sqlite(path=str(source_read_path), components=[comp.name],
-                             batch_size=batch_size, tenants=tenants, snapshot=False)
+    source = llmspell_sqlite(
+        path=str(source_read_path),
+        components=[comp.name],
+        batch_size=batch_size,
+        tenants=tenants,
+        snapshot=False,
+    )
     pipeline = make_pipeline(llmspell_postgres(on_batch, batch_size))
     try:
         pipeline.run(source)

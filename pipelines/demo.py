@@ -51,8 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     plan = "migration.toml"
     components = "agent_state,workflow_state,sessions,kv_store"
     for cmd in (
-        ["plan", "--from", "sqlite", "--to", "postgres", "--components", components,
-         "--source", str(db), "--output", plan],
+        [
+            "plan",
+            "--from",
+            "sqlite",
+            "--to",
+            "postgres",
+            "--components",
+            components,
+            "--source",
+            str(db),
+            "--output",
+            plan,
+        ],
         ["execute", "--plan", plan, "--dry-run"],
         ["execute", "--plan", plan],
     ):

@@ -47,6 +47,7 @@ def prepare_target(target: connection.Target) -> None:
 @contextmanager
 def sigterm_as_interrupt():
     """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -62,37 +63,54 @@ def new_run_id(now: dt.datetime) -> str:
 
 
 class Engine:
-    def __init__(self, plan: Plan, *, source: str | None = None, target: str | None = None,
-                 emit: Emit = print):
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        source: str | None = None,
+        target: str | None = None,
+        emit: Emit = print,
+    ):
         self.plan = plan
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
 
     # -- the steps shared by dry-run and execute -------------------------------------------
-    def _preflight(self, db: SourceDB, conn: psycopg.Connection, bypass: bool,
-                   backup: backup_mod.BackupWriter | None, resumed: str | None,
-                   result: ExecuteResult) -> preflight.PreflightReport:
+    def _preflight(
+        self,
+        db: SourceDB,
+        conn: psycopg.Connection,
+        bypass: bool,
+        backup: backup_mod.BackupWriter | None,
+        resumed: str | None,
+        result: ExecuteResult,
+    ) -> preflight.PreflightReport:
         report = preflight.count_source(db, self.plan)
         comps = [cp.component for cp in self.plan.components]
         target_schema.check_schema(conn, comps)
         tenants = sorted({t for c in report.components for t in c.per_tenant})
-        existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass)
-                    for c in comps}
+        existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
         overlaps = preflight.scan_source(db, self.plan, backup, existing)
         self._check_conflicts(db, overlaps, bypass, report, result)
         return report
 
-    def _check_conflicts(self, db: SourceDB, overlaps: dict[str, set[tuple[str, str]]],
-                         bypass: bool, report: preflight.PreflightReport,
-                         result: ExecuteResult) -> None:
+    def _check_conflicts(
+        self,
+        db: SourceDB,
+        overlaps: dict[str, set[tuple[str, str]]],
+        bypass: bool,
+        report: preflight.PreflightReport,
+        result: ExecuteResult,
+    ) -> None:
         if not any(overlaps.values()):
             return
         comps = [cp.component for cp in self.plan.components if overlaps.get(cp.name)]
         conflicts: list[str] = []
         total = 0
-        with Validator(str(db.read_path), self.target.dsn, bypass, comps,
-                       self.plan.tenants) as validator:
+        with Validator(
+            str(db.read_path), self.target.dsn, bypass, comps, self.plan.tenants
+        ) as validator:
             for comp in comps:
                 found = validator.compare(comp, 100, 0, only=overlaps[comp.name])
                 report.component(comp.name).already_present = found.matched
@@ -124,10 +142,13 @@ class Engine:
         return db, conn, bypass
 
     def _result(self, dry_run: bool) -> ExecuteResult:
-        return ExecuteResult(status="DRY_RUN" if dry_run else "FAILED", dry_run=dry_run,
-                             components=self.plan.component_names,
-                             target=getattr(self, "target", None) and self.target.where or "",
-                             source=self.source_path)
+        return ExecuteResult(
+            status="DRY_RUN" if dry_run else "FAILED",
+            dry_run=dry_run,
+            components=self.plan.component_names,
+            target=getattr(self, "target", None) and self.target.where or "",
+            source=self.source_path,
+        )
 
     # -- dry-run -----------------------------------------------------------------------------
     def dry_run(self) -> ExecuteResult:
@@ -149,7 +170,7 @@ class Engine:
             self.emit(f"[DRY-RUN] Would resume interrupted run {unfinished.run_id}")
         self.emit(f"[DRY-RUN] Would migrate {len(report.components)} components")
         for c in report.components:
-            extra = (f" ({c.already_present} already in target)" if c.already_present else "")
+            extra = f" ({c.already_present} already in target)" if c.already_present else ""
             self.emit(f"[DRY-RUN]   - {c.name}: {c.source_count} records{extra}")
         result.status = "DRY_RUN"
         result.duration = time.perf_counter() - started
@@ -173,7 +194,9 @@ class Engine:
                 result.run_id = run_id
                 result.resumed_run = unfinished is not None
                 if unfinished:
-                    self.emit(f"Resuming interrupted run {run_id} (started {unfinished.started_at})")
+                    self.emit(
+                        f"Resuming interrupted run {run_id} (started {unfinished.started_at})"
+                    )
                 backup = None
                 if self.plan.backup_enabled and not (unfinished and unfinished.backup_path):
                     root = backup_mod.backup_root(self.plan)
@@ -181,8 +204,9 @@ class Engine:
                     backup = backup_mod.BackupWriter(root, run_id, now)
                 t0 = time.perf_counter()
                 try:
-                    report = self._preflight(db, conn, bypass, backup, unfinished and run_id,
-                                             result)
+                    report = self._preflight(
+                        db, conn, bypass, backup, unfinished and run_id, result
+                    )
                 except BaseException:
                     if backup:
                         backup.abort()
@@ -192,16 +216,22 @@ class Engine:
                 for warning in report.warnings:
                     self.emit(f"WARNING: {warning}")
                 if backup:
-                    result.backup_path = str(backup.commit(self.plan, self.target.display,
-                                                           self.source_path))
+                    result.backup_path = str(
+                        backup.commit(self.plan, self.target.display, self.source_path)
+                    )
                     self.emit(f"Backup written: {result.backup_path}")
                 elif unfinished:
                     result.backup_path = unfinished.backup_path
                 result.stages["preflight_and_backup"] = time.perf_counter() - t0
                 if not unfinished:
-                    run_ledger.start_run(conn, run_id, self.plan.fingerprint(),
-                                         self.plan.component_names, self.source_path,
-                                         result.backup_path)
+                    run_ledger.start_run(
+                        conn,
+                        run_id,
+                        self.plan.fingerprint(),
+                        self.plan.component_names,
+                        self.source_path,
+                        result.backup_path,
+                    )
                 run_started = True
                 writer_conn = connection.connect(self.target)
                 self._copy(db, writer_conn, run_id, report, result)
@@ -222,11 +252,13 @@ class Engine:
             if isinstance(exc, KeyboardInterrupt):
                 err = MigrationFailed(
                     "Migration interrupted (Ctrl-C or SIGTERM)",
-                    "Everything this run wrote was rolled back; re-run the plan when ready.")
+                    "Everything this run wrote was rolled back; re-run the plan when ready.",
+                )
             else:
                 err = MigrationFailed(
                     f"Migration execution failed: {_describe(exc)}",
-                    "Everything this run wrote was rolled back; fix the cause and re-run.")
+                    "Everything this run wrote was rolled back; fix the cause and re-run.",
+                )
             err.result = result
             raise err from exc
         finally:
@@ -240,8 +272,14 @@ class Engine:
             db.close()
         return result
 
-    def _copy(self, db: SourceDB, writer_conn: psycopg.Connection, run_id: str,
-              report: preflight.PreflightReport, result: ExecuteResult) -> None:
+    def _copy(
+        self,
+        db: SourceDB,
+        writer_conn: psycopg.Connection,
+        run_id: str,
+        report: preflight.PreflightReport,
+        result: ExecuteResult,
+    ) -> None:
         t0 = time.perf_counter()
         writer = LlmspellWriter(writer_conn, run_id)
         if copy_stage.discard_pending():
@@ -257,8 +295,8 @@ class Engine:
                 result.written[cp.name] = 0
                 continue
             result.written[cp.name] = copy_stage.copy_component(
-                writer, db.read_path, cp.component, cp.batch_size, self.plan.tenants,
-                progress)
+                writer, db.read_path, cp.component, cp.batch_size, self.plan.tenants, progress
+            )
             progress.finish()
         result.stages["copy"] = time.perf_counter() - t0
 
@@ -267,10 +305,12 @@ class Engine:
         self.emit("")
         self.emit("Validating migration...")
         comps = [cp.component for cp in self.plan.components]
-        with Validator(str(db.read_path), self.target.dsn, bypass, comps,
-                       self.plan.tenants) as validator:
-            report = validator.validate(comps, self.plan.checksum_sample_percent,
-                                        self.plan.full_comparison_threshold)
+        with Validator(
+            str(db.read_path), self.target.dsn, bypass, comps, self.plan.tenants
+        ) as validator:
+            report = validator.validate(
+                comps, self.plan.checksum_sample_percent, self.plan.full_comparison_threshold
+            )
         result.validation = report
         result.stages["validation"] = time.perf_counter() - t0
         for line in render_validation(report, self.plan.full_comparison_threshold):
@@ -279,8 +319,10 @@ class Engine:
             failed = [c for c in report.components if not c.passed]
             first = failed[0]
             if not first.counts_ok:
-                msg = (f"{first.component} count mismatch ({first.source_count} source ≠ "
-                       f"{first.target_count} target)")
+                msg = (
+                    f"{first.component} count mismatch ({first.source_count} source ≠ "
+                    f"{first.target_count} target)"
+                )
             else:
                 msg = f"{first.component} checksum mismatch for key '{first.mismatches[0].key}'"
             raise ValidationFailed(
@@ -304,8 +346,10 @@ class Engine:
                 run_ledger.set_status(conn, result.run_id, run_ledger.ROLLED_BACK)
         except (MigrateError, psycopg.Error) as err:
             self.emit(f"[ERROR] Rollback could not complete: {err}")
-            self.emit(f"[INFO] Run {result.run_id} stays marked running; re-run the plan to "
-                      "resume, or `rollback --run-id` it once PostgreSQL is back.")
+            self.emit(
+                f"[INFO] Run {result.run_id} stays marked running; re-run the plan to "
+                "resume, or `rollback --run-id` it once PostgreSQL is back."
+            )
             return
         result.rolled_back = deleted
         for name, n in deleted.items():

@@ -42,56 +42,109 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.migrate",
         description="Move llmspell data from SQLite into PostgreSQL: planned, validated, "
-                    "reversible.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "reversible.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--source", metavar="PATH",
-                        help="llmspell SQLite file (default: the plan's source.path, else "
-                             "~/.local/share/llmspell/llmspell.db)")
-        sp.add_argument("--target", metavar="DSN",
-                        help="PostgreSQL connection string (default: plan, "
-                             "LLMSPELL_MIGRATE_TARGET, .dlt/secrets.toml, else embedded)")
-        sp.add_argument("--tenant", action="append", metavar="ID", dest="tenants",
-                        help="migrate only this tenant (repeat for several)")
-        sp.add_argument("--json", action="store_true",
-                        help="print one JSON report on stdout (progress goes to stderr)")
+        sp.add_argument(
+            "--source",
+            metavar="PATH",
+            help="llmspell SQLite file (default: the plan's source.path, else "
+            "~/.local/share/llmspell/llmspell.db)",
+        )
+        sp.add_argument(
+            "--target",
+            metavar="DSN",
+            help="PostgreSQL connection string (default: plan, "
+            "LLMSPELL_MIGRATE_TARGET, .dlt/secrets.toml, else embedded)",
+        )
+        sp.add_argument(
+            "--tenant",
+            action="append",
+            metavar="ID",
+            dest="tenants",
+            help="migrate only this tenant (repeat for several)",
+        )
+        sp.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON report on stdout (progress goes to stderr)",
+        )
 
-    sp = sub.add_parser("plan", help="count the source and write a migration plan",
-                        description="Count what the SQLite database holds per component and "
-                                    "write a reviewable YAML plan.", epilog=EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("--from", dest="from_backend", default="sqlite", metavar="BACKEND",
-                    help="source backend (only: sqlite)")
-    sp.add_argument("--to", dest="to_backend", default="postgres", metavar="BACKEND",
-                    help="target backend (only: postgres)")
-    sp.add_argument("--components", default="agent_state,workflow_state,sessions",
-                    help=f"comma-separated, any of: {', '.join(SUPPORTED)} "
-                         "(default: agent_state,workflow_state,sessions)")
-    sp.add_argument("--output", "-o", required=True, metavar="PLAN",
-                    help="where to write the plan (YAML, whatever the extension)")
-    sp.add_argument("--batch-size", type=int, metavar="N",
-                    help="records per batch, 100-100000 (default: chosen from each volume)")
+    sp = sub.add_parser(
+        "plan",
+        help="count the source and write a migration plan",
+        description="Count what the SQLite database holds per component and "
+        "write a reviewable YAML plan.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument(
+        "--from",
+        dest="from_backend",
+        default="sqlite",
+        metavar="BACKEND",
+        help="source backend (only: sqlite)",
+    )
+    sp.add_argument(
+        "--to",
+        dest="to_backend",
+        default="postgres",
+        metavar="BACKEND",
+        help="target backend (only: postgres)",
+    )
+    sp.add_argument(
+        "--components",
+        default="agent_state,workflow_state,sessions",
+        help=f"comma-separated, any of: {', '.join(SUPPORTED)} "
+        "(default: agent_state,workflow_state,sessions)",
+    )
+    sp.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="PLAN",
+        help="where to write the plan (YAML, whatever the extension)",
+    )
+    sp.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="records per batch, 100-100000 (default: chosen from each volume)",
+    )
     common(sp)
 
-    sp = sub.add_parser("execute", help="run a plan (or --dry-run to check it)",
-                        description="Pre-flight, backup, copy every record, validate; on any "
-                                    "failure roll back everything this run wrote.",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = sub.add_parser(
+        "execute",
+        help="run a plan (or --dry-run to check it)",
+        description="Pre-flight, backup, copy every record, validate; on any "
+        "failure roll back everything this run wrote.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sp.add_argument("--plan", required=True, metavar="PLAN", help="plan file written by `plan`")
-    sp.add_argument("--dry-run", action="store_true",
-                    help="run every pre-flight check and write nothing")
+    sp.add_argument(
+        "--dry-run", action="store_true", help="run every pre-flight check and write nothing"
+    )
     common(sp)
 
-    sp = sub.add_parser("init-target", help="create the llmspell schema in PostgreSQL",
-                        description="Create what is missing of the llmspell schema (tables, "
-                                    "indexes, triggers, forced RLS, the llmspell_app role and "
-                                    "its grants). Idempotent; never drops or alters.")
+    sp = sub.add_parser(
+        "init-target",
+        help="create the llmspell schema in PostgreSQL",
+        description="Create what is missing of the llmspell schema (tables, "
+        "indexes, triggers, forced RLS, the llmspell_app role and "
+        "its grants). Idempotent; never drops or alters.",
+    )
     sp.add_argument("--target", metavar="DSN", help="PostgreSQL connection string")
-    sp.add_argument("--app-password-env", metavar="VAR",
-                    help="environment variable holding a password for a newly created "
-                         "llmspell_app role (default: the role gets no password)")
+    sp.add_argument(
+        "--app-password-env",
+        metavar="VAR",
+        help="environment variable holding a password for a newly created "
+        "llmspell_app role (default: the role gets no password)",
+    )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -129,10 +182,16 @@ def run(argv: list[str] | None = None) -> int:
     emit = _printer(as_json)
     try:
         if args.command == "plan":
-            result = api.make_plan(args.components, output=args.output, source=args.source,
-                                   target=args.target, batch_size=args.batch_size,
-                                   tenants=args.tenants, from_backend=args.from_backend,
-                                   to_backend=args.to_backend)
+            result = api.make_plan(
+                args.components,
+                output=args.output,
+                source=args.source,
+                target=args.target,
+                batch_size=args.batch_size,
+                tenants=args.tenants,
+                from_backend=args.from_backend,
+                to_backend=args.to_backend,
+            )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
             else:
@@ -140,8 +199,9 @@ def run(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "execute":
             fn = api.dry_run if args.dry_run else api.execute
-            result = fn(args.plan, source=args.source, target=args.target,
-                        tenants=args.tenants, emit=emit)
+            result = fn(
+                args.plan, source=args.source, target=args.target, tenants=args.tenants, emit=emit
+            )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
             else:
@@ -160,8 +220,10 @@ def run(argv: list[str] | None = None) -> int:
                 for w in report.warnings:
                     print(f"WARNING: {w}")
                 if report.role_created:
-                    print("Created role llmspell_app"
-                          + (" with the given password" if password else " (no password set)"))
+                    print(
+                        "Created role llmspell_app"
+                        + (" with the given password" if password else " (no password set)")
+                    )
                 print("Target schema ready.")
             return EXIT_OK
     except LockBusy as exc:

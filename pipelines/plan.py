@@ -25,7 +25,7 @@ BATCH_MIN, BATCH_MAX = 100, 100_000
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_batch_size(count: int) -> int:
@@ -70,7 +70,9 @@ class Plan:
     def fingerprint(self) -> str:
         """Identity of what this plan migrates, so a re-run can resume an unfinished run."""
         ident = {
-            "source": str(Path(self.source_path).expanduser().resolve()) if self.source_path else None,
+            "source": str(Path(self.source_path).expanduser().resolve())
+            if self.source_path
+            else None,
             "components": self.component_names,
             "tenants": sorted(self.tenants) if self.tenants else None,
         }
@@ -139,14 +141,18 @@ def _fail(where: str, problem: str, fix: str) -> PlanError:
 def _check_keys(where: str, data: dict, allowed: set[str], label: str) -> None:
     for key in data:
         if key not in allowed:
-            raise _fail(where, f"unknown key '{label}{key}'",
-                        f"Remove it; valid keys here: {', '.join(sorted(allowed))}.")
+            raise _fail(
+                where,
+                f"unknown key '{label}{key}'",
+                f"Remove it; valid keys here: {', '.join(sorted(allowed))}.",
+            )
 
 
 def _int(where: str, key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(where, f"'{key}' must be an integer, got {value!r}",
-                    f"Set {key} to a whole number.")
+        raise _fail(
+            where, f"'{key}' must be an integer, got {value!r}", f"Set {key} to a whole number."
+        )
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"{lo}-{hi}" if hi is not None else f">= {lo}"
         raise _fail(where, f"'{key}' is {value}, outside {rng}", f"Set {key} within {rng}.")
@@ -158,16 +164,22 @@ def _section(where: str, data: dict, name: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _fail(where, f"'{name}' must be a mapping, got {type(value).__name__}",
-                    f"Write {name}: as a section with keys, as `plan` generates it.")
+        raise _fail(
+            where,
+            f"'{name}' must be a mapping, got {type(value).__name__}",
+            f"Write {name}: as a section with keys, as `plan` generates it.",
+        )
     _check_keys(where, value, _SECTION_KEYS[name], f"{name}.")
     return value
 
 
 def from_dict(data: Any, where: str = "plan") -> Plan:
     if not isinstance(data, dict):
-        raise _fail(where, "not a migration plan (expected a YAML mapping)",
-                    "Generate one with: python -m pipelines.migrate plan --output PLAN")
+        raise _fail(
+            where,
+            "not a migration plan (expected a YAML mapping)",
+            "Generate one with: python -m pipelines.migrate plan --output PLAN",
+        )
     _check_keys(where, data, _TOP_KEYS, "")
     version = str(data.get("version", PLAN_VERSION))
     if version not in ("1.0", "1"):
@@ -175,37 +187,52 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
     source, target = _section(where, data, "source"), _section(where, data, "target")
     validation, rollback = _section(where, data, "validation"), _section(where, data, "rollback")
     if source.get("backend", "sqlite") != "sqlite":
-        raise _fail(where, "Phase 1: Only 'sqlite' is supported as source backend",
-                    "Set source.backend: sqlite.")
+        raise _fail(
+            where,
+            "Phase 1: Only 'sqlite' is supported as source backend",
+            "Set source.backend: sqlite.",
+        )
     if target.get("backend", "postgres") != "postgres":
-        raise _fail(where, "Only 'postgres' is supported as target backend",
-                    "Set target.backend: postgres.")
+        raise _fail(
+            where, "Only 'postgres' is supported as target backend", "Set target.backend: postgres."
+        )
     for key in ("path", "connection"):
         sec = source if key == "path" else target
         if key in sec and sec[key] is not None and not isinstance(sec[key], str):
             raise _fail(where, f"'{key}' must be a string", f"Quote the {key} value.")
     connection = target.get("connection")
     if connection and has_password(connection):
-        raise _fail(where, "target.connection holds a password",
-                    "Remove it from the plan; put it in LLMSPELL_MIGRATE_PASSWORD or "
-                    ".dlt/secrets.toml.")
+        raise _fail(
+            where,
+            "target.connection holds a password",
+            "Remove it from the plan; put it in LLMSPELL_MIGRATE_PASSWORD or .dlt/secrets.toml.",
+        )
     tenants = source.get("tenants")
     if tenants is not None and (
         not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants)
     ):
-        raise _fail(where, "'source.tenants' must be a list of tenant ids",
-                    "Write tenants: [tenant-a, tenant-b] or remove the key.")
+        raise _fail(
+            where,
+            "'source.tenants' must be a list of tenant ids",
+            "Write tenants: [tenant-a, tenant-b] or remove the key.",
+        )
 
     raw_components = data.get("components")
     if not isinstance(raw_components, list) or not raw_components:
-        raise _fail(where, "'components' must be a non-empty list",
-                    "List at least one component (agent_state, workflow_state, sessions, kv_store).")
+        raise _fail(
+            where,
+            "'components' must be a non-empty list",
+            "List at least one component (agent_state, workflow_state, sessions, kv_store).",
+        )
     comps: list[ComponentPlan] = []
     for i, item in enumerate(raw_components):
         label = f"components[{i}]"
         if not isinstance(item, dict):
-            raise _fail(where, f"'{label}' must be a mapping with name, estimated_count, batch_size",
-                        "Write each component as `- name: agent_state` with its keys.")
+            raise _fail(
+                where,
+                f"'{label}' must be a mapping with name, estimated_count, batch_size",
+                "Write each component as `- name: agent_state` with its keys.",
+            )
         _check_keys(where, item, _COMPONENT_KEYS, f"{label}.")
         name = item.get("name")
         try:
@@ -214,24 +241,42 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
             raise _fail(where, f"'{label}.name': {exc.message}", exc.hint) from None
         if name in [c.name for c in comps]:
             raise _fail(where, f"component '{name}' is listed twice", "List each component once.")
-        comps.append(ComponentPlan(
-            name=name,
-            estimated_count=_int(where, f"{label}.estimated_count",
-                                 item.get("estimated_count", 0), lo=0),
-            batch_size=_int(where, f"{label}.batch_size", item.get("batch_size", 1000),
-                            lo=BATCH_MIN, hi=BATCH_MAX),
-        ))
+        comps.append(
+            ComponentPlan(
+                name=name,
+                estimated_count=_int(
+                    where, f"{label}.estimated_count", item.get("estimated_count", 0), lo=0
+                ),
+                batch_size=_int(
+                    where,
+                    f"{label}.batch_size",
+                    item.get("batch_size", 1000),
+                    lo=BATCH_MIN,
+                    hi=BATCH_MAX,
+                ),
+            )
+        )
 
     pct = validation.get("checksum_sample_percent", 10)
     if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
-        raise _fail(where, f"'validation.checksum_sample_percent' is {pct!r}, outside 0-100",
-                    "Set checksum_sample_percent to a number from 0 to 100.")
-    threshold = _int(where, "validation.full_comparison_threshold",
-                     validation.get("full_comparison_threshold", 100), lo=0)
+        raise _fail(
+            where,
+            f"'validation.checksum_sample_percent' is {pct!r}, outside 0-100",
+            "Set checksum_sample_percent to a number from 0 to 100.",
+        )
+    threshold = _int(
+        where,
+        "validation.full_comparison_threshold",
+        validation.get("full_comparison_threshold", 100),
+        lo=0,
+    )
     backup_enabled = rollback.get("backup_enabled", True)
     if not isinstance(backup_enabled, bool):
-        raise _fail(where, f"'rollback.backup_enabled' must be true or false, got {backup_enabled!r}",
-                    "Set backup_enabled: true (recommended) or false.")
+        raise _fail(
+            where,
+            f"'rollback.backup_enabled' must be true or false, got {backup_enabled!r}",
+            "Set backup_enabled: true (recommended) or false.",
+        )
     backup_path = rollback.get("backup_path")
     if backup_path is not None and not isinstance(backup_path, str):
         raise _fail(where, "'rollback.backup_path' must be a string", "Quote the path.")
@@ -255,16 +300,20 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
 def load(path: str | Path) -> Plan:
     path = Path(path)
     if not path.exists():
-        raise PlanError(f"Plan file not found: {path}",
-                        "Generate one with: python -m pipelines.migrate plan --output "
-                        f"{path}")
+        raise PlanError(
+            f"Plan file not found: {path}",
+            f"Generate one with: python -m pipelines.migrate plan --output {path}",
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
-        raise PlanError(f"{path}: not valid YAML{at}",
-                        "Fix the syntax, or regenerate the plan with `plan`.") from None
+        raise PlanError(
+            f"{path}: not valid YAML{at}", "Fix the syntax, or regenerate the plan with `plan`."
+        ) from None
     except UnicodeDecodeError:
-        raise PlanError(f"{path}: not a UTF-8 text file", "Point --plan at the YAML plan.") from None
+        raise PlanError(
+            f"{path}: not a UTF-8 text file", "Point --plan at the YAML plan."
+        ) from None
     return from_dict(data, where=str(path))

@@ -57,8 +57,7 @@ class PreflightReport:
         return next(c for c in self.components if c.name == name)
 
     def to_dict(self) -> dict:
-        return {"components": [c.to_dict() for c in self.components],
-                "warnings": self.warnings}
+        return {"components": [c.to_dict() for c in self.components], "warnings": self.warnings}
 
 
 def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
@@ -66,17 +65,20 @@ def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
     for cp in plan.components:
         comp = cp.component
         per_tenant = db.counts_by_tenant(comp, plan.tenants)
-        check = ComponentCheck(cp.name, cp.batch_size, sum(per_tenant.values()),
-                               cp.estimated_count, per_tenant)
+        check = ComponentCheck(
+            cp.name, cp.batch_size, sum(per_tenant.values()), cp.estimated_count, per_tenant
+        )
         if check.changed:
             report.warnings.append(
                 f"{cp.name}: source now holds {check.source_count} records, the plan estimated "
-                f"{cp.estimated_count} (the source changed since the plan was made)")
+                f"{cp.estimated_count} (the source changed since the plan was made)"
+            )
         report.components.append(check)
     if db.live:
         report.warnings.append(
             f"{db.path} is open in llmspell (WAL present): reading a consistent snapshot; "
-            "records written after it are not migrated")
+            "records written after it are not migrated"
+        )
     return report
 
 
@@ -90,8 +92,9 @@ def natural_key(comp: Component, row: tuple) -> str:
     return raw
 
 
-def scan_source(db: SourceDB, plan: Plan, backup: BackupWriter | None,
-                existing: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
+def scan_source(
+    db: SourceDB, plan: Plan, backup: BackupWriter | None, existing: dict[str, set[tuple[str, str]]]
+) -> dict[str, set[tuple[str, str]]]:
     """One pass over every record: check it is storable, back it up, and find the records
     whose (tenant, key) already exists in the target. Memory stays bounded by the batch."""
     overlaps: dict[str, set[tuple[str, str]]] = {}
@@ -125,17 +128,19 @@ def scan_source(db: SourceDB, plan: Plan, backup: BackupWriter | None,
             f"{bad_total} source record(s) cannot be stored in PostgreSQL",
             "Fix or remove these records in llmspell (this tool never modifies the source), "
             "then re-run; nothing was written.",
-            details=[str(b) for b in bad] + (
-                [f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
+            details=[str(b) for b in bad]
+            + ([f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
         )
     return overlaps
 
 
-def existing_target_keys(conn: psycopg.Connection, comp: Component, tenants: list[str],
-                         bypass_rls: bool) -> set[tuple[str, str]]:
+def existing_target_keys(
+    conn: psycopg.Connection, comp: Component, tenants: list[str], bypass_rls: bool
+) -> set[tuple[str, str]]:
     """Natural keys already in the target for these tenants."""
     query = sql.SQL("SELECT tenant_id, {}::text FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
-        sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table))
+        sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table)
+    )
     found: set[tuple[str, str]] = set()
     with conn.transaction():
         if bypass_rls:

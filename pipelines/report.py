@@ -14,21 +14,29 @@ def _duration(seconds: float) -> str:
 
 def render_plan(result: PlanResult, plan_path: str) -> list[str]:
     plan = result.plan
-    lines = [f'Migration plan generated: "{plan_path}"', "", "Plan summary:",
-             f"  Source: sqlite → Target: postgres ({result.target})",
-             f"  Components: {len(plan['components'])}"]
+    lines = [
+        f'Migration plan generated: "{plan_path}"',
+        "",
+        "Plan summary:",
+        f"  Source: sqlite → Target: postgres ({result.target})",
+        f"  Components: {len(plan['components'])}",
+    ]
     for c in plan["components"]:
-        lines.append(f"    - {c['name']}: {c['estimated_count']} records "
-                     f"(batch size: {c['batch_size']})")
+        lines.append(
+            f"    - {c['name']}: {c['estimated_count']} records (batch size: {c['batch_size']})"
+        )
         tenants = result.per_tenant.get(c["name"], {})
         if len(tenants) > 1:
             lines.append("        " + ", ".join(f"{t}: {n}" for t, n in tenants.items()))
     for w in result.warnings:
         lines.append(f"  WARNING: {w}")
-    lines += ["", "Next steps:",
-              f"  1. Review plan: cat {plan_path}",
-              f"  2. Dry-run: python -m pipelines.migrate execute --plan {plan_path} --dry-run",
-              f"  3. Execute: python -m pipelines.migrate execute --plan {plan_path}"]
+    lines += [
+        "",
+        "Next steps:",
+        f"  1. Review plan: cat {plan_path}",
+        f"  2. Dry-run: python -m pipelines.migrate execute --plan {plan_path} --dry-run",
+        f"  3. Execute: python -m pipelines.migrate execute --plan {plan_path}",
+    ]
     return lines
 
 
@@ -37,46 +45,64 @@ def render_validation(report: ValidationReport, threshold: int) -> list[str]:
     for c in report.components:
         lines += ["", f"Component: {c.component}"]
         mark = OK if c.counts_ok else FAIL
-        lines.append(f"  Count validation: {mark} {c.source_count} source "
-                     f"{'=' if c.counts_ok else '≠'} {c.target_count} target")
+        lines.append(
+            f"  Count validation: {mark} {c.source_count} source "
+            f"{'=' if c.counts_ok else '≠'} {c.target_count} target"
+        )
         for key in c.missing[:5]:
             lines.append(f"    missing in target: {key}")
         mark = OK if c.mismatch_count == 0 else FAIL
         if c.mode == "full" and c.source_count < threshold:
-            lines.append(f"  Full comparison: {mark} {c.matched}/{c.compared} records matched "
-                         f"(dataset <{threshold} records)")
+            lines.append(
+                f"  Full comparison: {mark} {c.matched}/{c.compared} records matched "
+                f"(dataset <{threshold} records)"
+            )
         elif c.mode == "full":
             lines.append(f"  Full comparison: {mark} {c.matched}/{c.compared} records matched")
         else:
-            lines.append(f"  Checksum validation: {mark} {c.matched}/{c.compared} samples matched "
-                         f"({c.sample_percent:g}% sample)")
+            lines.append(
+                f"  Checksum validation: {mark} {c.matched}/{c.compared} samples matched "
+                f"({c.sample_percent:g}% sample)"
+            )
         if c.json_compared:
             if c.mismatch_count == 0:
                 lines.append("  Semantic validation: ✓ JSON content equivalent")
             else:
                 lines.append(f"  Semantic validation: {FAIL} {c.mismatch_count} record(s) differ")
         for m in c.mismatches[:10]:
-            lines.append(f"    {m.tenant_id} {m.key}: {m.column}: source={m.source} "
-                         f"target={m.target}")
+            lines.append(
+                f"    {m.tenant_id} {m.key}: {m.column}: source={m.source} target={m.target}"
+            )
     return lines
 
 
 def render_execute(result: ExecuteResult) -> list[str]:
     if result.dry_run:
-        lines = ["", "Migration Report (DRY-RUN)", "==========================",
-                 "Status: SUCCESS (dry-run, no data modified)",
-                 f"Components: {', '.join(result.components)}",
-                 "Source Records: 0 (dry-run)", "Target Records: 0 (dry-run)",
-                 f"Duration: {_duration(result.duration)}", "",
-                 f"{OK} All pre-flight checks passed", f"{OK} Ready for actual migration"]
+        lines = [
+            "",
+            "Migration Report (DRY-RUN)",
+            "==========================",
+            "Status: SUCCESS (dry-run, no data modified)",
+            f"Components: {', '.join(result.components)}",
+            "Source Records: 0 (dry-run)",
+            "Target Records: 0 (dry-run)",
+            f"Duration: {_duration(result.duration)}",
+            "",
+            f"{OK} All pre-flight checks passed",
+            f"{OK} Ready for actual migration",
+        ]
         return lines
-    lines = ["", "Migration Report", "================",
-             f"Status: {result.status}",
-             f"Components: {', '.join(result.components)}",
-             f"Source Records: {result.source_records}",
-             f"Target Records: {result.target_records}",
-             f"Duration: {_duration(result.duration)}",
-             f"Records/sec: {result.records_per_sec:,.1f}"]
+    lines = [
+        "",
+        "Migration Report",
+        "================",
+        f"Status: {result.status}",
+        f"Components: {', '.join(result.components)}",
+        f"Source Records: {result.source_records}",
+        f"Target Records: {result.target_records}",
+        f"Duration: {_duration(result.duration)}",
+        f"Records/sec: {result.records_per_sec:,.1f}",
+    ]
     written = sum(result.written.values())
     present = sum(result.already_present.values())
     lines.append(f"Written: {written} new, {present} already migrated")
@@ -86,10 +112,13 @@ def render_execute(result: ExecuteResult) -> list[str]:
         lines.append(f"Run: {result.run_id}{' (resumed)' if result.resumed_run else ''}")
     v = result.validation
     if v is not None:
-        lines += ["", "Validation Results:",
-                  f"  {OK if v.passed else FAIL} {v.target_records}/{v.source_records} count matches",
-                  f"  {OK} {v.checksum_samples} checksum samples validated",
-                  f"  {OK if v.errors == 0 else FAIL} {v.errors} errors"]
+        lines += [
+            "",
+            "Validation Results:",
+            f"  {OK if v.passed else FAIL} {v.target_records}/{v.source_records} count matches",
+            f"  {OK} {v.checksum_samples} checksum samples validated",
+            f"  {OK if v.errors == 0 else FAIL} {v.errors} errors",
+        ]
     if result.status == "SUCCESS":
         lines += ["", "All data migrated successfully!"]
     return lines

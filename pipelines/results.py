@@ -17,8 +17,13 @@ class PlanResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "plan": self.plan, "per_tenant": self.per_tenant,
-                "target": self.target, "warnings": self.warnings}
+        return {
+            "path": self.path,
+            "plan": self.plan,
+            "per_tenant": self.per_tenant,
+            "target": self.target,
+            "warnings": self.warnings,
+        }
 
 
 @dataclass

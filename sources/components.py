@@ -181,7 +181,9 @@ def parse_list(text: str) -> list[Component]:
     """Parse `agent_state,sessions` into components, refusing unknown and repeated names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise UsageError("No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}")
+        raise UsageError(
+            "No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}"
+        )
     if len(set(names)) != len(names):
         raise UsageError(f"A component is named twice: {text}", "Name each component once.")
     return [get(n) for n in names]

@@ -36,8 +36,13 @@ class BadRecord:
         return f"{self.component} {self.tenant_id} {self.key!r}: {self.column} {self.problem}"
 
     def to_dict(self) -> dict:
-        return {"component": self.component, "tenant_id": self.tenant_id, "key": self.key,
-                "column": self.column, "problem": self.problem}
+        return {
+            "component": self.component,
+            "tenant_id": self.tenant_id,
+            "key": self.key,
+            "column": self.column,
+            "problem": self.problem,
+        }
 
 
 def _reject_constant(name: str):
@@ -94,11 +99,13 @@ def _column_check(col) -> Callable[[object], str | None]:
     if kind == JSON:
         return check_json
     if kind == TEXT:
+
         def text_check(v):
             problem = check_text(v, col.max_length)
             if problem is None and col.allowed and v not in col.allowed:
                 return f"is {v!r}, not one of {', '.join(col.allowed)}"
             return problem
+
         return text_check
     if kind in (HEXID, UUID):
         pattern = _HEX32 if kind == HEXID else _UUID
@@ -108,6 +115,7 @@ def _column_check(col) -> Callable[[object], str | None]:
             if not isinstance(v, str) or not pattern.match(v):
                 return f"is {v!r}, not {what} (PostgreSQL column is UUID)"
             return None
+
         return id_check
     if kind == INT:
         lo = max(_INT32[0], col.minimum) if col.minimum is not None else _INT32[0]
@@ -118,22 +126,27 @@ def _column_check(col) -> Callable[[object], str | None]:
             if not lo <= v <= _INT32[1]:
                 return f"is {v}, outside {lo}..{_INT32[1]}"
             return None
+
         return int_check
     if kind == EPOCH:
+
         def epoch_check(v):
             if isinstance(v, bool) or not isinstance(v, int):
                 return f"is {v!r}, not integer epoch seconds"
             if not _EPOCH_RANGE[0] <= v <= _EPOCH_RANGE[1]:
                 return f"is {v}, outside PostgreSQL's timestamp range"
             return None
+
         return epoch_check
     if kind == BLOB:
+
         def blob_check(v):
             if isinstance(v, bytes):
                 return None
             if isinstance(v, str):
                 return "is not valid UTF-8 text in a BLOB column" if _SURROGATE.search(v) else None
             return f"is {type(v).__name__}, not a BLOB"
+
         return blob_check
     raise ValueError(f"unknown column kind {kind}")
 
@@ -145,7 +158,8 @@ class RecordChecker:
         self.comp = comp
         self.tenant_index = 1 + comp.column_names.index("tenant_id")
         self._checks = [
-            (i + 1, col.name, col.nullable, _column_check(col)) for i, col in enumerate(comp.columns)
+            (i + 1, col.name, col.nullable, _column_check(col))
+            for i, col in enumerate(comp.columns)
         ]
 
     def check(self, row: tuple) -> list[BadRecord]:
@@ -157,8 +171,11 @@ class RecordChecker:
             else:
                 problem = check(value)
             if problem:
-                bad.append(BadRecord(self.comp.name, str(row[self.tenant_index]), str(row[0]),
-                                     name, problem))
+                bad.append(
+                    BadRecord(
+                        self.comp.name, str(row[self.tenant_index]), str(row[0]), name, problem
+                    )
+                )
         return bad
 
     def check_rows(self, rows: Iterable[tuple]) -> list[BadRecord]:

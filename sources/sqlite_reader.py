@@ -42,7 +42,9 @@ class SourceDB:
                 f"{DEFAULT_PATH}.",
             )
         if not self.path.is_file():
-            raise SourceError(f"Not a file: {self.path}", "Point --source at the llmspell .db file.")
+            raise SourceError(
+                f"Not a file: {self.path}", "Point --source at the llmspell .db file."
+            )
         self._snapshot_dir: str | None = None
         self.live = False  # llmspell had the database open (a -wal/-shm file was present)
         self._take_snapshot = snapshot
@@ -54,8 +56,7 @@ class SourceDB:
                 f"{self.path} is not an llmspell database (it has none of the tables "
                 + ", ".join(c.sqlite_table for c in COMPONENTS.values())
                 + ")",
-                "Point --source at the SQLite file llmspell writes (default "
-                f"{DEFAULT_PATH}).",
+                f"Point --source at the SQLite file llmspell writes (default {DEFAULT_PATH}).",
             )
 
     # -- opening -------------------------------------------------------------------------
@@ -91,8 +92,9 @@ class SourceDB:
             ) from None
         except OSError as exc:
             self._drop_snapshot()
-            raise SourceError(f"Cannot read {self.path}: {exc.strerror}",
-                              "Check the file's permissions.") from None
+            raise SourceError(
+                f"Cannot read {self.path}: {exc.strerror}", "Check the file's permissions."
+            ) from None
 
     def _tables(self) -> set[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()

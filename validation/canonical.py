@@ -50,8 +50,9 @@ def _ordered_object(pairs: list[tuple[str, object]]) -> dict:
 
 def jsonb_text(raw: str) -> str:
     """The text PostgreSQL prints for `raw::jsonb`."""
-    value = json.loads(raw, object_pairs_hook=_ordered_object,
-                       parse_float=_mark_number, parse_int=_mark_number)
+    value = json.loads(
+        raw, object_pairs_hook=_ordered_object, parse_float=_mark_number, parse_int=_mark_number
+    )
     if isinstance(value, str) and value.startswith(_MARK):
         return value[1:]
     out = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
@@ -60,8 +61,9 @@ def jsonb_text(raw: str) -> str:
 
 def _tree(raw: str):
     """Parsed JSON with numbers as tagged exact strings, so 1.0 != 1 and True != 1."""
-    return json.loads(raw, parse_float=lambda t: ("num", pg_number(t)),
-                      parse_int=lambda t: ("num", pg_number(t)))
+    return json.loads(
+        raw, parse_float=lambda t: ("num", pg_number(t)), parse_int=lambda t: ("num", pg_number(t))
+    )
 
 
 def json_difference(source: str, target: str) -> str | None:

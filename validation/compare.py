@@ -88,8 +88,10 @@ class Mismatch:
     target: str
 
     def __str__(self) -> str:
-        return (f"{self.component} tenant={self.tenant_id} key={self.key!r} {self.column}: "
-                f"source={self.source} target={self.target}")
+        return (
+            f"{self.component} tenant={self.tenant_id} key={self.key!r} {self.column}: "
+            f"source={self.source} target={self.target}"
+        )
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -131,8 +133,13 @@ class ComponentResult:
 class ComponentComparer:
     """Compares one component; `targets` maps a DuckDB alias to the tenant it sees (None = all)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, comp: Component,
-                 targets: dict[str, str | None], tenants: list[str] | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        comp: Component,
+        targets: dict[str, str | None],
+        tenants: list[str] | None = None,
+    ):
         self.con = con
         self.comp = comp
         self.targets = targets
@@ -151,9 +158,11 @@ class ComponentComparer:
         if self.tenants:
             where = f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
             params = list(self.tenants)
-        query = (f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} "
-                 f"FROM src.{self.comp.sqlite_table}{where}")
-        reader = self.con.execute(query, params).fetch_record_batch(_BATCH)
+        query = (
+            f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} "
+            f"FROM src.{self.comp.sqlite_table}{where}"
+        )
+        reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
 
     def _natural_key(self, raw) -> str:
@@ -180,17 +189,29 @@ class ComponentComparer:
                 nkeys.append(nkey)
                 lkeys.append(lkey)
                 picks.append(pick)
-                fps.append(fingerprint(_source_canon(k, v) for k, v in zip(kinds, values))
-                           if pick else None)
-        return pa.table({"tenant_id": pa.array(tenants, pa.string()),
-                         "nkey": pa.array(nkeys, pa.string()),
-                         "llmspell_key": pa.array(lkeys, pa.string()),
-                         "picked": pa.array(picks, pa.bool_()),
-                         "fp": pa.array(fps, pa.uint64())})
+                fps.append(
+                    fingerprint(_source_canon(k, v) for k, v in zip(kinds, values))
+                    if pick
+                    else None
+                )
+        return pa.table(
+            {
+                "tenant_id": pa.array(tenants, pa.string()),
+                "nkey": pa.array(nkeys, pa.string()),
+                "llmspell_key": pa.array(lkeys, pa.string()),
+                "picked": pa.array(picks, pa.bool_()),
+                "fp": pa.array(fps, pa.uint64()),
+            }
+        )
 
     # target side -------------------------------------------------------------------------
-    def _target_query(self, alias: str, tenant: str | None, select: sql.Composable,
-                      keys: list[tuple[str, str]] | None) -> pa.Table:
+    def _target_query(
+        self,
+        alias: str,
+        tenant: str | None,
+        select: sql.Composable,
+        keys: list[tuple[str, str]] | None,
+    ) -> pa.Table:
         conds = []
         if tenant is not None:
             conds.append(sql.SQL("tenant_id = {}").format(sql.Literal(tenant)))
@@ -198,30 +219,49 @@ class ComponentComparer:
             conds.append(sql.SQL("tenant_id = ANY({})").format(sql.Literal(list(self.tenants))))
         if keys is not None:
             key_type = sql.SQL(self.comp.column(self.comp.key_column).pg_type)
-            conds.append(sql.SQL(
-                "(tenant_id, {key}) IN (SELECT u.t, u.k::{kt} FROM unnest({ts}::text[], "
-                "{ks}::text[]) AS u(t, k))"
-            ).format(key=sql.Identifier(self.comp.key_column), kt=key_type,
-                     ts=sql.Literal([k[0] for k in keys]), ks=sql.Literal([k[1] for k in keys])))
+            conds.append(
+                sql.SQL(
+                    "(tenant_id, {key}) IN (SELECT u.t, u.k::{kt} FROM unnest({ts}::text[], "
+                    "{ks}::text[]) AS u(t, k))"
+                ).format(
+                    key=sql.Identifier(self.comp.key_column),
+                    kt=key_type,
+                    ts=sql.Literal([k[0] for k in keys]),
+                    ks=sql.Literal([k[1] for k in keys]),
+                )
+            )
         query = sql.SQL("SELECT {select} FROM llmspell.{table}{where}").format(
-            select=select, table=sql.Identifier(self.comp.pg_table),
-            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL(""))
+            select=select,
+            table=sql.Identifier(self.comp.pg_table),
+            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL(""),
+        )
         text = query.as_string(None)
-        return self.con.execute("SELECT * FROM postgres_query(?, ?)", [alias, text]).to_arrow_table()
+        return self.con.execute(
+            "SELECT * FROM postgres_query(?, ?)", [alias, text]
+        ).to_arrow_table()
 
     def _key_select(self, prefix: str = "") -> sql.Composable:
         return sql.SQL("tenant_id AS {}, {}::text AS {}").format(
-            sql.Identifier(f"{prefix}tenant_id"), sql.Identifier(self.comp.key_column),
-            sql.Identifier(f"{prefix}nkey"))
+            sql.Identifier(f"{prefix}tenant_id"),
+            sql.Identifier(self.comp.key_column),
+            sql.Identifier(f"{prefix}nkey"),
+        )
 
     def target_keys(self) -> pa.Table:
-        parts = [self._target_query(a, t, self._key_select(), None) for a, t in self.targets.items()]
+        parts = [
+            self._target_query(a, t, self._key_select(), None) for a, t in self.targets.items()
+        ]
         return pa.concat_tables(parts) if parts else pa.table({"tenant_id": [], "nkey": []})
 
     def target_rows(self, keys: list[tuple[str, str]] | None) -> pa.Table:
-        select = self._key_select("k_") + sql.SQL(", ") + sql.SQL(", ").join(
-            target_expr(c) + sql.SQL(" AS {}").format(sql.Identifier(c.name))
-            for c in self.comp.columns)
+        select = (
+            self._key_select("k_")
+            + sql.SQL(", ")
+            + sql.SQL(", ").join(
+                target_expr(c) + sql.SQL(" AS {}").format(sql.Identifier(c.name))
+                for c in self.comp.columns
+            )
+        )
         parts = []
         for alias, tenant in self.targets.items():
             wanted = keys
@@ -243,9 +283,13 @@ class ComponentComparer:
                 tenants.append(tenant)
                 nkeys.append(nkey)
                 fps.append(fingerprint(NULL if v is None else v for v in values))
-        return pa.table({"tenant_id": pa.array(tenants, pa.string()),
-                         "nkey": pa.array(nkeys, pa.string()),
-                         "fp": pa.array(fps, pa.uint64())})
+        return pa.table(
+            {
+                "tenant_id": pa.array(tenants, pa.string()),
+                "nkey": pa.array(nkeys, pa.string()),
+                "fp": pa.array(fps, pa.uint64()),
+            }
+        )
 
     # field-level explanation -------------------------------------------------------------
     def explain(self, tenant: str, nkey: str, lkey: str) -> list[Mismatch]:
@@ -253,46 +297,67 @@ class ComponentComparer:
         src = self.con.execute(
             f"SELECT {', '.join(chr(34) + n + chr(34) for n in self.names)} "
             f"FROM src.{self.comp.sqlite_table} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
-            [tenant, lkey]).fetchone()
+            [tenant, lkey],
+        ).fetchone()
         tgt_table = self.target_rows([(tenant, nkey)])
         tgt = None
         if tgt_table is not None and tgt_table.num_rows:
             tgt = [tgt_table.column(n)[0].as_py() for n in self.names]
         out = []
         if src is None or tgt is None:
-            return [Mismatch(self.comp.name, tenant, lkey, "*", "present" if src else "absent",
-                             "present" if tgt else "absent")]
+            return [
+                Mismatch(
+                    self.comp.name,
+                    tenant,
+                    lkey,
+                    "*",
+                    "present" if src else "absent",
+                    "present" if tgt else "absent",
+                )
+            ]
         for name, kind, s, t in zip(self.names, self.kinds, src, tgt):
             if kind == JSON and s is not None and t is not None:
                 diff = json_difference(s, t)
                 if diff:
-                    out.append(Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}",
-                                        short(s), short(t)))
+                    out.append(
+                        Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}", short(s), short(t))
+                    )
                 continue
             if _source_canon(kind, s) != (NULL if t is None else t):
-                out.append(Mismatch(self.comp.name, tenant, lkey, name,
-                                    short(_source_canon(kind, s)), short(t)))
+                out.append(
+                    Mismatch(
+                        self.comp.name, tenant, lkey, name, short(_source_canon(kind, s)), short(t)
+                    )
+                )
         return out
 
     # all together ------------------------------------------------------------------------
-    def run(self, percent: float, full_threshold: int,
-            only: set[tuple[str, str]] | None = None) -> ComponentResult:
+    def run(
+        self, percent: float, full_threshold: int, only: set[tuple[str, str]] | None = None
+    ) -> ComponentResult:
         started = time.perf_counter()
         count = self.con.execute(
             f"SELECT count(*) FROM src.{self.comp.sqlite_table}"
-            + (f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})" if self.tenants else ""),
-            list(self.tenants or [])).fetchone()[0]
+            + (
+                f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
+                if self.tenants
+                else ""
+            ),
+            list(self.tenants or []),
+        ).fetchone()[0]
         full = percent >= 100 or count < full_threshold
         pct = 100.0 if full else float(percent)
-        result = ComponentResult(self.comp.name, mode="full" if full else "sample",
-                                 sample_percent=pct)
+        result = ComponentResult(
+            self.comp.name, mode="full" if full else "sample", sample_percent=pct
+        )
         src = self.source_fingerprints(pct, only)
         tgt_keys = self.target_keys()
         picked_keys = None
         if not full or only is not None:
             picked = src.filter(src.column("picked"))
-            picked_keys = list(zip(picked.column("tenant_id").to_pylist(),
-                                   picked.column("nkey").to_pylist()))
+            picked_keys = list(
+                zip(picked.column("tenant_id").to_pylist(), picked.column("nkey").to_pylist())
+            )
         tgt = self.target_fingerprints(picked_keys)
         con = self.con
         con.register("v_src", src)
@@ -308,12 +373,13 @@ class ComponentComparer:
                 result.target_count += n_tgt
             missing = con.execute(
                 "SELECT s.tenant_id, s.llmspell_key FROM v_src s ANTI JOIN v_tgt_keys t "
-                "USING (tenant_id, nkey) ORDER BY 1, 2").fetchall()
+                "USING (tenant_id, nkey) ORDER BY 1, 2"
+            ).fetchall()
             result.missing_count = len(missing)
             result.missing = [f"{t}/{k}" for t, k in missing[:MAX_REPORTED]]
             compared = con.execute(
-                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) "
-                "WHERE s.picked").fetchone()[0]
+                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) WHERE s.picked"
+            ).fetchone()[0]
             differing = con.execute(
                 "SELECT s.tenant_id, s.nkey, s.llmspell_key FROM v_src s JOIN v_tgt t "
                 "USING (tenant_id, nkey) WHERE s.picked AND s.fp <> t.fp ORDER BY 1, 3"

@@ -58,10 +58,13 @@ def tenant_dsn(dsn: str, tenant: str | None) -> str:
     return make_conninfo(**params)
 
 
-def attach_target(con: duckdb.DuckDBPyConnection, dsn: str, alias: str,
-                  tenant: str | None = None) -> None:
+def attach_target(
+    con: duckdb.DuckDBPyConnection, dsn: str, alias: str, tenant: str | None = None
+) -> None:
     try:
-        con.execute(f"ATTACH {_literal(tenant_dsn(dsn, tenant))} AS {alias} (TYPE postgres, READ_ONLY)")
+        con.execute(
+            f"ATTACH {_literal(tenant_dsn(dsn, tenant))} AS {alias} (TYPE postgres, READ_ONLY)"
+        )
     except duckdb.Error as exc:
         raise MigrateError(
             f"DuckDB could not attach PostgreSQL at {redact(dsn)}: "

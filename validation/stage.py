@@ -61,8 +61,14 @@ def source_tenants(con, comps: list[Component], tenants: list[str] | None) -> li
 class Validator:
     """One DuckDB session with the source and the target attached, reused across components."""
 
-    def __init__(self, source_read_path: str, target_dsn: str, bypass_rls: bool,
-                 comps: list[Component], tenants: list[str] | None = None):
+    def __init__(
+        self,
+        source_read_path: str,
+        target_dsn: str,
+        bypass_rls: bool,
+        comps: list[Component],
+        tenants: list[str] | None = None,
+    ):
         self.con = duck.connect(source_read_path)
         self.tenants = tenants
         if bypass_rls:
@@ -76,8 +82,13 @@ class Validator:
         if bypass_rls:
             duck.attach_target(self.con, target_dsn, "tgt")
 
-    def compare(self, comp: Component, percent: float, threshold: int,
-                only: set[tuple[str, str]] | None = None) -> ComponentResult:
+    def compare(
+        self,
+        comp: Component,
+        percent: float,
+        threshold: int,
+        only: set[tuple[str, str]] | None = None,
+    ) -> ComponentResult:
         comparer = ComponentComparer(self.con, comp, self.targets, self.tenants)
         return comparer.run(percent, threshold, only)
 

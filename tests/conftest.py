@@ -1,0 +1,108 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or the server LLMSPELL_TEST_PG_DSN names), a
+fresh database with the llmspell schema per test, and real sample SQLite files."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from destinations import embedded_server, target_schema
+from sources.sample_db import SampleSpec, generate
+
+
+def with_params(dsn: str, **params) -> str:
+    base = conninfo_to_dict(dsn)
+    base.update(params)
+    return make_conninfo(**base)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory) -> str:
+    """A superuser DSN for the server the tests use."""
+    env = os.environ.get("LLMSPELL_TEST_PG_DSN")
+    if env:
+        yield env
+        return
+    data = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_server.ensure_running(data)
+    yield with_params(server.dsn, dbname="postgres")
+    embedded_server.stop(data, mode="immediate")
+
+
+@dataclass
+class TargetDB:
+    name: str
+    dsn: str  # superuser (bypasses RLS)
+    app_dsn: str  # the same database as llmspell_app (subject to RLS)
+
+    def connect(self, app: bool = False, **kw) -> psycopg.Connection:
+        return psycopg.connect(self.app_dsn if app else self.dsn, **kw)
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every llmspell row, for before/after comparisons."""
+        out = {}
+        with self.connect() as conn:
+            for table in ("agent_states", "workflow_states", "sessions", "kv_store"):
+                rows = conn.execute(f"SELECT * FROM llmspell.{table} ORDER BY 1, 2, 3").fetchall()
+                out[table] = rows
+        return out
+
+    def count(self, table: str) -> int:
+        with self.connect() as conn:
+            return conn.execute(f"SELECT count(*) FROM llmspell.{table}").fetchone()[0]
+
+
+def _new_db(admin_dsn: str, schema: bool) -> TargetDB:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = with_params(admin_dsn, dbname=name)
+    if schema:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            target_schema.ensure_schema(conn)
+    app = with_params(dsn, options="-c role=llmspell_app")
+    return TargetDB(name, dsn, app)
+
+
+@pytest.fixture
+def target_db(pg_admin_dsn) -> TargetDB:
+    """A fresh database with the llmspell schema, dropped afterwards."""
+    db = _new_db(pg_admin_dsn, schema=True)
+    yield db
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_db(pg_admin_dsn) -> TargetDB:
+    """A fresh database without the llmspell schema."""
+    db = _new_db(pg_admin_dsn, schema=False)
+    yield db
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Each test gets its own working folder, tool home and no configured target."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLMSPELL_MIGRATE_HOME", str(tmp_path / ".llmspell-migrate"))
+    for var in ("LLMSPELL_MIGRATE_TARGET", "LLMSPELL_MIGRATE_PASSWORD", "PGPASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+SMALL = SampleSpec(agents=120, workflows=40, sessions=50, kv=60, tenants=3, seed=11)
+
+
+@pytest.fixture
+def sample_sqlite(tmp_path) -> Path:
+    path = tmp_path / "llmspell.db"
+    generate(path, SMALL)
+    return path
