@@ -12,8 +12,21 @@ from pathlib import Path
 
 from destinations import connection, target_schema
 from pipelines import engine
+from pipelines import rollback as rollback_mod
+from pipelines import verify as verify_mod
 from pipelines.errors import UsageError
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
+
+__all__ = [
+    "dry_run",
+    "execute",
+    "init_target",
+    "load",
+    "make_plan",
+    "rollback",
+    "validate_backend",
+    "verify",
+]
 from pipelines.results import ExecuteResult, PlanResult
 from sources import components as registry
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
@@ -133,3 +146,36 @@ def _with_tenants(plan: Plan, tenants: list[str] | None) -> Plan:
     if tenants:
         plan.tenants = list(tenants)
     return plan
+
+
+def verify(
+    plan: Plan | str | Path,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    full: bool = False,
+):
+    """Re-run the validation stage of a plan on its own; returns a ValidationReport."""
+    return verify_mod.verify(_as_plan(plan), source=source, target=target, full=full)
+
+
+def validate_backend(
+    backend: str,
+    components: str = "agent_state,workflow_state,sessions",
+    *,
+    source: str | None = None,
+    target: str | None = None,
+):
+    """The guide's `storage validate`: check one backend on its own; returns a BackendCheck."""
+    return verify_mod.validate_backend(backend, components, source=source, target=target)
+
+
+def rollback(
+    *,
+    backup: str | Path | None = None,
+    run_id: str | None = None,
+    target: str | None = None,
+    force: bool = False,
+):
+    """Undo a run: delete exactly the rows it wrote; returns a RollbackResult."""
+    return rollback_mod.rollback(backup=backup, run_id=run_id, target=target, force=force)

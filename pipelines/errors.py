@@ -81,3 +81,9 @@ class MigrationFailed(MigrateError):
 
 class LockBusy(MigrateError):
     """Another run holds the migration lock on this target."""
+
+
+class RollbackRefused(MigrateError):
+    """Rows a run wrote were changed since; nothing was deleted."""
+
+    exit_code = EXIT_USAGE

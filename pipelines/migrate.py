@@ -1,7 +1,10 @@
 """llmspell-migrate command line: `python -m pipelines.migrate <command>`.
 
-    plan      count the SQLite source and write a reviewable YAML plan
-    execute   run a plan: pre-flight, backup, copy, validate (or roll back); --dry-run checks only
+    plan         count the SQLite source and write a reviewable YAML plan
+    execute      run a plan: pre-flight, backup, copy, validate (or roll back); --dry-run checks
+    verify       compare a plan's source and target again (counts, checksums, JSON content)
+    validate     check one backend on its own (JSON, checksums, storability, counts)
+    rollback     undo a run from its backup folder (deletes exactly the rows it wrote)
     init-target  create the llmspell schema in PostgreSQL (idempotent)
 
 Exit codes: 0 success; 1 migration failed and was rolled back; 2 bad invocation, plan or
@@ -18,7 +21,7 @@ from collections.abc import Callable
 
 from pipelines import api
 from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LockBusy, MigrateError
-from pipelines.report import render_execute, render_plan
+from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from sources.components import SUPPORTED
 
 EXIT_BUSY = 3
@@ -132,6 +135,47 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
 
     sp = sub.add_parser(
+        "verify",
+        help="compare a plan's source and target again",
+        description="Run the validation stage on its own: per-tenant counts, sampled (or full) "
+        "checksums and JSONB-aware comparison between the SQLite source and PostgreSQL. "
+        "Exit 1 on a mismatch.",
+    )
+    sp.add_argument("--plan", required=True, metavar="PLAN", help="plan file written by `plan`")
+    sp.add_argument("--full", action="store_true", help="compare every record, not a sample")
+    common(sp)
+
+    sp = sub.add_parser(
+        "validate",
+        help="check one backend on its own",
+        description="The llmspell guide's source check. sqlite: counts, JSON that does not "
+        "parse, agent checksums that are not the SHA-256 of their state, records PostgreSQL "
+        "cannot store. postgres: counts per tenant. Exit 1 when a problem is found.",
+    )
+    sp.add_argument("--backend", required=True, choices=["sqlite", "postgres"])
+    sp.add_argument(
+        "--components",
+        default="agent_state,workflow_state,sessions",
+        help=f"comma-separated, any of: {', '.join(SUPPORTED)}",
+    )
+    common(sp)
+
+    sp = sub.add_parser(
+        "rollback",
+        help="undo a run from its backup folder",
+        description="Delete exactly the rows a run wrote (its ledger in the target says "
+        "which). Refuses when one of them was changed in PostgreSQL since, unless --force. "
+        "Idempotent.",
+    )
+    sp.add_argument("--backup", metavar="DIR", help="backups/migration-<timestamp> folder")
+    sp.add_argument("--run-id", metavar="ID", help="a run id, for runs without a backup")
+    sp.add_argument("--force", action="store_true", help="delete rows changed since, too")
+    sp.add_argument(
+        "--target", metavar="DSN", help="PostgreSQL connection string (default: the run's)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sp = sub.add_parser(
         "init-target",
         help="create the llmspell schema in PostgreSQL",
         description="Create what is missing of the llmspell schema (tables, "
@@ -206,6 +250,41 @@ def run(argv: list[str] | None = None) -> int:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
             else:
                 print("\n".join(render_execute(result)))
+            return EXIT_OK
+        if args.command == "verify":
+            report = api.verify(args.plan, source=args.source, target=args.target, full=args.full)
+            if as_json:
+                print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                plan = api.load(args.plan)
+                print("Validating migration...")
+                print("\n".join(render_validation(report, plan.full_comparison_threshold)))
+                print(
+                    f"\nVerification: {'PASSED' if report.passed else 'FAILED'} "
+                    f"({report.errors} errors, {report.seconds:.1f}s)"
+                )
+            return EXIT_OK if report.passed else EXIT_FAILED
+        if args.command == "validate":
+            check = api.validate_backend(
+                args.backend, args.components, source=args.source, target=args.target
+            )
+            if as_json:
+                print(json.dumps(check.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                print("\n".join(render_backend_check(check)))
+            return EXIT_OK if check.ok else EXIT_FAILED
+        if args.command == "rollback":
+            result = api.rollback(
+                backup=args.backup, run_id=args.run_id, target=args.target, force=args.force
+            )
+            if as_json:
+                print(json.dumps(result.to_dict(), indent=2))
+            elif result.status == "already_rolled_back":
+                print(f"Run {result.run_id} was already rolled back; nothing to do.")
+            else:
+                for name, n in result.deleted.items():
+                    print(f"[INFO] Deleted {n} records from {name}")
+                print(f"[INFO] Rollback of run {result.run_id} complete. Source data unchanged.")
             return EXIT_OK
         if args.command == "init-target":
             password = os.environ.get(args.app_password_env) if args.app_password_env else None

@@ -122,3 +122,21 @@ def render_execute(result: ExecuteResult) -> list[str]:
     if result.status == "SUCCESS":
         lines += ["", "All data migrated successfully!"]
     return lines
+
+
+def render_backend_check(check) -> list[str]:
+    lines = [f"Validating {check.backend} backend: {check.where}"]
+    for c in check.components:
+        mark = OK if c.problem_count == 0 else FAIL
+        lines.append(
+            f"  {mark} {c.name}: {c.records} records"
+            + (f", {c.problem_count} problem(s)" if c.problem_count else "")
+        )
+        if len(c.per_tenant) > 1:
+            lines.append("      " + ", ".join(f"{t}: {n}" for t, n in c.per_tenant.items()))
+        for p in c.problems:
+            lines.append(f"      {p}")
+    for n in check.notes:
+        lines.append(f"  Note: {n}")
+    lines.append("Check passed." if check.ok else "Problems found (listed above).")
+    return lines

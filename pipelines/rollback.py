@@ -1,0 +1,157 @@
+"""`rollback`: undo a completed (or interrupted) migration run.
+
+Deletes exactly the rows the run's ledger says it inserted, in one transaction. Before that
+it checks that those rows still hold what the run wrote: the backup's records are loaded into
+a scratch SQLite file and compared with the target by the validation stage. A row changed in
+PostgreSQL since (by llmspell, or by hand) stops the rollback unless `force` is given.
+Idempotent: a run already rolled back is reported as such and nothing changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from destinations import connection, run_ledger
+from destinations.postgres_writer import role_bypasses_rls
+from destinations.target_schema import BOOKKEEPING_SCHEMA
+from pipelines.backup import read_metadata
+from pipelines.errors import MigrateError, RollbackRefused, UsageError
+from sources import components as registry
+from sources.components import BLOB, Component
+from sources.sample_db import create_schema
+from validation.stage import Validator
+
+
+@dataclass
+class RollbackResult:
+    run_id: str
+    status: str  # rolled_back | already_rolled_back
+    deleted: dict[str, int] = field(default_factory=dict)
+    changed_rows: list[str] = field(default_factory=list)
+    forced: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
+    """The backup's records as an llmspell SQLite file, for comparison with the target."""
+    conn = sqlite3.connect(path)
+    try:
+        create_schema(conn)
+        for comp in comps:
+            src = folder / "source" / f"{comp.name}.jsonl"
+            if not src.exists():
+                continue
+            names = comp.column_names
+            blob_cols = [c.name for c in comp.columns if c.kind == BLOB]
+            insert = (
+                f"INSERT INTO {comp.sqlite_table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})"
+            )
+            batch = []
+            with open(src, encoding="utf-8", errors="surrogateescape") as f:
+                for line in f:
+                    row = json.loads(line)["row"]
+                    for c in blob_cols:
+                        if isinstance(row.get(c), dict):
+                            row[c] = base64.b64decode(row[c]["base64"])
+                    batch.append([row[n] for n in names])
+                    if len(batch) >= 5000:
+                        conn.executemany(insert, batch)
+                        batch.clear()
+            if batch:
+                conn.executemany(insert, batch)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _ledger_keys(conn: psycopg.Connection, run_id: str, comp: Component) -> set[tuple[str, str]]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT tenant_id, natural_key FROM {}.written WHERE run_id = %s AND component = %s"
+        ).format(sql.Identifier(BOOKKEEPING_SCHEMA)),
+        (run_id, comp.name),
+    ).fetchall()
+    conn.commit()
+    return set(rows)
+
+
+def changed_since(
+    folder: Path, target: connection.Target, run_id: str, comps: list[Component], bypass: bool
+) -> list[str]:
+    """Rows the run wrote that no longer match the backup."""
+    scratch = Path(tempfile.mkdtemp(prefix="llmspell-migrate-rollback-"))
+    try:
+        db_path = scratch / "backup.db"
+        _restore_sqlite(folder, comps, db_path)
+        changed: list[str] = []
+        count = 0
+        with connection.connect(target) as conn:
+            keys = {c.name: _ledger_keys(conn, run_id, c) for c in comps}
+        with Validator(str(db_path), target.dsn, bypass, comps) as validator:
+            for comp in comps:
+                if not keys[comp.name]:
+                    continue
+                result = validator.compare(comp, 100, 0, only=keys[comp.name])
+                count += result.mismatch_count + result.missing_count
+                changed += [str(m) for m in result.mismatches]
+                changed += [f"{comp.name} {k}: deleted in the target" for k in result.missing]
+        return count, changed
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def rollback(
+    *,
+    backup: str | Path | None = None,
+    run_id: str | None = None,
+    target: str | None = None,
+    force: bool = False,
+) -> RollbackResult:
+    if not backup and not run_id:
+        raise UsageError("Nothing to roll back", "Pass --backup DIR (or --run-id ID).")
+    folder = Path(backup) if backup else None
+    meta = read_metadata(folder) if folder else {}
+    run_id = run_id or meta.get("run_id")
+    resolved = connection.resolve(target or meta.get("target"), None)
+    with connection.connect(resolved) as conn:
+        bypass = role_bypasses_rls(conn)
+        conn.commit()
+        record = run_ledger.get_run(conn, run_id)
+        if record is None:
+            raise MigrateError(
+                f"Run {run_id} is not known to the target {resolved.display}",
+                "Check --target: it must be the database the run wrote to.",
+            )
+        comps = [registry.get(n) for n in record.components]
+        result = RollbackResult(run_id, "rolled_back", forced=force)
+        if record.status == run_ledger.ROLLED_BACK:
+            result.status = "already_rolled_back"
+            return result
+        if folder and not force:
+            count, result.changed_rows = changed_since(folder, resolved, run_id, comps, bypass)
+            if count:
+                raise RollbackRefused(
+                    f"Rollback refused: {count} row(s) written by run {run_id} were changed "
+                    "in PostgreSQL since",
+                    "Nothing was deleted. Review them; rerun with --force to delete them too.",
+                    details=result.changed_rows[:20],
+                )
+        run_ledger.acquire_lock(conn)
+        try:
+            result.deleted = run_ledger.delete_written(conn, run_id, comps, bypass)
+            run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)
+        finally:
+            run_ledger.release_lock(conn)
+        return result
