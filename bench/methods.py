@@ -1,0 +1,378 @@
+"""The measured methods. Each runs inside its own child process (see `bench.run`), loads one
+source file into one freshly created database and returns what it measured.
+
+Every method reads the same SQLite file and writes the same PostgreSQL server; only the way
+of loading differs. Timings cover reading SQLite through to the last commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, INT, JSON, UUID, Component
+
+TENANT_SETTING = "app.current_tenant_id"
+READ_CHUNK = 10_000
+
+
+# -- helpers -------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def present_components(source: str) -> list[Component]:
+    """Components with at least one row in the source, in registry order."""
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        out = []
+        for comp in COMPONENTS.values():
+            n = con.execute(f"SELECT count(*) FROM {comp.sqlite_table}").fetchone()[0]
+            if n:
+                out.append(comp)
+        return out
+    finally:
+        con.close()
+
+
+def _rows(con: sqlite3.Connection, comp: Component, limit: int | None = None):
+    cols = ", ".join(comp.column_names)
+    query = f"SELECT {cols} FROM {comp.sqlite_table}"
+    if limit:
+        query += f" ORDER BY tenant_id, {comp.key_column} LIMIT {int(limit)}"
+    cur = con.execute(query)
+    while True:
+        chunk = cur.fetchmany(READ_CHUNK)
+        if not chunk:
+            return
+        yield from chunk
+
+
+def _blob_fixer(comp: Component):
+    """SQLite may hold a BLOB column's value as TEXT; PostgreSQL wants bytes."""
+    idx = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
+    if not idx:
+        return None
+
+    def fix(row):
+        row = list(row)
+        for i in idx:
+            if isinstance(row[i], str):
+                row[i] = row[i].encode("utf-8")
+        return row
+
+    return fix
+
+
+def _cast(col) -> sql.Composable:
+    ident = sql.Identifier(col.name)
+    if col.kind == JSON:
+        return sql.SQL("{}::jsonb").format(ident)
+    if col.kind in (HEXID, UUID):
+        return sql.SQL("{}::uuid").format(ident)
+    if col.kind == EPOCH:
+        return sql.SQL("to_timestamp({})").format(ident)
+    if col.kind == INT:
+        return sql.SQL("{}::integer").format(ident)
+    return ident
+
+
+_STAGE_TYPES = {EPOCH: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
+
+
+def _tenants(con: sqlite3.Connection, comp: Component) -> list[str]:
+    rows = con.execute(f"SELECT DISTINCT tenant_id FROM {comp.sqlite_table} ORDER BY 1")
+    return [r[0] for r in rows]
+
+
+# -- b. the limit path ---------------------------------------------------------------------
+def limit_staged(source: str, dsn: str) -> dict:
+    """COPY every row into a TEMP staging table (raw SQLite values), then one INSERT ... SELECT
+    per tenant with the casts in the SELECT, under set_config(tenant, true). One transaction
+    per component. Works for llmspell_app (RLS forced) and for a superuser alike."""
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    total = 0
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn) as pg:
+        for comp in present_components(source):
+            stage = sql.Identifier(f"bench_stage_{comp.name}")
+            cols = sql.SQL(", ").join(sql.Identifier(c) for c in comp.column_names)
+            ddl = sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                stage,
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(
+                        sql.Identifier(c.name), sql.SQL(_STAGE_TYPES.get(c.kind, "TEXT"))
+                    )
+                    for c in comp.columns
+                ),
+            )
+            insert = sql.SQL(
+                "INSERT INTO llmspell.{} ({}) SELECT {} FROM {} WHERE tenant_id = %s"
+            ).format(
+                sql.Identifier(comp.pg_table),
+                cols,
+                sql.SQL(", ").join(_cast(c) for c in comp.columns),
+                stage,
+            )
+            fix = _blob_fixer(comp)
+            with pg.transaction(), pg.cursor() as cur:
+                cur.execute(ddl)
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as cp:
+                    for row in _rows(con, comp):
+                        cp.write_row(fix(row) if fix else row)
+                for tenant in _tenants(con, comp):
+                    cur.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    cur.execute(insert, (tenant,))
+                    total += cur.rowcount
+    seconds = time.perf_counter() - t0
+    con.close()
+    return {"records": total, "seconds": seconds}
+
+
+def limit_direct_copy(source: str, dsn: str) -> dict:
+    """Superuser only: COPY straight into the llmspell table, the casts done in Python
+    beforehand (epoch -> aware datetime; hex ids, JSON and the rest go as text, which
+    PostgreSQL parses into uuid/jsonb on input)."""
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    utc = dt.UTC
+    fromts = dt.datetime.fromtimestamp
+    total = 0
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn) as pg:
+        for comp in present_components(source):
+            epochs = [i for i, c in enumerate(comp.columns) if c.kind == EPOCH]
+            blobs = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
+            cols = sql.SQL(", ").join(sql.Identifier(c) for c in comp.column_names)
+            stmt = sql.SQL("COPY llmspell.{} ({}) FROM STDIN").format(
+                sql.Identifier(comp.pg_table), cols
+            )
+            with pg.transaction(), pg.cursor() as cur:
+                with cur.copy(stmt) as cp:
+                    for row in _rows(con, comp):
+                        row = list(row)
+                        for i in epochs:
+                            if row[i] is not None:
+                                row[i] = fromts(row[i], utc)
+                        for i in blobs:
+                            if isinstance(row[i], str):
+                                row[i] = row[i].encode("utf-8")
+                        cp.write_row(row)
+                        total += 1
+    seconds = time.perf_counter() - t0
+    con.close()
+    return {"records": total, "seconds": seconds}
+
+
+# -- d. the naive per-record upsert loop ---------------------------------------------------
+def naive_upsert(source: str, dsn: str, subset: int) -> dict:
+    """The llmspell guide's loop: per record set_config + INSERT ... ON CONFLICT DO UPDATE,
+    commit every 1,000 records."""
+    con = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    comps = present_components(source)
+    total = 0
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn) as pg:
+        cur = pg.cursor()
+        for comp in comps:
+            left = subset - total
+            if left <= 0:
+                break
+            names = comp.column_names
+            placeholders = []
+            for c in comp.columns:
+                if c.kind == EPOCH:
+                    placeholders.append(sql.SQL("to_timestamp(%s)"))
+                elif c.kind == JSON:
+                    placeholders.append(sql.SQL("%s::jsonb"))
+                elif c.kind in (HEXID, UUID):
+                    placeholders.append(sql.SQL("%s::uuid"))
+                else:
+                    placeholders.append(sql.SQL("%s"))
+            updates = [
+                n for n in names if n not in ("tenant_id", comp.key_column, "state_id", "kv_id")
+            ]
+            stmt = sql.SQL(
+                "INSERT INTO llmspell.{} ({}) VALUES ({}) ON CONFLICT (tenant_id, {}) "
+                "DO UPDATE SET {}"
+            ).format(
+                sql.Identifier(comp.pg_table),
+                sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                sql.SQL(", ").join(placeholders),
+                sql.Identifier(comp.key_column),
+                sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates
+                ),
+            )
+            tenant_at = names.index("tenant_id")
+            fix = _blob_fixer(comp)
+            for row in _rows(con, comp, limit=left):
+                cur.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, row[tenant_at]))
+                cur.execute(stmt, fix(row) if fix else row)
+                total += 1
+                if total % 1000 == 0:
+                    pg.commit()
+        pg.commit()
+    seconds = time.perf_counter() - t0
+    con.close()
+    return {"records": total, "seconds": seconds}
+
+
+# -- a. this project's execute -------------------------------------------------------------
+def project_execute(
+    source: str, dsn: str, batch_size: int | None, percent: float, work: str
+) -> dict:
+    """make_plan (not timed) -> execute with `percent` % checksum comparison (timed)."""
+    os.environ["LLMSPELL_MIGRATE_HOME"] = str(Path(work) / "home")
+    from pipelines import api
+    from pipelines.plan import from_dict
+
+    names = ",".join(c.name for c in present_components(source))
+    planned = api.make_plan(names, source=source, target=dsn, batch_size=batch_size)
+    plan = from_dict(planned.plan)
+    plan.checksum_sample_percent = percent
+    plan.backup_path = str(Path(work) / "backups")
+    t0 = time.perf_counter()
+    result = api.execute(plan, target=dsn)
+    seconds = time.perf_counter() - t0
+    if result.status != "SUCCESS":
+        raise RuntimeError(f"execute ended {result.status}")
+    return {
+        "records": result.source_records,
+        "seconds": seconds,
+        "stages": result.stages,
+        "validated": result.validation.checksum_samples if result.validation else 0,
+        "batch_size": [c.batch_size for c in plan.components],
+        "written": sum(result.written.values()),
+    }
+
+
+# -- c. vanilla dlt and pgloader -----------------------------------------------------------
+def dlt_vanilla(source: str, dsn: str, file_format: str | None, work: str) -> dict:
+    """dlt's sql_database source (pyarrow backend) into dlt's own postgres destination."""
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    import dlt
+    from dlt.sources.sql_database import sql_database
+
+    params = conninfo_to_dict(dsn)
+    host = params.get("host", "localhost")
+    # dlt requires a password; with trust auth (embedded server) any value does. A Unix
+    # socket directory goes in the query string (libpq's host= overrides the URI's host).
+    pw = quote(params.get("password") or "unused-trust-auth", safe="")
+    user = params.get("user", "postgres")
+    port = params.get("port", "5432")
+    db = params.get("dbname")
+    if host.startswith("/"):
+        creds = f"postgresql://{user}:{pw}@localhost:{port}/{db}?host={quote(host, safe='')}"
+    else:
+        creds = f"postgresql://{user}:{pw}@{host}:{port}/{db}"
+    tables = [c.sqlite_table for c in present_components(source)]
+    t0 = time.perf_counter()
+    src = sql_database(credentials=f"sqlite:///{source}", table_names=tables, backend="pyarrow")
+    pipe = dlt.pipeline(
+        pipeline_name="bench_dlt_vanilla",
+        pipelines_dir=str(Path(work) / "dlt"),
+        destination=dlt.destinations.postgres(credentials=creds),
+        dataset_name="dlt_bench",
+    )
+    kwargs = {"loader_file_format": file_format} if file_format else {}
+    pipe.run(src, **kwargs)
+    seconds = time.perf_counter() - t0
+    with psycopg.connect(dsn) as pg:
+        total = sum(
+            pg.execute(
+                sql.SQL("SELECT count(*) FROM dlt_bench.{}").format(sql.Identifier(t))
+            ).fetchone()[0]
+            for t in tables
+        )
+    return {"records": total, "seconds": seconds}
+
+
+def pgloader_url(dsn: str) -> str:
+    p = conninfo_to_dict(dsn)
+    user = p.get("user", "postgres")
+    pw = f":{p['password']}" if p.get("password") else ""
+    host = p.get("host", "localhost")
+    port = p.get("port", "5432")
+    where = f"unix:{host}:{port}" if host.startswith("/") else f"{host}:{port}"
+    return f"postgresql://{user}{pw}@{where}/{p.get('dbname')}"
+
+
+def pgloader(source: str, dsn: str, work: str) -> dict:
+    exe = shutil.which("pgloader")
+    if not exe:
+        return {"skipped": "not installed"}
+    tables = [c.sqlite_table for c in present_components(source)]
+    names = ", ".join(f"'{t}'" for t in tables)
+    load = (
+        f"LOAD DATABASE\n  FROM sqlite://{source}\n  INTO {pgloader_url(dsn)}\n"
+        "  WITH include drop, create tables, create indexes, reset sequences\n"
+        f"  INCLUDING ONLY TABLE NAMES LIKE {names};\n"
+    )
+    Path(work).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".load", dir=work, delete=False) as fh:
+        fh.write(load)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [exe, "--no-ssl-cert-verification", fh.name], capture_output=True, text=True, cwd=work
+    )
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgloader failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+    with psycopg.connect(dsn) as pg:
+        total = 0
+        for t in tables:
+            row = pg.execute(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relname = %s AND n.nspname NOT IN ('llmspell') LIMIT 1",
+                (t,),
+            ).fetchone()
+            total += pg.execute(
+                sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(row[0]), sql.Identifier(t)
+                )
+            ).fetchone()[0]
+    return {"records": total, "seconds": seconds, "rss_from_children": True}
+
+
+METHODS = {
+    "execute": lambda s: project_execute(
+        s["source"], s["dsn"], s.get("batch_size"), s.get("percent", 100), s["work"]
+    ),
+    "limit_staged": lambda s: limit_staged(s["source"], s["dsn"]),
+    "limit_direct_copy": lambda s: limit_direct_copy(s["source"], s["dsn"]),
+    "naive_upsert": lambda s: naive_upsert(s["source"], s["dsn"], s["subset"]),
+    "dlt_vanilla": lambda s: dlt_vanilla(s["source"], s["dsn"], s.get("file_format"), s["work"]),
+    "pgloader": lambda s: pgloader(s["source"], s["dsn"], s["work"]),
+}
+
+
+def run_method(spec: dict) -> dict:
+    out = METHODS[spec["method"]](spec)
+    out["peak_rss_mb"] = (
+        children_peak_rss_mb() if out.pop("rss_from_children", False) else peak_rss_mb()
+    )
+    return out
