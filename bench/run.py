@@ -56,7 +56,9 @@ def fresh_database(admin: str, name: str) -> None:
     from destinations.target_schema import ensure_schema
 
     with psycopg.connect(with_db(admin, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(with_db(admin, name), autocommit=True) as conn:
         ensure_schema(conn)
@@ -64,7 +66,9 @@ def fresh_database(admin: str, name: str) -> None:
 
 def drop_database(admin: str, name: str) -> None:
     with psycopg.connect(with_db(admin, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def server_version(admin: str) -> str:
@@ -107,7 +111,10 @@ def measure(admin: str, work: Path, method: str, db: str, role: str | None, **sp
     child_work.mkdir(parents=True)
     spec = dict(spec, method=method, dsn=with_db(admin, db, role), work=str(child_work))
     print(f"  {db:<28} {method} ...", end=" ", flush=True)
+    load_before = os.getloadavg()[0]
     out = run_child(spec)
+    out["load_before"] = load_before
+    out["load_after"] = os.getloadavg()[0]
     if "error" in out:
         print("ERROR")
         print("    " + out["error"].replace("\n", "\n    "))
@@ -227,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, dict] = {}
     print("main run:")
     if want("limit_app"):
-        res["limit_app"] = measure(admin, work, "limit_staged", "bench_limit_app", APP_ROLE, source=src)
+        res["limit_app"] = measure(
+            admin, work, "limit_staged", "bench_limit_app", APP_ROLE, source=src
+        )
     if want("execute_app"):
         res["execute_app"] = measure(
             admin, work, "execute", "bench_execute_app", APP_ROLE, source=src, percent=100
@@ -254,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         res["pgloader"] = measure(admin, work, "pgloader", "bench_pgloader", None, source=src)
     if want("naive"):
         res["naive"] = measure(
-            admin, work, "naive_upsert", "bench_naive", APP_ROLE, source=src,
+            admin,
+            work,
+            "naive_upsert",
+            "bench_naive",
+            APP_ROLE,
+            source=src,
             subset=args.naive_subset,
         )
 
@@ -266,8 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     bs,
                     measure(
-                        admin, work, "execute", f"bench_tune_{bs}", APP_ROLE, source=src,
-                        percent=0, batch_size=bs,
+                        admin,
+                        work,
+                        "execute",
+                        f"bench_tune_{bs}",
+                        APP_ROLE,
+                        source=src,
+                        percent=0,
+                        batch_size=bs,
                     ),
                 )
             )
@@ -277,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         total = args.scale_records
         big = str(source_file(work, f"mixed-{total}", SampleSpec.scaled(total)))
         print(f"scale run ({total} mixed records, {big}):")
-        scale["limit_app"] = measure(admin, work, "limit_staged", "bench_scale_limit", APP_ROLE, source=big)
+        scale["limit_app"] = measure(
+            admin, work, "limit_staged", "bench_scale_limit", APP_ROLE, source=big
+        )
         scale["execute_app"] = measure(
             admin, work, "execute", "bench_scale_execute", APP_ROLE, source=big, percent=100
         )
@@ -311,6 +333,9 @@ def render(args, argv, admin, n, res, tuning, scale) -> list[str]:
     cmd = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.target:
         cmd = cmd.replace(args.target, "<superuser DSN>")
+    where = (
+        "--target server" if args.target else "embedded PostgreSQL in .llmspell-migrate/bench-pg"
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -321,7 +346,7 @@ def render(args, argv, admin, n, res, tuning, scale) -> list[str]:
         "```",
         "",
         *machine_facts(admin),
-        f"- target: {'--target server' if args.target else 'embedded PostgreSQL in .llmspell-migrate/bench-pg'}"
+        f"- target: {where}"
         ", warmed with one throwaway load before measuring; every method into a fresh database"
         " (`CREATE DATABASE` + `ensure_schema`: all indexes incl. GIN, forced RLS), each in its"
         " own process; peak RSS is that process's VmHWM (pgloader: its own max RSS)."
@@ -339,11 +364,20 @@ def render(args, argv, admin, n, res, tuning, scale) -> list[str]:
         "- Stage rows come from `ExecuteResult.stages` of the same run (no separate process).",
         "- c. writes a weaker target: JSON as text, no GIN index, no RLS, dlt/pgloader's own "
         "tables and types (not llmspell's schema).",
-        f"- d. is timed on the first {args.naive_subset:,} records only and reported as "
-        "records/s.",
+        f"- d. is timed on the first {args.naive_subset:,} records only and reported as records/s.",
         "- b. superuser COPY: casts done beforehand in Python (epoch → datetime; hex ids and "
         "JSON sent as text and parsed by PostgreSQL's uuid/jsonb input).",
     ]
+    loads = [
+        f"{k} {v['load_before']:.1f}→{v['load_after']:.1f}"
+        for k, v in res.items()
+        if "load_before" in v
+    ]
+    if loads:
+        lines.append(
+            "- 1-minute load average before→after each method (other work on the machine "
+            "makes the figures noisy when this exceeds the core count): " + ", ".join(loads)
+        )
     if "stages" in ex:
         st = ex["stages"]
         share = st["validation"] / st["copy"] if st.get("copy") else 0

@@ -108,7 +108,10 @@ def connect(target: Target | str, **kwargs) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        # libpq puts the cause ("Connection refused", "password authentication failed") on the
+        # first line and a tab-indented hint after it: keep both, on one line.
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        reason = " ".join(lines).removeprefix("connection failed: ") or "connection failed"
         if dsn != display and dsn:
             reason = reason.replace(dsn, display)
         raise TargetError(

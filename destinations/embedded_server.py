@@ -49,6 +49,10 @@ def ensure_running(data_dir: Path | None = None) -> EmbeddedServer:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         ep = _quiet_imports()
         server = ep.get_server(data_dir, cleanup_mode=None)
+        # get_server caches one handle per folder in this process; if the server was stopped
+        # since (by `stop` or a crash), this starts it again.
+        with server._lock:
+            server.ensure_postgres_running()
         info = server.get_postmaster_info()
     except Exception as exc:  # the wheel raises plain CalledProcessError/AssertionError
         raise TargetError(

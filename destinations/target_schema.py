@@ -8,6 +8,7 @@ pre-flight check that the tables the plan needs exist with the columns we write.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -148,6 +149,22 @@ def _ensure_rls(conn: psycopg.Connection, table: str) -> None:
         )
 
 
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+_STATEMENT_TABLE = re.compile(r"(?:CREATE TABLE IF NOT EXISTS|\bON)\s+llmspell\.(\w+)", re.I)
+
+
+def _ddl_statements() -> list[tuple[str | None, str]]:
+    """The schema file as (llmspell table it creates or indexes, statement) pairs."""
+    ddl = resources.files("destinations").joinpath("llmspell_schema.sql").read_text()
+    out = []
+    for stmt in _STATEMENT_END.split(ddl):
+        code = "\n".join(ln for ln in stmt.splitlines() if not ln.strip().startswith("--"))
+        if code.strip():
+            match = _STATEMENT_TABLE.search(code)
+            out.append((match.group(1) if match else None, code))
+    return out
+
+
 def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
     row = conn.execute(
         "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
@@ -167,13 +184,21 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
     try:
         with conn.transaction():
             before = {t: _table_exists(conn, "llmspell", t) for t in tables}
-            ddl = resources.files("destinations").joinpath("llmspell_schema.sql").read_text()
-            conn.execute(ddl)
+            # An existing table is left exactly as it is: no index, trigger or policy added.
+            for table, statement in _ddl_statements():
+                if not before.get(table):
+                    conn.execute(statement)
             conn.execute(_BOOKKEEPING_SQL)
-            for table in tables:
-                _ensure_trigger(conn, table)
+            for comp in COMPONENTS.values():
+                table = comp.pg_table
                 if before[table]:
                     report.existing.append(f"llmspell.{table}")
+                    problems = _column_problems(conn, comp)
+                    if problems:
+                        report.warnings.append(
+                            f"llmspell.{table} does not have the columns the migration writes "
+                            f"({'; '.join(problems)}); left unchanged"
+                        )
                     enabled, forced = _rls_state(conn, table)
                     if not (enabled and forced):
                         report.warnings.append(
@@ -182,6 +207,7 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
                         )
                 else:
                     report.created.append(f"llmspell.{table}")
+                    _ensure_trigger(conn, table)
                     _ensure_rls(conn, table)
             if not _role_exists(conn, APP_ROLE):
                 stmt = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(
@@ -226,6 +252,21 @@ def expected_columns(component: Component) -> dict[str, str]:
     return out
 
 
+def _column_problems(conn: psycopg.Connection, comp: Component) -> list[str]:
+    """`<column> is <found>, expected <udt>` for each column we write that does not fit."""
+    rows = conn.execute(
+        "SELECT column_name, udt_name FROM information_schema.columns "
+        "WHERE table_schema = 'llmspell' AND table_name = %s",
+        (comp.pg_table,),
+    ).fetchall()
+    have = dict(rows)
+    return [
+        f"{name} is {have.get(name, 'missing')}, expected {udt}"
+        for name, udt in expected_columns(comp).items()
+        if have.get(name) != udt
+    ]
+
+
 def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
     """Refuse to run when a table the plan writes is missing or lacks a column we write."""
     for comp in components:
@@ -235,20 +276,13 @@ def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
                 "Create the llmspell schema: python -m pipelines.migrate init-target "
                 "(as the schema owner), or start llmspell once with its PostgreSQL backend.",
             )
-        rows = conn.execute(
-            "SELECT column_name, udt_name FROM information_schema.columns "
-            "WHERE table_schema = 'llmspell' AND table_name = %s",
-            (comp.pg_table,),
-        ).fetchall()
-        have = dict(rows)
-        for name, udt in expected_columns(comp).items():
-            if have.get(name) != udt:
-                found = have.get(name, "missing")
-                raise TargetError(
-                    f"{comp.qualified_table}.{name} is {found}, expected {udt}",
-                    "The target schema is not llmspell's; upgrade llmspell's schema or "
-                    "recreate it with init-target.",
-                )
+        problems = _column_problems(conn, comp)
+        if problems:
+            raise TargetError(
+                f"{comp.qualified_table}.{problems[0]}",
+                "The target schema is not llmspell's; upgrade llmspell's schema or "
+                "recreate it with init-target.",
+            )
     if not _table_exists(conn, BOOKKEEPING_SCHEMA, "runs"):
         raise TargetError(
             f'relation "{BOOKKEEPING_SCHEMA}.runs" does not exist',

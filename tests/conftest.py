@@ -4,6 +4,8 @@ fresh database with the llmspell schema per test, and real sample SQLite files."
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +24,25 @@ def with_params(dsn: str, **params) -> str:
     return make_conninfo(**base)
 
 
+def private_pg_dir() -> Path:
+    """A data folder for an embedded server outside pytest's tmp tree: pytest makes its
+    folders private (0700) at each session start, which would lock the server's own user out
+    of a data folder kept there."""
+    return Path(tempfile.mkdtemp(prefix="llmspell-migrate-test-pg-")) / "data"
+
+
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory) -> str:
+def pg_admin_dsn() -> str:
     """A superuser DSN for the server the tests use."""
     env = os.environ.get("LLMSPELL_TEST_PG_DSN")
     if env:
         yield env
         return
-    data = tmp_path_factory.mktemp("pg") / "data"
+    data = private_pg_dir()
     server = embedded_server.ensure_running(data)
     yield with_params(server.dsn, dbname="postgres")
     embedded_server.stop(data, mode="immediate")
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""Profile this project's `execute` with py-spy and name where the time goes.
+
+    python -m bench.profile [--records N] [--percent 100] [--role llmspell_app|superuser]
+
+Runs the same child as `bench.run` (fresh database, warm embedded server) under
+`py-spy record --idle --format raw` (so time spent waiting on PostgreSQL or DuckDB shows up),
+then prints inclusive and self time per function, as a share of all samples of the main
+thread. Needs `py-spy` (the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bench.run import APP_ROLE, BENCH_HOME, fresh_database, server_dsn, source_file, with_db
+
+
+def _func(frame: str) -> str:
+    """'fn (path/file.py:123)' -> 'fn (path/file.py)'."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def summarize(raw: Path, top: int = 40) -> list[str]:
+    incl: Counter[str] = Counter()
+    self_: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if not frames[0].startswith("_run_module_as_main"):
+            continue  # other threads (dlt's pools, py-spy idle workers): main thread only
+        n = int(count)
+        total += n
+        names = [_func(f) for f in frames]
+        for name in set(names):
+            incl[name] += n
+        self_[names[-1]] += n
+    out = [f"total samples (main thread): {total}", "", "## inclusive", ""]
+    for name, n in incl.most_common(top):
+        out.append(f"{n / total:6.1%}  {name}")
+    out += ["", "## self (leaf frames)", ""]
+    for name, n in self_.most_common(top):
+        out.append(f"{n / total:6.1%}  {name}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--percent", type=float, default=100)
+    ap.add_argument("--role", default=APP_ROLE, choices=[APP_ROLE, "superuser"])
+    ap.add_argument("--target")
+    ap.add_argument("--rate", type=int, default=100)
+    args = ap.parse_args(argv)
+    from sources.sample_db import SampleSpec
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    work = (BENCH_HOME / "bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    admin = server_dsn(args.target)
+    n = args.records
+    src = str(source_file(work, f"agents-{n}", SampleSpec(n, 0, 0, 0)))
+    fresh_database(admin, "bench_profile")
+    child_work = work / "run-bench_profile"
+    shutil.rmtree(child_work, ignore_errors=True)
+    child_work.mkdir(parents=True)
+    role = APP_ROLE if args.role == APP_ROLE else None
+    spec = {
+        "method": "execute",
+        "source": src,
+        "dsn": with_db(admin, "bench_profile", role),
+        "work": str(child_work),
+        "percent": args.percent,
+    }
+    raw = work / "profile.raw"
+    cmd = [spy, "record", "--idle", "--format", "raw", "-r", str(args.rate), "-o", str(raw)]
+    cmd += ["--", sys.executable, "-m", "bench.run", "--child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            print(line)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:])
+    print("\n".join(summarize(raw)))
+    print(f"\nraw stacks: {raw} (flamegraph.pl or speedscope can read them)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""Fault injection with a real PostgreSQL: after each fault the target is either exactly as it
+was before the run (rolled back) or fully migrated and validated (resumed), and the source
+file's bytes never change."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from destinations import embedded_server, target_schema
+from pipelines import api, migrate
+from sources.sample_db import SampleSpec, generate
+from tests.conftest import private_pg_dir, with_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIG = SampleSpec(agents=12_000, workflows=600, sessions=600, kv=800, tenants=3, seed=5)
+
+
+def file_hashes(path: Path) -> dict[str, str]:
+    """Bytes of the database and any -wal/-shm beside it."""
+    out = {}
+    for p in sorted(path.parent.glob(path.name + "*")):
+        out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def preexisting_rows(db) -> None:
+    """Rows in the target before the run: another tenant, and the same tenant, other keys."""
+    with db.connect(autocommit=True) as conn:
+        for tenant in ("tenant-other", "tenant-acme"):
+            conn.execute(
+                "INSERT INTO llmspell.agent_states (tenant_id, agent_id, agent_type, state_data, "
+                "checksum) VALUES (%s, 'pre-existing', 'llm', '{\"keep\": true}', %s)",
+                (tenant, "0" * 64),
+            )
+
+
+def make_plan(tmp_path: Path, src: Path, dsn: str, batch: int = 1000) -> Path:
+    plan = tmp_path / "plan.toml"
+    api.make_plan(
+        "agent_state,workflow_state,sessions,kv_store",
+        output=plan,
+        source=src,
+        target=dsn,
+        batch_size=batch,
+    )
+    return plan
+
+
+def spawn(plan: Path, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen, marker: str, count: int = 1, timeout: float = 120) -> str:
+    """Read the child's output until `marker` has appeared `count` times."""
+    seen, out = 0, []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(line)
+        if marker in line:
+            seen += 1
+            if seen >= count:
+                return "".join(out)
+    raise AssertionError(f"never saw {marker!r} x{count}:\n{''.join(out)}")
+
+
+@pytest.fixture
+def big_source(tmp_path) -> Path:
+    path = tmp_path / "big.db"
+    generate(path, BIG)
+    return path
+
+
+def rows(db, table: str) -> int:
+    return db.count(table)
+
+
+def test_validation_failure_rolls_back_everything(tmp_path, sample_sqlite, target_db, capsys):
+    preexisting_rows(target_db)
+    before = target_db.snapshot()
+    hashes = file_hashes(sample_sqlite)
+    with target_db.connect(autocommit=True) as conn:  # a target that silently alters one value
+        conn.execute("""
+            CREATE FUNCTION llmspell.test_tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.workflow_id = (SELECT min(workflow_id) FROM llmspell.workflow_states)
+                THEN NEW.current_step := NEW.current_step + 1; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_tamper BEFORE INSERT ON llmspell.sessions
+                FOR EACH ROW EXECUTE FUNCTION llmspell.test_tamper();""")
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION llmspell.test_tamper() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN NEW.artifact_count := NEW.artifact_count + 1; RETURN NEW; END $$""")
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
+    code = migrate.run(["execute", "--plan", str(plan)])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "Validation failed" in out.out + out.err
+    assert "Rolling back all components..." in out.out
+    assert "Rollback complete. Source data unchanged." in out.out
+    assert target_db.snapshot() == before
+    assert file_hashes(sample_sqlite) == hashes
+    with target_db.connect() as conn:
+        assert (
+            conn.execute("SELECT status FROM llmspell_migrate.runs").fetchone()[0] == "rolled_back"
+        )
+        assert conn.execute("SELECT count(*) FROM llmspell_migrate.written").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("as_app", [False, True], ids=["superuser", "llmspell_app"])
+def test_constraint_violation_mid_batch_rolls_back(tmp_path, sample_sqlite, target_db, as_app):
+    preexisting_rows(target_db)
+    before = target_db.snapshot()
+    with target_db.connect(autocommit=True) as conn:
+        victim = (
+            sqlite3.connect(sample_sqlite)
+            .execute(
+                "SELECT agent_id FROM agent_states ORDER BY tenant_id, agent_id LIMIT 1 OFFSET 70"
+            )
+            .fetchone()[0]
+        )
+        conn.execute(
+            "ALTER TABLE llmspell.agent_states ADD CONSTRAINT test_refuse "
+            f"CHECK (agent_id <> '{victim}') NOT VALID"
+        )
+    plan = make_plan(
+        tmp_path, sample_sqlite, target_db.app_dsn if as_app else target_db.dsn, batch=100
+    )
+    with pytest.raises(Exception) as err:
+        api.execute(plan)
+    assert "test_refuse" in str(err.value)
+    assert err.value.result.rolled_back is not None
+    assert target_db.snapshot() == before
+
+
+def test_sigterm_mid_copy_rolls_back(tmp_path, big_source, target_db):
+    preexisting_rows(target_db)
+    before = target_db.snapshot()
+    hashes = file_hashes(big_source)
+    proc = spawn(make_plan(tmp_path, big_source, target_db.dsn), tmp_path)
+    wait_for(proc, "Progress:", 2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "Rollback complete. Source data unchanged." in out
+    assert target_db.snapshot() == before
+    assert file_hashes(big_source) == hashes
+
+
+@pytest.mark.parametrize(
+    "marker,count",
+    [("Progress:", 1), ("[3/4] Migrating", 1)],
+    ids=["first-component", "third-component"],
+)
+def test_sigkill_then_rerun_resumes_without_duplicates(
+    tmp_path, big_source, target_db, marker, count
+):
+    preexisting_rows(target_db)
+    hashes = file_hashes(big_source)
+    plan = make_plan(tmp_path, big_source, target_db.dsn)
+    proc = spawn(plan, tmp_path)
+    wait_for(proc, marker, count)
+    proc.kill()  # SIGKILL: no chance to roll back
+    proc.wait()
+    with target_db.connect() as conn:
+        status, run_id = conn.execute("SELECT status, run_id FROM llmspell_migrate.runs").fetchone()
+    assert status == "running"
+    result = api.execute(plan)
+    assert result.status == "SUCCESS" and result.resumed_run and result.run_id == run_id
+    assert api.verify(plan, full=True).passed
+    assert rows(target_db, "agent_states") == BIG.agents + 2  # + the two pre-existing rows
+    assert rows(target_db, "workflow_states") == BIG.workflows
+    assert rows(target_db, "sessions") == BIG.sessions
+    assert rows(target_db, "kv_store") == BIG.kv
+    assert file_hashes(big_source) == hashes
+    # the resumed run owns every row it (and its crashed first attempt) wrote: rollback is exact
+    undo = api.rollback(backup=result.backup_path, force=False)
+    assert sum(undo.deleted.values()) == BIG.agents + BIG.workflows + BIG.sessions + BIG.kv
+    assert rows(target_db, "agent_states") == 2
+
+
+def test_second_run_is_refused_while_one_holds_the_lock(tmp_path, sample_sqlite, target_db, capsys):
+    from destinations.run_ledger import LOCK_KEY
+
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
+    before = target_db.snapshot()
+    with target_db.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        code = migrate.run(["execute", "--plan", str(plan)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Another migration is running against this target" in err
+    assert target_db.snapshot() == before
+
+
+def test_source_open_in_llmspell_is_never_modified(tmp_path, sample_sqlite, target_db):
+    live = sqlite3.connect(sample_sqlite)  # llmspell has the file open, WAL not checkpointed
+    live.execute("PRAGMA wal_autocheckpoint=0")
+    live.execute(
+        "INSERT INTO agent_states (tenant_id, agent_id, agent_type, state_data, checksum, "
+        "created_at, updated_at) VALUES ('tenant-acme', 'in-wal-only', 'llm', '{}', ?, 1, 1)",
+        ("0" * 64,),
+    )
+    live.commit()
+    hashes = file_hashes(sample_sqlite)
+    assert any(name.endswith("-wal") for name in hashes)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
+    result = api.execute(plan)
+    assert result.status == "SUCCESS"
+    assert any("open in llmspell" in w for w in result.preflight.warnings)
+    assert file_hashes(sample_sqlite) == hashes
+    with target_db.connect() as conn:  # the WAL's committed record was migrated too
+        assert conn.execute(
+            "SELECT 1 FROM llmspell.agent_states WHERE agent_id = 'in-wal-only'"
+        ).fetchone()
+    live.close()
+
+
+@pytest.fixture
+def own_server():
+    """A PostgreSQL of this test's own, so it can be stopped mid-copy."""
+    data = private_pg_dir()
+    server = embedded_server.ensure_running(data)
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        target_schema.ensure_schema(conn)
+    yield data, server.dsn
+    embedded_server.stop(data, mode="immediate")
+    shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    os.environ.get("LLMSPELL_TEST_PG_DSN") is not None,
+    reason="needs a server the test can stop (embedded)",
+)
+def test_postgres_stopped_mid_copy_then_resume(tmp_path, big_source, own_server):
+    data, dsn = own_server
+    plan = make_plan(tmp_path, big_source, dsn)
+    proc = spawn(plan, tmp_path)
+    wait_for(proc, "Progress:", 1)
+    embedded_server.stop(data, mode="immediate")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "Rollback could not complete" in out  # the server is gone: run stays resumable
+    server = embedded_server.ensure_running(data)
+    assert server.dsn == dsn or with_params(server.dsn) == with_params(dsn)
+    result = api.execute(plan)
+    assert result.status == "SUCCESS" and result.resumed_run
+    assert api.verify(plan, full=True).passed
