@@ -62,28 +62,25 @@ def release_lock(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def find_unfinished(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+def _one_run(conn: psycopg.Connection, where: str, args: tuple) -> RunRecord | None:
     row = conn.execute(
         sql.SQL(
             "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
-            "WHERE plan_fingerprint = %s AND status = %s ORDER BY started_at DESC LIMIT 1"
+            f"WHERE {where} ORDER BY started_at DESC LIMIT 1"
         ).format(_BOOK),
-        (fingerprint, RUNNING),
+        args,
     ).fetchone()
     conn.commit()
     return RunRecord(*row) if row else None
+
+
+def find_unfinished(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    """The latest run of this plan that neither completed nor was rolled back."""
+    return _one_run(conn, "plan_fingerprint = %s AND status = %s", (fingerprint, RUNNING))
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
-    row = conn.execute(
-        sql.SQL(
-            "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
-            "WHERE run_id = %s"
-        ).format(_BOOK),
-        (run_id,),
-    ).fetchone()
-    conn.commit()
-    return RunRecord(*row) if row else None
+    return _one_run(conn, "run_id = %s", (run_id,))
 
 
 def start_run(

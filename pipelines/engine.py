@@ -83,7 +83,6 @@ class Engine:
         conn: psycopg.Connection,
         bypass: bool,
         backup: backup_mod.BackupWriter | None,
-        resumed: str | None,
         result: ExecuteResult,
     ) -> preflight.PreflightReport:
         report = preflight.count_source(db, self.plan)
@@ -158,7 +157,7 @@ class Engine:
         result = self._result(True)
         try:
             unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
-            report = self._preflight(db, conn, bypass, None, None, result)
+            report = self._preflight(db, conn, bypass, None, result)
         finally:
             conn.close()
             db.close()
@@ -204,9 +203,7 @@ class Engine:
                     backup = backup_mod.BackupWriter(root, run_id, now)
                 t0 = time.perf_counter()
                 try:
-                    report = self._preflight(
-                        db, conn, bypass, backup, unfinished and run_id, result
-                    )
+                    report = self._preflight(db, conn, bypass, backup, result)
                 except BaseException:
                     if backup:
                         backup.abort()

@@ -14,6 +14,7 @@ input (nothing written); 3 another run holds the target's migration lock.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
             "--json",
             action="store_true",
             help="print one JSON report on stdout (progress goes to stderr)",
+        )
+        sp.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            default="text",
+            help="progress lines as text, or as one JSON object per line "
+            "(time, level, message) for log collectors",
         )
 
     sp = sub.add_parser(
@@ -193,10 +201,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _printer(as_json: bool) -> Callable[[str], None]:
+def _printer(as_json: bool, log_format: str = "text") -> Callable[[str], None]:
+    """Progress lines: stdout normally, stderr when stdout carries the --json report."""
     stream = sys.stderr if as_json else sys.stdout
 
     def emit(line: str) -> None:
+        if log_format == "json":
+            if not line.strip():
+                return
+            level = "error" if "[ERROR]" in line else "warning" if "WARNING" in line else "info"
+            line = json.dumps(
+                {
+                    "time": dt.datetime.now(dt.UTC).isoformat(),
+                    "level": level,
+                    "message": line.strip(),
+                },
+                ensure_ascii=False,
+            )
         print(line, file=stream, flush=True)
 
     return emit
@@ -223,7 +244,7 @@ def run(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
-    emit = _printer(as_json)
+    emit = _printer(as_json, getattr(args, "log_format", "text"))
     try:
         if args.command == "plan":
             result = api.make_plan(

@@ -80,22 +80,23 @@ def _new_db(admin_dsn: str, schema: bool) -> TargetDB:
     return TargetDB(name, dsn, app)
 
 
+def _database(admin_dsn: str, schema: bool):
+    db = _new_db(admin_dsn, schema=schema)
+    yield db
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def target_db(pg_admin_dsn) -> TargetDB:
     """A fresh database with the llmspell schema, dropped afterwards."""
-    db = _new_db(pg_admin_dsn, schema=True)
-    yield db
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+    yield from _database(pg_admin_dsn, schema=True)
 
 
 @pytest.fixture
 def empty_db(pg_admin_dsn) -> TargetDB:
     """A fresh database without the llmspell schema."""
-    db = _new_db(pg_admin_dsn, schema=False)
-    yield db
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+    yield from _database(pg_admin_dsn, schema=False)
 
 
 @pytest.fixture(autouse=True)
