@@ -4,11 +4,12 @@ PostgreSQL refuses COPY FROM into a table whose row-level security applies to th
 role, so every batch is COPYed into a TEMP staging table (raw SQLite values) and moved with
 one INSERT ... SELECT per tenant under `set_config('app.current_tenant_id', tenant, true)`;
 the type conversions (`::uuid`, `::jsonb`, `to_timestamp`) happen in that SELECT. A role that
-bypasses RLS moves the whole batch in one INSERT. Every row inserted is recorded, in the same
-transaction, under the run's id in `llmspell_migrate.written`: that ledger is what rollback
-deletes, so rows that were in the target before the run are never touched. Rows already
-present with the same key are skipped (`ON CONFLICT DO NOTHING`), which makes a re-delivered
-batch harmless; pre-flight has already proved such rows identical.
+bypasses RLS moves the whole batch in one INSERT. The keys of the rows inserted are recorded,
+in the same transaction, under the run's id in `llmspell_migrate.written_keys` (one row per
+batch and tenant): that ledger is what rollback deletes, so rows that were in the target
+before the run are never touched. When rows may already be there (a resumed run, or rows
+pre-flight proved identical) the INSERT skips them (`ON CONFLICT DO NOTHING`), which also
+makes a re-delivered batch harmless.
 """
 
 from __future__ import annotations
@@ -63,15 +64,6 @@ class ComponentStatements:
         )
         self.copy = sql.SQL("COPY {} ({}) FROM STDIN").format(self.stage, sql.SQL(", ").join(cols))
         key = sql.Identifier(comp.key_column)
-        insert = sql.SQL(
-            "INSERT INTO llmspell.{table} ({cols}) SELECT {conv} FROM {stage} {where} "
-            "ON CONFLICT (tenant_id, {key}) DO NOTHING RETURNING tenant_id, {key}::text"
-        )
-        ledger = sql.SQL(
-            "WITH ins AS ({insert}) INSERT INTO {book}.written "
-            "(run_id, component, tenant_id, natural_key) "
-            "SELECT %(run_id)s, %(component)s, ins.tenant_id, ins.{key} FROM ins"
-        )
         parts = dict(
             table=sql.Identifier(comp.pg_table),
             cols=sql.SQL(", ").join(cols),
@@ -79,24 +71,42 @@ class ComponentStatements:
             stage=self.stage,
             key=key,
         )
-        self.insert_all = ledger.format(
-            insert=insert.format(where=sql.SQL(""), **parts),
-            book=sql.Identifier(BOOKKEEPING_SCHEMA),
-            key=key,
+        self.inserts = {
+            (skip, per_tenant): self._insert(parts, skip, per_tenant)
+            for skip in (False, True)
+            for per_tenant in (False, True)
+        }
+
+    @staticmethod
+    def _insert(parts: dict, skip_existing: bool, per_tenant: bool) -> sql.Composed:
+        """INSERT ... SELECT with the casts, recording the inserted keys in the ledger (one
+        row per batch and tenant). `skip_existing` adds ON CONFLICT DO NOTHING, needed only
+        when keys may already be there (a resumed run, or rows pre-flight found identical)."""
+        insert = sql.SQL(
+            "INSERT INTO llmspell.{table} ({cols}) SELECT {conv} FROM {stage}{where}{conflict} "
+            "RETURNING tenant_id, {key}::text AS k"
+        ).format(
+            where=sql.SQL(" WHERE tenant_id = %(tenant)s") if per_tenant else sql.SQL(""),
+            conflict=sql.SQL(" ON CONFLICT (tenant_id, {}) DO NOTHING").format(parts["key"])
+            if skip_existing
+            else sql.SQL(""),
+            **parts,
         )
-        self.insert_tenant = ledger.format(
-            insert=insert.format(where=sql.SQL("WHERE tenant_id = %(tenant)s"), **parts),
-            book=sql.Identifier(BOOKKEEPING_SCHEMA),
-            key=key,
-        )
+        return sql.SQL(
+            "WITH ins AS ({insert}) INSERT INTO {book}.written_keys "
+            "(run_id, component, tenant_id, natural_keys) "
+            "SELECT %(run_id)s, %(component)s, tenant_id, array_agg(k) FROM ins GROUP BY tenant_id "
+            "RETURNING cardinality(natural_keys)"
+        ).format(insert=insert, book=sql.Identifier(BOOKKEEPING_SCHEMA))
 
 
 class LlmspellWriter:
     """One connection, one transaction per batch, every inserted row in the run's ledger."""
 
-    def __init__(self, conn: psycopg.Connection, run_id: str):
+    def __init__(self, conn: psycopg.Connection, run_id: str, skip_existing: bool = True):
         self.conn = conn
         self.run_id = run_id
+        self.skip_existing = skip_existing
         self.bypass_rls = role_bypasses_rls(conn)
         self._statements: dict[str, ComponentStatements] = {}
         self.inserted: dict[str, int] = {}
@@ -123,13 +133,14 @@ class LlmspellWriter:
                     for row in zip(*columns):
                         copy.write_row(row)
                 if self.bypass_rls:
-                    cur.execute(st.insert_all, args)
-                    inserted += cur.rowcount
+                    cur.execute(st.inserts[(self.skip_existing, False)], args)
+                    inserted += sum(r[0] for r in cur.fetchall())
                 else:
+                    statement = st.inserts[(self.skip_existing, True)]
                     for tenant in tenants:
                         cur.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
-                        cur.execute(st.insert_tenant, {**args, "tenant": tenant})
-                        inserted += cur.rowcount
+                        cur.execute(statement, {**args, "tenant": tenant})
+                        inserted += sum(r[0] for r in cur.fetchall())
         self.inserted[comp.name] = self.inserted.get(comp.name, 0) + inserted
         self.delivered[comp.name] = self.delivered.get(comp.name, 0) + batch.num_rows
         return inserted

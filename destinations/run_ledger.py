@@ -1,7 +1,8 @@
 """Which run wrote which rows: the bookkeeping that makes rollback and resume exact.
 
 `llmspell_migrate.runs` holds one row per execute (its plan fingerprint, status, backup
-folder); `llmspell_migrate.written` the natural key of every row a run inserted. Rollback
+folder); `llmspell_migrate.written_keys` the natural keys of every row a run inserted (one
+row per batch and tenant, keys in an array, so the ledger costs little on the write path). Rollback
 deletes exactly those rows, so rows that were in the target before the run stay untouched,
 and a run interrupted by a crash is found again by its plan's fingerprint and resumed.
 A session-level advisory lock keeps two runs off the same target at once.
@@ -113,9 +114,10 @@ def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
 
 def written_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
     rows = conn.execute(
-        sql.SQL("SELECT component, count(*) FROM {}.written WHERE run_id = %s GROUP BY 1").format(
-            _BOOK
-        ),
+        sql.SQL(
+            "SELECT component, sum(cardinality(natural_keys))::bigint FROM {}.written_keys "
+            "WHERE run_id = %s GROUP BY 1"
+        ).format(_BOOK),
         (run_id,),
     ).fetchall()
     conn.commit()
@@ -124,11 +126,11 @@ def written_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
 
 def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
     key_type = comp.column(comp.key_column).pg_type
-    tenant = sql.SQL(" AND w.tenant_id = %(tenant)s") if per_tenant else sql.SQL("")
+    tenant = sql.SQL(" AND tenant_id = %(tenant)s") if per_tenant else sql.SQL("")
     return sql.SQL(
-        "DELETE FROM llmspell.{table} t USING {book}.written w WHERE w.run_id = %(run)s "
-        "AND w.component = %(comp)s AND t.tenant_id = w.tenant_id "
-        "AND t.{key} = w.natural_key::{key_type}{tenant}"
+        "DELETE FROM llmspell.{table} t USING (SELECT tenant_id, unnest(natural_keys) AS k "
+        "FROM {book}.written_keys WHERE run_id = %(run)s AND component = %(comp)s{tenant}) w "
+        "WHERE t.tenant_id = w.tenant_id AND t.{key} = w.k::{key_type}"
     ).format(
         table=sql.Identifier(comp.pg_table),
         book=_BOOK,
@@ -154,7 +156,7 @@ def delete_written(
                     r[0]
                     for r in conn.execute(
                         sql.SQL(
-                            "SELECT DISTINCT tenant_id FROM {}.written WHERE run_id = %(run)s "
+                            "SELECT DISTINCT tenant_id FROM {}.written_keys WHERE run_id = %(run)s "
                             "AND component = %(comp)s"
                         ).format(_BOOK),
                         args,
@@ -165,7 +167,7 @@ def delete_written(
                     n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
             conn.execute(
                 sql.SQL(
-                    "DELETE FROM {}.written WHERE run_id = %(run)s AND component = %(comp)s"
+                    "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s"
                 ).format(_BOOK),
                 args,
             )

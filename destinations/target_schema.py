@@ -59,13 +59,15 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.runs (
     started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at TIMESTAMPTZ
 );
-CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written (
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
+    id BIGSERIAL PRIMARY KEY,
     run_id TEXT NOT NULL,
     component TEXT NOT NULL,
     tenant_id VARCHAR(255) NOT NULL,
-    natural_key TEXT NOT NULL,
-    PRIMARY KEY (run_id, component, tenant_id, natural_key)
+    natural_keys TEXT[] NOT NULL
 );
+CREATE INDEX IF NOT EXISTS written_keys_run
+    ON {BOOKKEEPING_SCHEMA}.written_keys (run_id, component);
 """
 
 
@@ -226,6 +228,11 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
                     sql.SQL(
                         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}"
                     ).format(sql.Identifier(schema), role)
+                )
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                        sql.Identifier(schema), role
+                    )
                 )
     except psycopg.errors.InsufficientPrivilege as exc:
         raise TargetError(

@@ -278,7 +278,10 @@ class Engine:
         result: ExecuteResult,
     ) -> None:
         t0 = time.perf_counter()
-        writer = LlmspellWriter(writer_conn, run_id)
+        # Keys can already be in the target only on a resumed run or when pre-flight found
+        # identical rows; otherwise a plain INSERT is cheaper and a conflict is an error.
+        skip_existing = result.resumed_run or any(c.already_present for c in report.components)
+        writer = LlmspellWriter(writer_conn, run_id, skip_existing=skip_existing)
         if copy_stage.discard_pending():
             self.emit("Discarded an unfinished dlt load package from an interrupted run")
         n = len(self.plan.components)

@@ -79,7 +79,8 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
 def _ledger_keys(conn: psycopg.Connection, run_id: str, comp: Component) -> set[tuple[str, str]]:
     rows = conn.execute(
         sql.SQL(
-            "SELECT tenant_id, natural_key FROM {}.written WHERE run_id = %s AND component = %s"
+            "SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys WHERE run_id = %s "
+            "AND component = %s"
         ).format(sql.Identifier(BOOKKEEPING_SCHEMA)),
         (run_id, comp.name),
     ).fetchall()

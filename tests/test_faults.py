@@ -126,7 +126,7 @@ def test_validation_failure_rolls_back_everything(tmp_path, sample_sqlite, targe
         assert (
             conn.execute("SELECT status FROM llmspell_migrate.runs").fetchone()[0] == "rolled_back"
         )
-        assert conn.execute("SELECT count(*) FROM llmspell_migrate.written").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM llmspell_migrate.written_keys").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("as_app", [False, True], ids=["superuser", "llmspell_app"])
