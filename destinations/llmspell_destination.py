@@ -32,9 +32,11 @@ def llmspell_postgres(write_batch: Callable[[pa.RecordBatch], None], batch_size:
                 f"{table['name']}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    factory = dlt.destination(
-        sink,
-        name=DESTINATION_NAME,
+    # The plain `destination` factory (not a class synthesized by the decorator): its type is
+    # importable, so `dlt pipeline ... info|trace|load-package` can re-create it later.
+    return dlt.destinations.destination(
+        destination_callable=sink,
+        destination_name=DESTINATION_NAME,
         batch_size=batch_size,
         loader_file_format="parquet",
         loader_parallelism_strategy="sequential",
@@ -42,4 +44,3 @@ def llmspell_postgres(write_batch: Callable[[pa.RecordBatch], None], batch_size:
         naming_convention="direct",
         skip_dlt_columns_and_tables=True,
     )
-    return factory()

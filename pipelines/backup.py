@@ -23,9 +23,13 @@ import tomllib
 from pathlib import Path
 from typing import IO
 
+import duckdb
+
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from sources.components import BLOB, Component
+from sources.sqlite_reader import SourceDB
+from validation import duck
 
 METADATA = "rollback-metadata.toml"
 
@@ -141,6 +145,49 @@ class BackupWriter:
             )
         out.write("\n".join(lines) + "\n" if lines else "")
         self.counts[comp.name] += len(rows)
+
+    def export(self, read_path: Path, comps: list[Component], tenants: list[str] | None) -> None:
+        """Write every component's records. DuckDB's JSON writer does it without the GIL, so
+        it runs on the second core while pre-flight checks the same records in Python; a
+        component DuckDB cannot read (e.g. mixed types in one column) is streamed by Python."""
+        con = duck.connect(read_path)
+        try:
+            for comp in comps:
+                try:
+                    self.counts[comp.name] = self._duckdb_export(con, comp, tenants)
+                except duckdb.Error:
+                    self._python_export(read_path, comp, tenants)
+        finally:
+            con.close()
+
+    def _duckdb_export(self, con, comp: Component, tenants: list[str] | None) -> int:
+        fields = []
+        for c in comp.columns:
+            col = f'"{c.name}"'
+            if c.kind == BLOB:
+                b64 = f"struct_pack(base64 := to_base64({col}))"
+                col = f"CASE WHEN {col} IS NULL THEN NULL ELSE {b64} END"
+            fields.append(f'"{c.name}" := {col}')
+        where, params = "", []
+        if tenants:
+            where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
+            params = list(tenants)
+        path = self.partial / "source" / f"{comp.name}.jsonl"
+        query = (
+            f'COPY (SELECT tenant_id, {comp.key_sql} AS "key", struct_pack({", ".join(fields)}) '
+            f"AS \"row\" FROM src.{comp.sqlite_table}{where}) TO '{path}' (FORMAT json)"
+        )
+        count = con.execute(query, params).fetchone()[0]
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        return int(count)
+
+    def _python_export(self, read_path: Path, comp: Component, tenants: list[str] | None) -> None:
+        with SourceDB(read_path, snapshot=False) as db:
+            self.begin(comp)
+            for rows in db.iter_batches(comp, 5000, tenants):
+                self.add_rows(comp, rows)
+            self.end(comp)
 
     def end(self, comp: Component) -> None:
         f = self._files.pop(comp.name)

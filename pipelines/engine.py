@@ -10,10 +10,14 @@ adopts it, skips what is already there and finishes the job.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
 import secrets
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
-from validation.stage import Validator
+from validation.stage import Validator, read_prints, source_prints_to_files
 
 Emit = Callable[[str], None]
 
@@ -90,7 +94,15 @@ class Engine:
         target_schema.check_schema(conn, comps)
         tenants = sorted({t for c in report.components for t in c.per_tenant})
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
-        overlaps = preflight.scan_source(db, self.plan, backup, existing)
+        if backup is None:
+            overlaps = preflight.scan_source(db, self.plan, existing)
+        else:  # the backup is written on the other core while Python checks the records
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                done = pool.submit(backup.export, db.read_path, comps, self.plan.tenants)
+                try:
+                    overlaps = preflight.scan_source(db, self.plan, existing)
+                finally:
+                    done.result()
         self._check_conflicts(db, overlaps, bypass, report, result)
         return report
 
@@ -133,8 +145,14 @@ class Engine:
             self.target = connection.resolve(self.target_override, self.plan.target_connection)
             prepare_target(self.target)
             conn = connection.connect(self.target)
-            bypass = role_bypasses_rls(conn)
-            conn.commit()
+            try:
+                # Schema first: the run ledger lives beside llmspell's tables.
+                target_schema.check_schema(conn, [cp.component for cp in self.plan.components])
+                bypass = role_bypasses_rls(conn)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             db.close()
             raise
@@ -214,7 +232,7 @@ class Engine:
                     self.emit(f"WARNING: {warning}")
                 if backup:
                     result.backup_path = str(
-                        backup.commit(self.plan, self.target.display, self.source_path)
+                        backup.commit(self.plan, self.target.display, self.source_path).resolve()
                     )
                     self.emit(f"Backup written: {result.backup_path}")
                 elif unfinished:
@@ -231,10 +249,11 @@ class Engine:
                     )
                 run_started = True
                 writer_conn = connection.connect(self.target)
-                self._copy(db, writer_conn, run_id, report, result)
-                writer_conn.close()
-                writer_conn = None
-                self._validate(db, bypass, result)
+                with SourcePrinter(db, self.plan) as printer:
+                    self._copy(db, writer_conn, run_id, report, result)
+                    writer_conn.close()
+                    writer_conn = None
+                    self._validate(db, bypass, result, printer.result())
                 run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
                 result.status = "SUCCESS"
                 result.target_records = result.validation.target_records
@@ -300,7 +319,13 @@ class Engine:
             progress.finish()
         result.stages["copy"] = time.perf_counter() - t0
 
-    def _validate(self, db: SourceDB, bypass: bool, result: ExecuteResult) -> None:
+    def _validate(
+        self,
+        db: SourceDB,
+        bypass: bool,
+        result: ExecuteResult,
+        source_prints: dict | None = None,
+    ) -> None:
         t0 = time.perf_counter()
         self.emit("")
         self.emit("Validating migration...")
@@ -309,7 +334,10 @@ class Engine:
             str(db.read_path), self.target.dsn, bypass, comps, self.plan.tenants
         ) as validator:
             report = validator.validate(
-                comps, self.plan.checksum_sample_percent, self.plan.full_comparison_threshold
+                comps,
+                self.plan.checksum_sample_percent,
+                self.plan.full_comparison_threshold,
+                source_prints,
             )
         result.validation = report
         result.stages["validation"] = time.perf_counter() - t0
@@ -355,6 +383,40 @@ class Engine:
         for name, n in deleted.items():
             self.emit(f"[INFO] Deleted {n} records from {name}")
         self.emit("[INFO] Rollback complete. Source data unchanged.")
+
+
+class SourcePrinter:
+    """Computes the source side of validation in a worker process while the copy runs.
+
+    The copy stage waits on PostgreSQL, so this uses the otherwise idle core; if the worker
+    fails for any reason, validation computes the same fingerprints itself."""
+
+    def __init__(self, db: SourceDB, plan: Plan):
+        self.dir = tempfile.mkdtemp(prefix="llmspell-migrate-prints-")
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+        self.future = self.pool.submit(
+            source_prints_to_files,
+            str(db.read_path),
+            plan.component_names,
+            plan.tenants,
+            plan.checksum_sample_percent,
+            plan.full_comparison_threshold,
+            self.dir,
+        )
+
+    def result(self) -> dict | None:
+        try:
+            return read_prints(self.future.result())
+        except Exception:  # the in-process path gives the same answer, only later
+            return None
+
+    def __enter__(self) -> SourcePrinter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # a migration ran and failed (rolled back)
 EXIT_USAGE = 2  # bad invocation, bad plan, bad input found before any write
+EXIT_BUSY = 3  # another run holds the target's migration lock
 
 
 class MigrateError(Exception):
@@ -81,6 +82,8 @@ class MigrationFailed(MigrateError):
 
 class LockBusy(MigrateError):
     """Another run holds the migration lock on this target."""
+
+    exit_code = EXIT_BUSY
 
 
 class RollbackRefused(MigrateError):

@@ -21,11 +21,9 @@ import sys
 from collections.abc import Callable
 
 from pipelines import api
-from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LockBusy, MigrateError
+from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from sources.components import SUPPORTED
-
-EXIT_BUSY = 3
 
 EPILOG = """\
 The usual sequence (as in the llmspell migration guide):
@@ -326,9 +324,6 @@ def run(argv: list[str] | None = None) -> int:
                     )
                 print("Target schema ready.")
             return EXIT_OK
-    except LockBusy as exc:
-        _emit_error(exc, as_json)
-        return EXIT_BUSY
     except MigrateError as exc:
         _emit_error(exc, as_json)
         return exc.exit_code

@@ -15,7 +15,6 @@ import psycopg
 from psycopg import sql
 
 from destinations.target_schema import TENANT_SETTING
-from pipelines.backup import BackupWriter
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from sources.components import UUID, Component
@@ -93,10 +92,10 @@ def natural_key(comp: Component, row: tuple) -> str:
 
 
 def scan_source(
-    db: SourceDB, plan: Plan, backup: BackupWriter | None, existing: dict[str, set[tuple[str, str]]]
+    db: SourceDB, plan: Plan, existing: dict[str, set[tuple[str, str]]]
 ) -> dict[str, set[tuple[str, str]]]:
-    """One pass over every record: check it is storable, back it up, and find the records
-    whose (tenant, key) already exists in the target. Memory stays bounded by the batch."""
+    """One pass over every record: check it is storable, and find the records whose
+    (tenant, key) already exists in the target. Memory stays bounded by the batch."""
     overlaps: dict[str, set[tuple[str, str]]] = {}
     bad: list[BadRecord] = []
     bad_total = 0
@@ -106,22 +105,16 @@ def scan_source(
         tenant_at = 1 + comp.column_names.index("tenant_id")
         in_target = existing.get(comp.name) or set()
         found: set[tuple[str, str]] = set()
-        if backup:
-            backup.begin(comp)
         for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
             problems = checker.check_rows(rows)
             if problems:
                 bad_total += len(problems)
                 bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
-            if backup and not bad_total:
-                backup.add_rows(comp, rows)
             if in_target:
                 for row in rows:
                     key = (row[tenant_at], natural_key(comp, row))
                     if key in in_target:
                         found.add(key)
-        if backup:
-            backup.end(comp)
         overlaps[comp.name] = found
     if bad_total:
         raise PreflightError(

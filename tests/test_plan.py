@@ -305,7 +305,7 @@ def test_missing_plan_file(tmp_path, capsys):
     [
         ("version: '1.0'\ncomponents: [\n  - name: agent_state\n", "not valid YAML"),
         ("version: '1.0'\n  source: : :\n", "not valid YAML"),
-        ("version: \"1.0\"\nsource:\n\tbackend: sqlite\n", "not valid YAML"),
+        ('version: "1.0"\nsource:\n\tbackend: sqlite\n', "not valid YAML"),
     ],
     ids=["unclosed-flow", "bad-indent", "tab-indent"],
 )
@@ -405,9 +405,7 @@ def test_plan_writes_the_guides_yaml_shape_with_true_counts(tmp_path, small_db, 
 def test_plan_file_named_toml_is_yaml(tmp_path, small_db):
     src, _ = small_db
     assert (
-        migrate.run(
-            ["plan", "--source", str(src), "--target", UNREACHABLE, "--output", "p.toml"]
-        )
+        migrate.run(["plan", "--source", str(src), "--target", UNREACHABLE, "--output", "p.toml"])
         == 0
     )
     text = (tmp_path / "p.toml").read_text()
@@ -416,9 +414,7 @@ def test_plan_file_named_toml_is_yaml(tmp_path, small_db):
     assert yaml.safe_load(text)["components"][0]["name"] == "agent_state"
     # and a .yaml name gives the same content
     assert (
-        migrate.run(
-            ["plan", "--source", str(src), "--target", UNREACHABLE, "--output", "p.yaml"]
-        )
+        migrate.run(["plan", "--source", str(src), "--target", UNREACHABLE, "--output", "p.yaml"])
         == 0
     )
     a, b = load(tmp_path / "p.toml").to_dict(), load(tmp_path / "p.yaml").to_dict()
@@ -428,9 +424,7 @@ def test_plan_file_named_toml_is_yaml(tmp_path, small_db):
 
 def test_default_components_are_phase_one(tmp_path, small_db):
     src, counts = small_db
-    assert (
-        migrate.run(["plan", "--source", str(src), "--target", UNREACHABLE, "-o", "p.toml"]) == 0
-    )
+    assert migrate.run(["plan", "--source", str(src), "--target", UNREACHABLE, "-o", "p.toml"]) == 0
     plan = load(tmp_path / "p.toml")
     assert plan.component_names == ["agent_state", "workflow_state", "sessions"]
     assert [c.estimated_count for c in plan.components] == [7, 4, 5]
@@ -473,7 +467,9 @@ def test_plan_picks_batch_sizes_from_each_volume(tmp_path):
         ]
     )
     assert rc == 0
-    comps = {c.name: (c.estimated_count, c.batch_size) for c in load(tmp_path / "p.toml").components}
+    comps = {
+        c.name: (c.estimated_count, c.batch_size) for c in load(tmp_path / "p.toml").components
+    }
     assert comps == {
         "agent_state": (1_000, 1_000),
         "workflow_state": (3, 500),
@@ -505,7 +501,17 @@ def test_batch_size_option(tmp_path, small_db, capsys):
 def test_batch_size_option_out_of_range(tmp_path, small_db, size, capsys):
     src, _ = small_db
     rc = migrate.run(
-        ["plan", "--source", str(src), "--target", UNREACHABLE, "--batch-size", size, "-o", "p.toml"]
+        [
+            "plan",
+            "--source",
+            str(src),
+            "--target",
+            UNREACHABLE,
+            "--batch-size",
+            size,
+            "-o",
+            "p.toml",
+        ]
     )
     assert rc == 2
     _assert_one_error(capsys.readouterr().err, f"--batch-size {size}", "100-100000")

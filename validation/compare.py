@@ -332,10 +332,8 @@ class ComponentComparer:
         return out
 
     # all together ------------------------------------------------------------------------
-    def run(
-        self, percent: float, full_threshold: int, only: set[tuple[str, str]] | None = None
-    ) -> ComponentResult:
-        started = time.perf_counter()
+    def effective_percent(self, percent: float, full_threshold: int) -> float:
+        """100 when the component is below the full-comparison threshold, else `percent`."""
         count = self.con.execute(
             f"SELECT count(*) FROM src.{self.comp.sqlite_table}"
             + (
@@ -345,12 +343,24 @@ class ComponentComparer:
             ),
             list(self.tenants or []),
         ).fetchone()[0]
-        full = percent >= 100 or count < full_threshold
-        pct = 100.0 if full else float(percent)
+        return 100.0 if percent >= 100 or count < full_threshold else float(percent)
+
+    def run(
+        self,
+        percent: float,
+        full_threshold: int,
+        only: set[tuple[str, str]] | None = None,
+        source_prints: pa.Table | None = None,
+    ) -> ComponentResult:
+        """Compare; `source_prints` are the source fingerprints if computed ahead (they must
+        come from `source_fingerprints` with the same effective percent)."""
+        started = time.perf_counter()
+        pct = self.effective_percent(percent, full_threshold)
+        full = pct >= 100
         result = ComponentResult(
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
-        src = self.source_fingerprints(pct, only)
+        src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
         tgt_keys = self.target_keys()
         picked_keys = None
         if not full or only is not None:

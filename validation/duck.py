@@ -40,7 +40,12 @@ def extension_file(package: str, name: str) -> str:
 
 def connect(source_read_path: str | Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB session with the source attached as `src` (read-only)."""
+    # No progress bar: it would write into stdout, which may carry the --json report.
     con = duckdb.connect(config={"threads": 2})
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.Error:  # in Jupyter DuckDB wants ipywidgets to change it; the bar is off there
+        pass
     con.execute(f"LOAD '{extension_file('duckdb_extension_sqlite_scanner', 'sqlite_scanner')}'")
     con.execute(f"LOAD '{extension_file('duckdb_extension_postgres_scanner', 'postgres_scanner')}'")
     con.execute(f"ATTACH {_literal(str(source_read_path))} AS src (TYPE sqlite, READ_ONLY)")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
+from sources import components as registry
 from sources.components import Component
 from validation import duck
 from validation.compare import ComponentComparer, ComponentResult
@@ -88,15 +91,23 @@ class Validator:
         percent: float,
         threshold: int,
         only: set[tuple[str, str]] | None = None,
+        source_prints: pa.Table | None = None,
     ) -> ComponentResult:
         comparer = ComponentComparer(self.con, comp, self.targets, self.tenants)
-        return comparer.run(percent, threshold, only)
+        return comparer.run(percent, threshold, only, source_prints)
 
-    def validate(self, comps: list[Component], percent: float, threshold: int) -> ValidationReport:
+    def validate(
+        self,
+        comps: list[Component],
+        percent: float,
+        threshold: int,
+        source_prints: dict[str, pa.Table] | None = None,
+    ) -> ValidationReport:
         started = time.perf_counter()
         report = ValidationReport()
         for comp in comps:
-            report.components.append(self.compare(comp, percent, threshold))
+            prints = (source_prints or {}).get(comp.name)
+            report.components.append(self.compare(comp, percent, threshold, None, prints))
         report.seconds = time.perf_counter() - started
         return report
 
@@ -108,3 +119,36 @@ class Validator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def source_prints_to_files(
+    source_read_path: str,
+    comp_names: list[str],
+    tenants: list[str] | None,
+    percent: float,
+    threshold: int,
+    out_dir: str,
+) -> dict[str, str]:
+    """Compute the source side's fingerprints into Arrow files, one per component.
+
+    Runs in a worker process while the copy stage loads PostgreSQL: the copy waits on the
+    server, so the source side of validation costs no wall time there (the second core)."""
+    con = duck.connect(source_read_path)
+    out: dict[str, str] = {}
+    try:
+        for name in comp_names:
+            comparer = ComponentComparer(con, registry.get(name), {}, tenants)
+            table = comparer.source_fingerprints(
+                comparer.effective_percent(percent, threshold), None
+            )
+            path = f"{out_dir}/{name}.arrow"
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            out[name] = path
+    finally:
+        con.close()
+    return out
+
+
+def read_prints(paths: dict[str, str]) -> dict[str, pa.Table]:
+    return {name: pa.ipc.open_file(path).read_all() for name, path in paths.items()}

@@ -1,0 +1,163 @@
+"""The commands the docs tell users to type, run as typed, so they cannot rot.
+
+README's quick start is read from README.md itself (the bash block under "## Quick start"),
+and each command line is run through subprocess with this venv's Python, against a generated
+sample database and the test PostgreSQL (given as LLMSPELL_MIGRATE_TARGET). The scheduled-run
+contract in docs/scheduling.md (`--json` on stdout, progress on stderr, exit codes 0/3) and
+the dlt CLI commands of README are checked the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from destinations.run_ledger import LOCK_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GUIDE_SOURCE = "~/.local/share/llmspell/llmspell.db"
+
+
+def quick_start_commands() -> list[str]:
+    """The command lines of README's quick-start block, continuation lines joined."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README has no bash block under '## Quick start'"
+    joined = block.group(1).replace("\\\n", " ")
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def _env(target_dsn: str) -> dict[str, str]:
+    env = dict(os.environ)  # carries the test's own LLMSPELL_MIGRATE_HOME
+    env["LLMSPELL_MIGRATE_TARGET"] = target_dsn
+    env["PYTHONPATH"] = str(ROOT)  # as if typed in the project folder
+    return env
+
+
+def run_line(line: str, cwd: Path, env: dict[str, str], source: Path):
+    """Run one documented command line: `.venv/bin/python` is this interpreter, the guide's
+    default source path is the sample database."""
+    argv = shlex.split(line)
+    if argv[0] == ".venv/bin/python":
+        argv[0] = sys.executable
+    elif argv[0] == "cat":
+        argv[0] = shutil.which("cat") or "cat"
+    argv = [str(source) if a == GUIDE_SOURCE else a for a in argv]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_readme_quick_start(tmp_path, sample_sqlite, target_db):
+    lines = quick_start_commands()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith(".venv/bin/python -m pipelines.migrate plan ")
+    assert GUIDE_SOURCE in lines[0]
+    env = _env(target_db.dsn)
+    outputs = []
+    for line in lines:
+        proc = run_line(line, tmp_path, env, sample_sqlite)
+        assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+        outputs.append(proc.stdout)
+    plan_out, cat_out, dry_out, exec_out = outputs
+    assert 'Migration plan generated: "migration.toml"' in plan_out
+    assert "agent_state: 120 records" in plan_out
+    assert "components:" in cat_out and "name: sessions" in cat_out
+    assert "[DRY-RUN] Pre-flight validation passed" in dry_out
+    assert "Status: SUCCESS" in exec_out
+    assert target_db.count("agent_states") == 120
+    assert target_db.count("workflow_states") == 40
+    assert target_db.count("sessions") == 50
+    assert target_db.count("kv_store") == 0  # not in the quick start's component list
+
+
+def _plan(tmp_path, sample_sqlite, env) -> Path:
+    plan = tmp_path / "migration.toml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.migrate", "plan", "--source", str(sample_sqlite)]
+        + ["--components", "agent_state,sessions", "--output", str(plan)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return plan
+
+
+def _scheduled_run(tmp_path, plan, env) -> subprocess.CompletedProcess:
+    """The line docs/scheduling.md puts in cron/systemd: JSON report on stdout."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_scheduled_run_json_report_and_exit_codes(tmp_path, sample_sqlite, target_db):
+    env = _env(target_db.dsn)
+    plan = _plan(tmp_path, sample_sqlite, env)
+
+    # Another run holds the target's advisory lock: exit 3, nothing written, JSON says why.
+    with psycopg.connect(target_db.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        busy = _scheduled_run(tmp_path, plan, env)
+    assert busy.returncode == 3, busy.stderr
+    report = json.loads(busy.stdout)
+    assert report["status"] == "FAILED"
+    assert report["error"]["error"] == "LockBusy"
+    assert target_db.count("agent_states") == 0
+
+    ok = _scheduled_run(tmp_path, plan, env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)  # stdout is the report alone; progress went to stderr
+    assert report["status"] == "SUCCESS"
+    assert report["validation"]["passed"] is True
+    assert report["source_records"] == report["target_records"] == 170
+    assert "Migration starting..." in ok.stderr
+    assert target_db.count("agent_states") == 120
+
+    # The next scheduled run finds everything migrated: still exit 0, nothing new written.
+    again = _scheduled_run(tmp_path, plan, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    report = json.loads(again.stdout)
+    assert sum(report["written"].values()) == 0
+    assert target_db.count("agent_states") == 120
+
+
+def test_readme_dlt_cli_commands(tmp_path, sample_sqlite, target_db):
+    env = _env(target_db.dsn)
+    plan = _plan(tmp_path, sample_sqlite, env)
+    assert _scheduled_run(tmp_path, plan, env).returncode == 0
+    dlt_cli = Path(sys.executable).with_name("dlt")
+    pipelines_dir = Path(os.environ["LLMSPELL_MIGRATE_HOME"]) / "dlt"
+    for command in ("info", "trace", "load-package"):
+        proc = subprocess.run(
+            [str(dlt_cli), "pipeline", "--pipelines-dir", str(pipelines_dir)]
+            + ["llmspell_migrate", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert "Found pipeline llmspell_migrate" in out, out
+        assert "not registered" not in out, out
