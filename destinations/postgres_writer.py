@@ -14,6 +14,10 @@ makes a re-delivered batch harmless.
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import psycopg
 import pyarrow as pa
 from psycopg import sql
@@ -144,3 +148,83 @@ class LlmspellWriter:
         self.inserted[comp.name] = self.inserted.get(comp.name, 0) + inserted
         self.delivered[comp.name] = self.delivered.get(comp.name, 0) + batch.num_rows
         return inserted
+
+
+class ParallelWriter:
+    """Keeps `workers` connections loading at once, one batch (one transaction) each.
+
+    A single INSERT into the GIN-indexed tables keeps one PostgreSQL backend busy on one core;
+    with two connections the server uses both while Python prepares the next batch. Batches
+    hold different keys, so they never conflict, and each is committed with its own ledger
+    entry, so rollback stays exact. A failed batch is raised at the next call or at `flush`.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        run_id: str,
+        skip_existing: bool = True,
+        workers: int = 2,
+    ):
+        self.writers = [
+            LlmspellWriter(connect(), run_id, skip_existing) for _ in range(max(1, workers))
+        ]
+        self.bypass_rls = self.writers[0].bypass_rls
+        self._free: queue.Queue[LlmspellWriter] = queue.Queue()
+        for writer in self.writers:
+            self._free.put(writer)
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(self.writers), thread_name_prefix="llmspell-writer"
+        )
+        self._pending: list[Future] = []
+
+    @property
+    def inserted(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for writer in self.writers:
+            for name, n in writer.inserted.items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    def _run(self, writer: LlmspellWriter, comp: Component, batch) -> int:
+        try:
+            return writer.write_batch(comp, batch)
+        finally:
+            self._free.put(writer)
+
+    def _raise_failed(self, wait: bool) -> None:
+        still = []
+        for future in self._pending:
+            if wait or future.done():
+                future.result()  # raises the batch's error
+            else:
+                still.append(future)
+        self._pending = still
+
+    def write_batch(self, comp: Component, batch: pa.RecordBatch | pa.Table) -> None:
+        self._raise_failed(wait=False)
+        writer = self._free.get()  # blocks while every connection is busy
+        self._pending.append(self._pool.submit(self._run, writer, comp, batch))
+
+    def flush(self) -> None:
+        """Wait for every batch in flight; raise the first error."""
+        self._raise_failed(wait=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for writer in self.writers:
+            writer.conn.close()
+
+    def abandon(self) -> None:
+        """Stop mid-batch: open transactions are cancelled and aborted, never half-committed."""
+        for writer in self.writers:
+            try:
+                writer.conn.cancel_safe(timeout=5)
+            except Exception:
+                pass
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for writer in self.writers:
+            try:
+                writer.conn.close()
+            except Exception:
+                pass

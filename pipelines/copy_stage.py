@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dlt
+import psycopg
 from dlt.common.runtime.signals import raise_if_signalled
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from destinations.llmspell_destination import llmspell_postgres
-from destinations.postgres_writer import LlmspellWriter
+from destinations.postgres_writer import ParallelWriter
 from pipelines import settings
 from pipelines.errors import MigrateError, MigrationFailed
 from sources.components import Component
@@ -74,7 +75,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def copy_component(
-    writer: LlmspellWriter,
+    writer: ParallelWriter,
     source_read_path: Path,
     comp: Component,
     batch_size: int,
@@ -99,16 +100,20 @@ def copy_component(
     pipeline = make_pipeline(llmspell_postgres(on_batch, batch_size))
     try:
         pipeline.run(source)
+        writer.flush()  # batches still in flight on the other connections
     except PipelineStepFailed as exc:
         cause = _root_cause(exc)
-        if isinstance(cause, MigrateError):
-            raise cause from None
-        raise MigrationFailed(
-            f"Migration execution failed in {comp.name}: {type(cause).__name__}: "
-            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}",
-            "Everything this run wrote was rolled back; fix the cause and re-run the plan.",
-        ) from cause
-    return writer.inserted.get(comp.name, 0) - before
+    except psycopg.Error as exc:
+        cause = exc
+    else:
+        return writer.inserted.get(comp.name, 0) - before
+    if isinstance(cause, MigrateError):
+        raise cause from None
+    raise MigrationFailed(
+        f"Migration execution failed in {comp.name}: {type(cause).__name__}: "
+        f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}",
+        "Everything this run wrote was rolled back; fix the cause and re-run the plan.",
+    ) from cause
 
 
 def discard_pending() -> bool:

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
+import os
 import secrets
 import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from destinations import connection, run_ledger, target_schema
-from destinations.postgres_writer import LlmspellWriter, role_bypasses_rls
+from destinations.postgres_writer import ParallelWriter, role_bypasses_rls
 from pipelines import backup as backup_mod
 from pipelines import copy_stage, preflight
 from pipelines.errors import MigrateError, MigrationFailed, PreflightError, ValidationFailed
@@ -74,11 +75,13 @@ class Engine:
         source: str | None = None,
         target: str | None = None,
         emit: Emit = print,
+        workers: int | None = None,
     ):
         self.plan = plan
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
+        self.workers = workers or int(os.environ.get("LLMSPELL_MIGRATE_WORKERS", "2"))
 
     # -- the steps shared by dry-run and execute -------------------------------------------
     def _preflight(
@@ -201,10 +204,10 @@ class Engine:
         db, conn, bypass = self._open()
         result = self._result(False)
         result.target = self.target.where
-        writer_conn: psycopg.Connection | None = None
+        writer: ParallelWriter | None = None
         run_started = False
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), SourcePrinter(db, self.plan) as printer:
                 run_ledger.acquire_lock(conn)
                 unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
                 run_id = unfinished.run_id if unfinished else new_run_id(now)
@@ -220,6 +223,7 @@ class Engine:
                     backup_mod.check_space(root, backup_mod.estimate_bytes(Path(self.source_path)))
                     backup = backup_mod.BackupWriter(root, run_id, now)
                 t0 = time.perf_counter()
+                result.stages["open"] = t0 - started
                 try:
                     report = self._preflight(db, conn, bypass, backup, result)
                 except BaseException:
@@ -248,18 +252,20 @@ class Engine:
                         result.backup_path,
                     )
                 run_started = True
-                writer_conn = connection.connect(self.target)
-                with SourcePrinter(db, self.plan) as printer:
-                    self._copy(db, writer_conn, run_id, report, result)
-                    writer_conn.close()
-                    writer_conn = None
-                    self._validate(db, bypass, result, printer.result())
+                writer = self._writer(run_id, report, result)
+                self._copy(db, writer, report, result)
+                writer.close()
+                writer = None
+                waited = time.perf_counter()
+                prints = printer.result()
+                result.stages["source_prints_wait"] = time.perf_counter() - waited
+                self._validate(db, bypass, result, prints)
                 run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
                 result.status = "SUCCESS"
                 result.target_records = result.validation.target_records
         except (Exception, KeyboardInterrupt) as exc:
-            if writer_conn is not None:
-                _abandon(writer_conn)
+            if writer is not None:
+                writer.abandon()
             if run_started:
                 self._rollback(result, exc)
             if isinstance(exc, MigrateError):
@@ -288,19 +294,27 @@ class Engine:
             db.close()
         return result
 
+    def _writer(
+        self, run_id: str, report: preflight.PreflightReport, result: ExecuteResult
+    ) -> ParallelWriter:
+        # Keys can already be in the target only on a resumed run or when pre-flight found
+        # identical rows; otherwise a plain INSERT is cheaper and a conflict is an error.
+        skip_existing = result.resumed_run or any(c.already_present for c in report.components)
+        return ParallelWriter(
+            lambda: connection.connect(self.target),
+            run_id,
+            skip_existing=skip_existing,
+            workers=self.workers,
+        )
+
     def _copy(
         self,
         db: SourceDB,
-        writer_conn: psycopg.Connection,
-        run_id: str,
+        writer: ParallelWriter,
         report: preflight.PreflightReport,
         result: ExecuteResult,
     ) -> None:
         t0 = time.perf_counter()
-        # Keys can already be in the target only on a resumed run or when pre-flight found
-        # identical rows; otherwise a plain INSERT is cheaper and a conflict is an error.
-        skip_existing = result.resumed_run or any(c.already_present for c in report.components)
-        writer = LlmspellWriter(writer_conn, run_id, skip_existing=skip_existing)
         if copy_stage.discard_pending():
             self.emit("Discarded an unfinished dlt load package from an interrupted run")
         n = len(self.plan.components)
@@ -386,51 +400,61 @@ class Engine:
 
 
 class SourcePrinter:
-    """Computes the source side of validation in a worker process while the copy runs.
+    """Computes the source side of validation in a worker process, started with pre-flight.
 
-    The copy stage waits on PostgreSQL, so this uses the otherwise idle core; if the worker
-    fails for any reason, validation computes the same fingerprints itself."""
+    Pre-flight and copy keep PostgreSQL and Python busy but leave gaps; the worker (at lower
+    priority) fills them, so validation later only reads the target. If the worker fails
+    for any reason, validation computes the same fingerprints itself; if the run stops
+    early, the worker is terminated, not waited for."""
 
     def __init__(self, db: SourceDB, plan: Plan):
         self.dir = tempfile.mkdtemp(prefix="llmspell-migrate-prints-")
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
-        self.future = self.pool.submit(
-            source_prints_to_files,
-            str(db.read_path),
-            plan.component_names,
-            plan.tenants,
-            plan.checksum_sample_percent,
-            plan.full_comparison_threshold,
-            self.dir,
+        ctx = mp.get_context("spawn")
+        self._receive, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_prints_worker,
+            args=(
+                send,
+                str(db.read_path),
+                plan.component_names,
+                plan.tenants,
+                plan.checksum_sample_percent,
+                plan.full_comparison_threshold,
+                self.dir,
+            ),
+            daemon=True,
         )
+        self.process.start()
+        send.close()
 
     def result(self) -> dict | None:
         try:
-            return read_prints(self.future.result())
-        except Exception:  # the in-process path gives the same answer, only later
+            status, payload = self._receive.recv()
+        except (EOFError, OSError):  # the worker died
             return None
+        return read_prints(payload) if status == "ok" else None
 
     def __enter__(self) -> SourcePrinter:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.future.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self._receive.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _prints_worker(send, *args) -> None:
+    os.nice(10)  # PostgreSQL and the copy come first; this takes the idle time
+    try:
+        send.send(("ok", source_prints_to_files(*args)))
+    except Exception as exc:  # reported as "no prints": validation computes them itself
+        send.send(("error", repr(exc)))
+    finally:
+        send.close()
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _abandon(conn: psycopg.Connection) -> None:
-    """Stop a writer mid-batch: its open transaction is aborted, never half-committed."""
-    try:
-        conn.cancel_safe(timeout=5)
-    except Exception:
-        pass
-    try:
-        conn.close()
-    except Exception:
-        pass

@@ -39,24 +39,30 @@ def _mark_number(text: str) -> str:
     return _MARK + pg_number(text)
 
 
-def _jsonb_key(item: tuple[str, object]) -> tuple[int, bytes]:
-    raw = item[0].encode("utf-8", "surrogatepass")
-    return (len(raw), raw)
+def _jsonb_key(item: tuple[str, object]) -> tuple[int, str]:
+    # JSONB orders keys by UTF-8 length, then bytes; UTF-8 byte order is code point order.
+    key = item[0]
+    return (len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass")), key)
 
 
 def _ordered_object(pairs: list[tuple[str, object]]) -> dict:
+    if len(pairs) < 2:
+        return dict(pairs)
     return dict(sorted(dict(pairs).items(), key=_jsonb_key))
+
+
+# Integers need no hook: Python prints them exactly as PostgreSQL does (`-0` parses to 0).
+_JSONB_DECODER = json.JSONDecoder(object_pairs_hook=_ordered_object, parse_float=_mark_number)
+_JSONB_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 
 
 def jsonb_text(raw: str) -> str:
     """The text PostgreSQL prints for `raw::jsonb`."""
-    value = json.loads(
-        raw, object_pairs_hook=_ordered_object, parse_float=_mark_number, parse_int=_mark_number
-    )
+    value = _JSONB_DECODER.decode(raw)
     if isinstance(value, str) and value.startswith(_MARK):
         return value[1:]
-    out = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return _MARKED_NUMBER.sub(r"\1", out) if _MARK in raw or "\\u0000" in out else out
+    out = _JSONB_ENCODER.encode(value)
+    return _MARKED_NUMBER.sub(r"\1", out) if "\\u0000" in out else out
 
 
 def _tree(raw: str):

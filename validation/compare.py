@@ -24,6 +24,16 @@ from sources.components import BLOB, EPOCH, HEXID, JSON, UUID, Component
 from validation.canonical import canonical_uuid, json_difference, jsonb_text
 
 NULL = "\x01"
+_TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.uint64())])
+_SOURCE_PRINTS = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("nkey", pa.string()),
+        ("llmspell_key", pa.string()),
+        ("picked", pa.bool_()),
+        ("fp", pa.uint64()),
+    ]
+)
 SAMPLE_BUCKETS = 10_000
 MAX_REPORTED = 20
 MAX_EXPLAINED = 200
@@ -174,9 +184,12 @@ class ComponentComparer:
         return raw
 
     def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
-        tenants, nkeys, lkeys, picks, fps = [], [], [], [], []
+        """Every source record's key, whether it is sampled, and (if so) its fingerprint;
+        built batch by batch into Arrow so memory stays small."""
+        parts = [_SOURCE_PRINTS.empty_table()]
         kinds = self.kinds
         for batch in self._source_batches():
+            tenants, nkeys, lkeys, picks, fps = [], [], [], [], []
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for row in zip(*columns):
                 lkey, values = row[0], row[1:]
@@ -194,15 +207,15 @@ class ComponentComparer:
                     if pick
                     else None
                 )
-        return pa.table(
-            {
-                "tenant_id": pa.array(tenants, pa.string()),
-                "nkey": pa.array(nkeys, pa.string()),
-                "llmspell_key": pa.array(lkeys, pa.string()),
-                "picked": pa.array(picks, pa.bool_()),
-                "fp": pa.array(fps, pa.uint64()),
-            }
-        )
+            arrays = [
+                pa.array(tenants, pa.string()),
+                pa.array(nkeys, pa.string()),
+                pa.array(lkeys, pa.string()),
+                pa.array(picks, pa.bool_()),
+                pa.array(fps, pa.uint64()),
+            ]
+            parts.append(pa.table(arrays, schema=_SOURCE_PRINTS))
+        return pa.concat_tables(parts)
 
     # target side -------------------------------------------------------------------------
     def _target_query(
@@ -211,7 +224,8 @@ class ComponentComparer:
         tenant: str | None,
         select: sql.Composable,
         keys: list[tuple[str, str]] | None,
-    ) -> pa.Table:
+    ) -> pa.RecordBatchReader:
+        """Run `select` inside PostgreSQL (filters pushed down) and stream the result."""
         conds = []
         if tenant is not None:
             conds.append(sql.SQL("tenant_id = {}").format(sql.Literal(tenant)))
@@ -238,7 +252,7 @@ class ComponentComparer:
         text = query.as_string(None)
         return self.con.execute(
             "SELECT * FROM postgres_query(?, ?)", [alias, text]
-        ).to_arrow_table()
+        ).to_arrow_reader(_BATCH)
 
     def _key_select(self, prefix: str = "") -> sql.Composable:
         return sql.SQL("tenant_id AS {}, {}::text AS {}").format(
@@ -249,11 +263,14 @@ class ComponentComparer:
 
     def target_keys(self) -> pa.Table:
         parts = [
-            self._target_query(a, t, self._key_select(), None) for a, t in self.targets.items()
+            self._target_query(a, t, self._key_select(), None).read_all()
+            for a, t in self.targets.items()
         ]
         return pa.concat_tables(parts) if parts else pa.table({"tenant_id": [], "nkey": []})
 
-    def target_rows(self, keys: list[tuple[str, str]] | None) -> pa.Table:
+    def target_rows(self, keys: list[tuple[str, str]] | None) -> Iterator[pa.RecordBatch]:
+        """The target's rows (all of them, or those with `keys`) as canonical text, in batches
+        so memory stays bounded by the batch, not by the table."""
         select = (
             self._key_select("k_")
             + sql.SQL(", ")
@@ -262,34 +279,33 @@ class ComponentComparer:
                 for c in self.comp.columns
             )
         )
-        parts = []
         for alias, tenant in self.targets.items():
             wanted = keys
             if keys is not None and tenant is not None:
                 wanted = [k for k in keys if k[0] == tenant]
                 if not wanted:
                     continue
-            parts.append(self._target_query(alias, tenant, select, wanted))
-        return pa.concat_tables(parts) if parts else None
+            yield from self._target_query(alias, tenant, select, wanted)
 
     def target_fingerprints(self, keys: list[tuple[str, str]] | None) -> pa.Table:
-        rows = self.target_rows(keys)
-        tenants, nkeys, fps = [], [], []
-        if rows is not None:
-            names = self.names
-            cols = [rows.column("k_tenant_id").to_pylist(), rows.column("k_nkey").to_pylist()]
-            cols += [rows.column(n).to_pylist() for n in names]
-            for tenant, nkey, *values in zip(*cols):
-                tenants.append(tenant)
-                nkeys.append(nkey)
-                fps.append(fingerprint(NULL if v is None else v for v in values))
-        return pa.table(
-            {
-                "tenant_id": pa.array(tenants, pa.string()),
-                "nkey": pa.array(nkeys, pa.string()),
-                "fp": pa.array(fps, pa.uint64()),
-            }
-        )
+        parts = [_TARGET_PRINTS.empty_table()]
+        for batch in self.target_rows(keys):
+            cols = [batch.column("k_tenant_id").to_pylist(), batch.column("k_nkey").to_pylist()]
+            cols += [batch.column(n).to_pylist() for n in self.names]
+            fps = [
+                fingerprint(NULL if v is None else v for v in values) for values in zip(*cols[2:])
+            ]
+            parts.append(
+                pa.table(
+                    [
+                        pa.array(cols[0], pa.string()),
+                        pa.array(cols[1], pa.string()),
+                        pa.array(fps, pa.uint64()),
+                    ],
+                    schema=_TARGET_PRINTS,
+                )
+            )
+        return pa.concat_tables(parts)
 
     # field-level explanation -------------------------------------------------------------
     def explain(self, tenant: str, nkey: str, lkey: str) -> list[Mismatch]:
@@ -299,7 +315,8 @@ class ComponentComparer:
             f"FROM src.{self.comp.sqlite_table} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
             [tenant, lkey],
         ).fetchone()
-        tgt_table = self.target_rows([(tenant, nkey)])
+        batches = list(self.target_rows([(tenant, nkey)]))
+        tgt_table = pa.Table.from_batches(batches) if batches else None
         tgt = None
         if tgt_table is not None and tgt_table.num_rows:
             tgt = [tgt_table.column(n)[0].as_py() for n in self.names]
