@@ -243,10 +243,17 @@ def naive_upsert(source: str, dsn: str, subset: int) -> dict:
 
 # -- a. this project's execute -------------------------------------------------------------
 def project_execute(
-    source: str, dsn: str, batch_size: int | None, percent: float, work: str
+    source: str,
+    dsn: str,
+    batch_size: int | None,
+    percent: float,
+    work: str,
+    workers: int | None = None,
 ) -> dict:
     """make_plan (not timed) -> execute with `percent` % checksum comparison (timed)."""
     os.environ["LLMSPELL_MIGRATE_HOME"] = str(Path(work) / "home")
+    if workers:
+        os.environ["LLMSPELL_MIGRATE_WORKERS"] = str(workers)
     from pipelines import api
     from pipelines.plan import from_dict
 
@@ -360,7 +367,12 @@ def pgloader(source: str, dsn: str, work: str) -> dict:
 
 METHODS = {
     "execute": lambda s: project_execute(
-        s["source"], s["dsn"], s.get("batch_size"), s.get("percent", 100), s["work"]
+        s["source"],
+        s["dsn"],
+        s.get("batch_size"),
+        s.get("percent", 100),
+        s["work"],
+        s.get("workers"),
     ),
     "limit_staged": lambda s: limit_staged(s["source"], s["dsn"]),
     "limit_direct_copy": lambda s: limit_direct_copy(s["source"], s["dsn"]),

@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--naive-subset", type=int, default=5_000)
     ap.add_argument("--batch-sizes", default="1000,5000,10000,50000")
+    ap.add_argument("--workers", default="1,2,3", help="writer connections to compare")
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--target", help="superuser DSN of the server to use (default: embedded)")
     ap.add_argument("--only", help="comma list of method keys to run (debugging)")
@@ -272,22 +273,27 @@ def main(argv: list[str] | None = None) -> int:
             subset=args.naive_subset,
         )
 
-    tuning: list[tuple[int, dict]] = []
+    tuning: list[tuple[int, int, dict]] = []
     if want("tuning"):
-        print("batch_size tuning (copy stage; execute with checksum_sample_percent=0):")
-        for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
+        print("tuning (copy stage; execute with checksum_sample_percent=0):")
+        sizes = [int(x) for x in args.batch_sizes.split(",") if x]
+        workers = [int(x) for x in args.workers.split(",") if x]
+        runs = [(bs, 2) for bs in sizes] + [(10_000, w) for w in workers if w != 2]
+        for bs, w in runs:
             tuning.append(
                 (
                     bs,
+                    w,
                     measure(
                         admin,
                         work,
                         "execute",
-                        f"bench_tune_{bs}",
+                        f"bench_tune_{bs}_{w}",
                         APP_ROLE,
                         source=src,
                         percent=0,
                         batch_size=bs,
+                        workers=w,
                     ),
                 )
             )
@@ -413,19 +419,24 @@ def render(args, argv, admin, n, res, tuning, scale) -> list[str]:
     if tuning:
         lines += [
             "",
-            "## batch_size tuning (copy stage, llmspell_app)",
+            "## Tuning: batch_size and writer connections (copy stage, llmspell_app)",
             "",
-            "| batch_size | copy seconds | records/s | ratio to limit | peak RSS MB |",
-            "|---:|---:|---:|---:|---:|",
+            "Plan key `batch_size` per component; writer connections with `execute --workers N`",
+            "(or LLMSPELL_MIGRATE_WORKERS; default 2).",
+            "",
+            "| batch_size | workers | copy seconds | records/s | ratio to limit | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
-        for bs, r in tuning:
+        for bs, w, r in tuning:
             if "stages" not in r:
-                lines.append(f"| {bs} | error | — | — | — |")
+                lines.append(f"| {bs} | {w} | error | — | — | — |")
                 continue
             c = r["stages"]["copy"]
             rps = r["records"] / c
             ratio = f"{rps / limit_rps:.2f}" if limit_rps else "—"
-            lines.append(f"| {bs:,} | {c:.2f} | {rps:,.0f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {bs:,} | {w} | {c:.2f} | {rps:,.0f} | {ratio} | {r['peak_rss_mb']:.0f} |"
+            )
     if scale:
         s_limit = rate(scale["limit_app"]) if "records" in scale.get("limit_app", {}) else 0.0
         total = args.scale_records

@@ -127,10 +127,11 @@ def execute(
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
+    workers: int | None = None,
 ) -> ExecuteResult:
     """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`)."""
     p = _with_tenants(_as_plan(plan), tenants)
-    return engine.Engine(p, source=source, target=target, emit=emit).execute()
+    return engine.Engine(p, source=source, target=target, emit=emit, workers=workers).execute()
 
 
 def init_target(

@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--dry-run", action="store_true", help="run every pre-flight check and write nothing"
     )
+    sp.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="writer connections loading batches at once (default 2, or LLMSPELL_MIGRATE_WORKERS;"
+        " 2 lets PostgreSQL use both cores of a small server)",
+    )
     common(sp)
 
     sp = sub.add_parser(
@@ -261,10 +268,23 @@ def run(argv: list[str] | None = None) -> int:
                 print("\n".join(render_plan(result, args.output)))
             return EXIT_OK
         if args.command == "execute":
-            fn = api.dry_run if args.dry_run else api.execute
-            result = fn(
-                args.plan, source=args.source, target=args.target, tenants=args.tenants, emit=emit
-            )
+            if args.dry_run:
+                result = api.dry_run(
+                    args.plan,
+                    source=args.source,
+                    target=args.target,
+                    tenants=args.tenants,
+                    emit=emit,
+                )
+            else:
+                result = api.execute(
+                    args.plan,
+                    source=args.source,
+                    target=args.target,
+                    tenants=args.tenants,
+                    emit=emit,
+                    workers=args.workers,
+                )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
             else:
