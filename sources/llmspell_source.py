@@ -39,6 +39,10 @@ def rows_to_arrow(comp: Component, rows: list[tuple]) -> pa.Table:
     for field, values in zip(schema, columns):
         if field.type == pa.binary():
             values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+        elif field.type == pa.string() and any(isinstance(v, bytes) for v in values[:1]):
+            # TEXT read as raw UTF-8 (see SourceDB raw_text): Arrow validates it as it casts.
+            arrays.append(pa.array(values, type=pa.binary()).cast(pa.string()))
+            continue
         arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -52,7 +56,7 @@ def read_component(
     snapshot: bool = True,
 ) -> Iterator[pa.Table]:
     """Yield the component's records in natural-key order, one Arrow table per batch."""
-    with SourceDB(path, snapshot=snapshot) as db:
+    with SourceDB(path, snapshot=snapshot, raw_text=True) as db:
         for rows in db.iter_batches(comp, batch_size, tenants):
             if on_batch:
                 on_batch(len(rows))

@@ -31,7 +31,7 @@ def _decode(raw: bytes) -> str:
 class SourceDB:
     """A read-only view of one llmspell SQLite file."""
 
-    def __init__(self, path: str | Path, *, snapshot: bool = True):
+    def __init__(self, path: str | Path, *, snapshot: bool = True, raw_text: bool = False):
         """Open `path` through a private snapshot; `snapshot=False` is only for a path that
         already is one (the engine shares its snapshot with the dlt source and validation)."""
         self.path = Path(path).expanduser()
@@ -48,6 +48,7 @@ class SourceDB:
         self._snapshot_dir: str | None = None
         self.live = False  # llmspell had the database open (a -wal/-shm file was present)
         self._take_snapshot = snapshot
+        self._raw_text = raw_text  # TEXT as UTF-8 bytes: 1 byte a character, not a Python str
         self.conn = self._open()
         self.tables = self._tables()
         if not self.tables & {c.sqlite_table for c in COMPONENTS.values()}:
@@ -81,7 +82,7 @@ class SourceDB:
             self.read_path = self._make_snapshot() if self._take_snapshot else self.path
             uri = f"file:{self.read_path}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            conn.text_factory = _decode
+            conn.text_factory = bytes if self._raw_text else _decode
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
         except sqlite3.DatabaseError as exc:
@@ -98,7 +99,7 @@ class SourceDB:
 
     def _tables(self) -> set[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        return {r[0] for r in rows}
+        return {r[0].decode() if isinstance(r[0], bytes) else r[0] for r in rows}
 
     def _drop_snapshot(self) -> None:
         if self._snapshot_dir:

@@ -41,7 +41,8 @@ def extension_file(package: str, name: str) -> str:
 def connect(source_read_path: str | Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB session with the source attached as `src` (read-only)."""
     # No progress bar: it would write into stdout, which may carry the --json report.
-    con = duckdb.connect(config={"threads": 2})
+    # Bounded memory: DuckDB spills to disk rather than grow with the database's size.
+    con = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
     try:
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error:  # in Jupyter DuckDB wants ipywidgets to change it; the bar is off there
