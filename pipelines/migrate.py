@@ -6,6 +6,7 @@
     validate     check one backend on its own (JSON, checksums, storability, counts)
     rollback     undo a run from its backup folder (deletes exactly the rows it wrote)
     init-target  create the llmspell schema in PostgreSQL (idempotent)
+    stop-embedded  stop the embedded PostgreSQL this tool started (its data stays)
 
 Exit codes: 0 success; 1 migration failed and was rolled back; 2 bad invocation, plan or
 input (nothing written); 3 another run holds the target's migration lock.
@@ -20,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from destinations import embedded_server
 from pipelines import api
 from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
@@ -188,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    sub.add_parser(
+        "stop-embedded",
+        help="stop the embedded PostgreSQL (its data stays)",
+        description="Stop the embedded PostgreSQL in $LLMSPELL_MIGRATE_HOME/postgres (default "
+        ".llmspell-migrate/postgres). Its data stays; the next command starts it again.",
+    )
+
     sp = sub.add_parser(
         "init-target",
         help="create the llmspell schema in PostgreSQL",
@@ -324,6 +333,14 @@ def run(argv: list[str] | None = None) -> int:
                 for name, n in result.deleted.items():
                     print(f"[INFO] Deleted {n} records from {name}")
                 print(f"[INFO] Rollback of run {result.run_id} complete. Source data unchanged.")
+            return EXIT_OK
+        if args.command == "stop-embedded":
+            where = embedded_server.data_dir_from_env()
+            if not (where / "postmaster.pid").exists():
+                print(f"No embedded PostgreSQL is running in {where}.")
+            else:
+                embedded_server.stop(where)
+                print(f"Stopped the embedded PostgreSQL in {where} (data kept).")
             return EXIT_OK
         if args.command == "init-target":
             password = os.environ.get(args.app_password_env) if args.app_password_env else None

@@ -86,3 +86,25 @@ def test_preflight_error_carries_the_records(tmp_path, sample_sqlite, target_db)
         api.execute(tmp_path / "p.toml")
     assert any("not-a-uuid" in d for d in err.value.details)
     assert err.value.to_dict()["exit_code"] == 2
+
+
+def test_stop_embedded_stops_only_the_tools_own_server(monkeypatch, capsys):
+    import shutil
+
+    from destinations import embedded_server
+    from tests.conftest import private_pg_dir
+
+    data = private_pg_dir()
+    monkeypatch.setenv("LLMSPELL_MIGRATE_PGDATA", str(data))
+    try:
+        embedded_server.ensure_running(data)
+        assert (data / "postmaster.pid").exists()
+        assert migrate.run(["stop-embedded"]) == 0
+        assert "Stopped the embedded PostgreSQL" in capsys.readouterr().out
+        assert not (data / "postmaster.pid").exists()
+        assert (data / "PG_VERSION").exists()  # the data stays
+        assert migrate.run(["stop-embedded"]) == 0
+        assert "No embedded PostgreSQL is running" in capsys.readouterr().out
+    finally:
+        embedded_server.stop(data, mode="immediate")
+        shutil.rmtree(data.parent, ignore_errors=True)

@@ -301,8 +301,9 @@ class ComponentComparer:
             parts.append(
                 pa.table(
                     [
-                        batch.column("k_tenant_id"),
-                        batch.column("k_nkey"),
+                        # copies: a view would keep DuckDB's whole batch (the JSON too) alive
+                        pa.array(batch.column("k_tenant_id").to_pylist(), pa.string()),
+                        pa.array(batch.column("k_nkey").to_pylist(), pa.string()),
                         pa.array(fps, pa.uint64()),
                     ],
                     schema=_TARGET_PRINTS,
@@ -381,14 +382,17 @@ class ComponentComparer:
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
         src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
-        tgt_keys = self.target_keys()
-        picked_keys = None
-        if not full or only is not None:
+        if full and only is None:
+            # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
+            tgt = self.target_fingerprints(None)
+            tgt_keys = tgt.select(["tenant_id", "nkey"])
+        else:
+            tgt_keys = self.target_keys()
             picked = src.filter(src.column("picked"))
             picked_keys = list(
                 zip(picked.column("tenant_id").to_pylist(), picked.column("nkey").to_pylist())
             )
-        tgt = self.target_fingerprints(picked_keys)
+            tgt = self.target_fingerprints(picked_keys)
         con = self.con
         con.register("v_src", src)
         con.register("v_tgt_keys", tgt_keys)

@@ -150,5 +150,16 @@ def source_prints_to_files(
     return out
 
 
+class _LazyPrints(dict):
+    """Component -> Arrow table, read from its file only when that component is validated
+    (and memory-mapped), so one component's fingerprints are in memory at a time."""
+
+    def get(self, name, default=None):
+        path = super().get(name)
+        if path is None:
+            return default
+        return pa.ipc.open_file(pa.memory_map(path)).read_all()
+
+
 def read_prints(paths: dict[str, str]) -> dict[str, pa.Table]:
-    return {name: pa.ipc.open_file(path).read_all() for name, path in paths.items()}
+    return _LazyPrints(paths)
