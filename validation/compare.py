@@ -135,6 +135,7 @@ class ComponentResult:
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "mismatches"}
+        d["seconds"] = round(self.seconds, 3)
         d["mismatches"] = [m.to_dict() for m in self.mismatches]
         d["passed"] = self.passed
         return d
