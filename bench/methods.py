@@ -16,15 +16,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, INT, JSON, UUID, Component
+from destinations.postgres_writer import STAGE_TYPES, cast_expr
+from destinations.target_schema import TENANT_SETTING
+from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, JSON, UUID, Component
 
-TENANT_SETTING = "app.current_tenant_id"
 READ_CHUNK = 10_000
 
 
@@ -88,22 +88,6 @@ def _blob_fixer(comp: Component):
     return fix
 
 
-def _cast(col) -> sql.Composable:
-    ident = sql.Identifier(col.name)
-    if col.kind == JSON:
-        return sql.SQL("{}::jsonb").format(ident)
-    if col.kind in (HEXID, UUID):
-        return sql.SQL("{}::uuid").format(ident)
-    if col.kind == EPOCH:
-        return sql.SQL("to_timestamp({})").format(ident)
-    if col.kind == INT:
-        return sql.SQL("{}::integer").format(ident)
-    return ident
-
-
-_STAGE_TYPES = {EPOCH: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
-
-
 def _tenants(con: sqlite3.Connection, comp: Component) -> list[str]:
     rows = con.execute(f"SELECT DISTINCT tenant_id FROM {comp.sqlite_table} ORDER BY 1")
     return [r[0] for r in rows]
@@ -125,7 +109,7 @@ def limit_staged(source: str, dsn: str) -> dict:
                 stage,
                 sql.SQL(", ").join(
                     sql.SQL("{} {}").format(
-                        sql.Identifier(c.name), sql.SQL(_STAGE_TYPES.get(c.kind, "TEXT"))
+                        sql.Identifier(c.name), sql.SQL(STAGE_TYPES.get(c.kind, "TEXT"))
                     )
                     for c in comp.columns
                 ),
@@ -135,7 +119,7 @@ def limit_staged(source: str, dsn: str) -> dict:
             ).format(
                 sql.Identifier(comp.pg_table),
                 cols,
-                sql.SQL(", ").join(_cast(c) for c in comp.columns),
+                sql.SQL(", ").join(cast_expr(c) for c in comp.columns),
                 stage,
             )
             fix = _blob_fixer(comp)
@@ -288,14 +272,16 @@ def dlt_vanilla(source: str, dsn: str, file_format: str | None, work: str) -> di
     host = params.get("host", "localhost")
     # dlt requires a password; with trust auth (embedded server) any value does. A Unix
     # socket directory goes in the query string (libpq's host= overrides the URI's host).
-    pw = quote(params.get("password") or "unused-trust-auth", safe="")
-    user = params.get("user", "postgres")
-    port = params.get("port", "5432")
-    db = params.get("dbname")
+    # Fields, not a connection string: the password never appears in a URL.
+    creds = {
+        "database": params.get("dbname"),
+        "username": params.get("user", "postgres"),
+        "password": params.get("password") or "unused-trust-auth",
+        "host": "localhost" if host.startswith("/") else host,
+        "port": int(params.get("port", "5432")),
+    }
     if host.startswith("/"):
-        creds = f"postgresql://{user}:{pw}@localhost:{port}/{db}?host={quote(host, safe='')}"
-    else:
-        creds = f"postgresql://{user}:{pw}@{host}:{port}/{db}"
+        creds["query"] = {"host": host}
     tables = [c.sqlite_table for c in present_components(source)]
     t0 = time.perf_counter()
     src = sql_database(credentials=f"sqlite:///{source}", table_names=tables, backend="pyarrow")

@@ -29,10 +29,11 @@ from psycopg import sql
 from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
 from sources.components import BLOB, EPOCH, HEXID, INT, JSON, UUID, Component
 
-_STAGE_TYPES = {EPOCH: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
+# Staging columns hold SQLite's raw values; `cast_expr` converts them in the INSERT ... SELECT.
+STAGE_TYPES = {EPOCH: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
 
 
-def _convert(col) -> sql.Composable:
+def cast_expr(col) -> sql.Composable:
     ident = sql.Identifier(col.name)
     if col.kind == JSON:
         return sql.SQL("{}::jsonb").format(ident)
@@ -87,7 +88,7 @@ class ComponentStatements:
             self.stage,
             sql.SQL(", ").join(
                 sql.SQL("{} {}").format(
-                    sql.Identifier(c.name), sql.SQL(_STAGE_TYPES.get(c.kind, "TEXT"))
+                    sql.Identifier(c.name), sql.SQL(STAGE_TYPES.get(c.kind, "TEXT"))
                 )
                 for c in comp.columns
             ),
@@ -99,7 +100,7 @@ class ComponentStatements:
         parts = dict(
             table=sql.Identifier(comp.pg_table),
             cols=sql.SQL(", ").join(cols),
-            conv=sql.SQL(", ").join(_convert(c) for c in comp.columns),
+            conv=sql.SQL(", ").join(cast_expr(c) for c in comp.columns),
             stage=self.stage,
             key=key,
         )
@@ -142,7 +143,6 @@ class LlmspellWriter:
         self.bypass_rls = role_bypasses_rls(conn)
         self._statements: dict[str, ComponentStatements] = {}
         self.inserted: dict[str, int] = {}
-        self.delivered: dict[str, int] = {}
 
     def statements(self, comp: Component) -> ComponentStatements:
         if comp.name not in self._statements:
@@ -174,7 +174,6 @@ class LlmspellWriter:
                         cur.execute(statement, {**args, "tenant": tenant})
                         inserted += sum(r[0] for r in cur.fetchall())
         self.inserted[comp.name] = self.inserted.get(comp.name, 0) + inserted
-        self.delivered[comp.name] = self.delivered.get(comp.name, 0) + batch.num_rows
         return inserted
 
 

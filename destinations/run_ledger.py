@@ -112,18 +112,6 @@ def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
     conn.commit()
 
 
-def written_counts(conn: psycopg.Connection, run_id: str) -> dict[str, int]:
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT component, sum(cardinality(natural_keys))::bigint FROM {}.written_keys "
-            "WHERE run_id = %s GROUP BY 1"
-        ).format(_BOOK),
-        (run_id,),
-    ).fetchall()
-    conn.commit()
-    return dict(rows)
-
-
 def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
     key_type = comp.column(comp.key_column).pg_type
     tenant = sql.SQL(" AND tenant_id = %(tenant)s") if per_tenant else sql.SQL("")

@@ -33,7 +33,7 @@ from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
-from validation.stage import Validator, read_prints, source_prints_to_files
+from validation.stage import Validator, source_prints_to_files
 
 Emit = Callable[[str], None]
 
@@ -162,11 +162,12 @@ class Engine:
         return db, conn, bypass
 
     def _result(self, dry_run: bool) -> ExecuteResult:
+        """A result to fill in; called after `_open`, which resolves the target."""
         return ExecuteResult(
             status="DRY_RUN" if dry_run else "FAILED",
             dry_run=dry_run,
             components=self.plan.component_names,
-            target=getattr(self, "target", None) and self.target.where or "",
+            target=self.target.where,
             source=self.source_path,
         )
 
@@ -203,7 +204,6 @@ class Engine:
         self.emit("Migration starting...")
         db, conn, bypass = self._open()
         result = self._result(False)
-        result.target = self.target.where
         writer: ParallelWriter | None = None
         run_started = False
         try:
@@ -338,7 +338,7 @@ class Engine:
         db: SourceDB,
         bypass: bool,
         result: ExecuteResult,
-        source_prints: dict | None = None,
+        source_prints: dict[str, str] | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.emit("")
@@ -427,12 +427,12 @@ class SourcePrinter:
         self.process.start()
         send.close()
 
-    def result(self) -> dict | None:
+    def result(self) -> dict[str, str] | None:
         try:
             status, payload = self._receive.recv()
         except (EOFError, OSError):  # the worker died
             return None
-        return read_prints(payload) if status == "ok" else None
+        return payload if status == "ok" else None
 
     def __enter__(self) -> SourcePrinter:
         return self

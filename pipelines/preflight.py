@@ -20,7 +20,7 @@ from pipelines.plan import Plan
 from sources.components import UUID, Component
 from sources.record_checks import BadRecord, RecordChecker
 from sources.sqlite_reader import SourceDB
-from validation.canonical import canonical_uuid
+from validation.canonical import uuid_key
 
 MAX_LISTED = 20
 
@@ -81,14 +81,13 @@ def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
     return report
 
 
-def natural_key(comp: Component, row: tuple) -> str:
-    raw = row[1 + comp.column_names.index(comp.key_column)]
+def natural_key_of(comp: Component):
+    """A function giving a reader row's natural key, in the target's text form (sessions'
+    UUIDs canonical), with the column position looked up once, not per record."""
+    at = 1 + comp.column_names.index(comp.key_column)
     if comp.column(comp.key_column).kind == UUID:
-        try:
-            return canonical_uuid(raw)
-        except (ValueError, AttributeError, TypeError):
-            return str(raw)
-    return raw
+        return lambda row: uuid_key(row[at])
+    return lambda row: row[at]
 
 
 def scan_source(
@@ -104,6 +103,7 @@ def scan_source(
         checker = RecordChecker(comp)
         tenant_at = 1 + comp.column_names.index("tenant_id")
         in_target = existing.get(comp.name) or set()
+        key_of = natural_key_of(comp)
         found: set[tuple[str, str]] = set()
         for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
             problems = checker.check_rows(rows)
@@ -112,7 +112,7 @@ def scan_source(
                 bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
             if in_target:
                 for row in rows:
-                    key = (row[tenant_at], natural_key(comp, row))
+                    key = (row[tenant_at], key_of(row))
                     if key in in_target:
                         found.add(key)
         overlaps[comp.name] = found

@@ -177,20 +177,7 @@ class RecordChecker:
         ]
 
     def check(self, row: tuple) -> list[BadRecord]:
-        bad = []
-        for index, name, nullable, check in self._checks:
-            value = row[index]
-            if value is None:
-                problem = None if nullable else "is NULL, but the PostgreSQL column is NOT NULL"
-            else:
-                problem = check(value)
-            if problem:
-                bad.append(
-                    BadRecord(
-                        self.comp.name, str(row[self.tenant_index]), str(row[0]), name, problem
-                    )
-                )
-        return bad
+        return self._check_columns(row, self._checks)
 
     def check_rows(self, rows: list[tuple]) -> list[BadRecord]:
         """Check a batch. Each column is first checked as a whole with C-speed operations;

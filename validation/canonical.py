@@ -107,3 +107,12 @@ def _show(v) -> str:
 
 def canonical_uuid(text: str) -> str:
     return str(uuid.UUID(text.strip("{}")))
+
+
+def uuid_key(raw) -> str:
+    """A UUID key in PostgreSQL's text form; a value that is no UUID gets a form no stored
+    key can have, so it never matches."""
+    try:
+        return canonical_uuid(raw)
+    except (ValueError, AttributeError, TypeError):
+        return f"\x02{raw}"

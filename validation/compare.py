@@ -21,7 +21,7 @@ import xxhash
 from psycopg import sql
 
 from sources.components import BLOB, EPOCH, HEXID, JSON, UUID, Component
-from validation.canonical import canonical_uuid, json_difference, jsonb_text
+from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
 
 NULL = "\x01"
 _NULL_BYTES = NULL.encode()
@@ -178,12 +178,7 @@ class ComponentComparer:
         yield from reader
 
     def _natural_key(self, raw) -> str:
-        if self.key_is_uuid:
-            try:
-                return canonical_uuid(raw)
-            except (ValueError, AttributeError, TypeError):
-                return f"\x02{raw}"
-        return raw
+        return uuid_key(raw) if self.key_is_uuid else raw
 
     def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
         """Every source record's key, whether it is sampled, and (if so) its fingerprint;

@@ -101,12 +101,15 @@ class Validator:
         comps: list[Component],
         percent: float,
         threshold: int,
-        source_prints: dict[str, pa.Table] | None = None,
+        source_print_files: dict[str, str] | None = None,
     ) -> ValidationReport:
+        """Validate each component; `source_print_files` (from `source_prints_to_files`) are
+        read one component at a time, memory-mapped."""
         started = time.perf_counter()
         report = ValidationReport()
         for comp in comps:
-            prints = (source_prints or {}).get(comp.name)
+            path = (source_print_files or {}).get(comp.name)
+            prints = pa.ipc.open_file(pa.memory_map(path)).read_all() if path else None
             report.components.append(self.compare(comp, percent, threshold, None, prints))
         report.seconds = time.perf_counter() - started
         return report
@@ -148,18 +151,3 @@ def source_prints_to_files(
     finally:
         con.close()
     return out
-
-
-class _LazyPrints(dict):
-    """Component -> Arrow table, read from its file only when that component is validated
-    (and memory-mapped), so one component's fingerprints are in memory at a time."""
-
-    def get(self, name, default=None):
-        path = super().get(name)
-        if path is None:
-            return default
-        return pa.ipc.open_file(pa.memory_map(path)).read_all()
-
-
-def read_prints(paths: dict[str, str]) -> dict[str, pa.Table]:
-    return _LazyPrints(paths)
