@@ -18,11 +18,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from destinations import embedded_server
-from pipelines.errors import TargetError
+from pipelines.errors import TargetError, UsageError
 
 ENV_DSN = "LLMSPELL_MIGRATE_TARGET"
 ENV_PASSWORD = "LLMSPELL_MIGRATE_PASSWORD"
-_URI_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:/@?#]*):[^@/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -38,22 +37,85 @@ class Target:
         return self.display
 
 
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_QUERY_PASSWORD = re.compile(r"([?&])password=[^&#]*&?", re.I)
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)", re.I)
+SCHEMES = ("postgresql", "postgres")
+
+
+def _split_uri(dsn: str) -> tuple[str, str, str, str] | None:
+    """(scheme, userinfo, rest, had_at) of a URI DSN; the password may hold unescaped `@`,
+    `/` or `:`, so userinfo runs to the last `@` before the query."""
+    m = _URI.match(dsn.strip())
+    if not m:
+        return None
+    scheme, rest = m.group(1), m.group(2)
+    query_at = rest.find("?")
+    head = rest if query_at < 0 else rest[:query_at]
+    at = head.rfind("@")
+    if at < 0:
+        return scheme, "", rest, ""
+    return scheme, rest[:at], rest[at + 1 :], "@"
+
+
 def redact(dsn: str) -> str:
-    """The DSN without its password, in the form it was given (URI or key=value)."""
-    if _URI_PASSWORD.match(dsn):
-        return _URI_PASSWORD.sub(r"\1@", dsn)
-    if "://" in dsn:
-        return re.sub(r"([?&])password=[^&]*&?", r"\1", dsn).rstrip("?&")
+    """The DSN without its password, in the form it was given (URI or key=value). Works on
+    any text, malformed or of another scheme, so even a refused DSN is shown safely."""
+    parts = _split_uri(dsn)
+    if parts is not None:
+        scheme, userinfo, rest, at = parts
+        user = userinfo.split(":", 1)[0]
+        return _QUERY_PASSWORD.sub(r"\1", f"{scheme}://{user}{at}{rest}").rstrip("?&")
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        return re.sub(r"password\s*=\s*('[^']*'|\S+)", "password=***", dsn)
-    params.pop("password", None)
+        return _KEYWORD_PASSWORD.sub("password=***", dsn)
+    if "password" not in params:
+        return dsn
+    params.pop("password")
     return make_conninfo(**params)
 
 
+_PASSWORD_IN_TEXT = re.compile(r"(://[^:/?#@\s]*):[^@\s]*@")
+
+
+def redact_text(text: str) -> str:
+    """Any message with a DSN somewhere in it, passwords masked (URI user:password@ and
+    password=...)."""
+    text = _PASSWORD_IN_TEXT.sub(r"\1:***@", text)
+    return _KEYWORD_PASSWORD.sub("password=***", text)
+
+
 def has_password(dsn: str) -> bool:
-    return redact(dsn) != dsn
+    parts = _split_uri(dsn)
+    if parts is not None:
+        return ":" in parts[1] or bool(_QUERY_PASSWORD.search(parts[2]))
+    return bool(_KEYWORD_PASSWORD.search(dsn))
+
+
+def checked_dsn(dsn: str, where: str = "the target connection string") -> str:
+    """A DSN libpq will accept (URI scheme lower-cased), or a one-line UsageError that shows
+    only the redacted form: libpq's own message would echo the DSN, password and all."""
+    dsn = dsn.strip()
+    parts = _split_uri(dsn)
+    if parts is not None:
+        scheme = parts[0]
+        if scheme.lower() not in SCHEMES:
+            raise UsageError(
+                f"{where} uses the scheme '{scheme}://', not PostgreSQL's: {redact(dsn)}",
+                "Write it as postgresql://user@host:5432/dbname (the password goes in "
+                f"{ENV_PASSWORD} or .dlt/secrets.toml).",
+            )
+        dsn = scheme.lower() + dsn[len(scheme) :]
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise UsageError(
+            f"{where} is not a valid PostgreSQL connection string: {redact(dsn)}",
+            "Write it as postgresql://user@host:5432/dbname or 'host=H port=5432 dbname=D "
+            f"user=U' (the password goes in {ENV_PASSWORD} or .dlt/secrets.toml).",
+        ) from None
+    return dsn
 
 
 def _secret(name: str) -> str | None:
@@ -67,8 +129,16 @@ def _secret(name: str) -> str | None:
 
 
 def configured_dsn(cli_target: str | None, plan_connection: str | None) -> str | None:
-    """The DSN the user configured anywhere, or None for the embedded default."""
-    return cli_target or plan_connection or os.environ.get(ENV_DSN) or _secret("dsn")
+    """The DSN the user configured anywhere (checked), or None for the embedded default."""
+    for dsn, where in (
+        (cli_target, "--target"),
+        (plan_connection, "the plan's target.connection"),
+        (os.environ.get(ENV_DSN), ENV_DSN),
+        (_secret("dsn"), ".dlt/secrets.toml's llmspell_migrate.target.dsn"),
+    ):
+        if dsn and dsn.strip():
+            return checked_dsn(dsn, where)
+    return None
 
 
 def _with_password(dsn: str) -> str:

@@ -16,6 +16,7 @@ from pipelines import rollback as rollback_mod
 from pipelines import verify as verify_mod
 from pipelines.errors import UsageError
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
+from pipelines.plan_output import check_plan_output
 
 __all__ = [
     "dry_run",
@@ -52,8 +53,11 @@ def make_plan(
     tenants: list[str] | None = None,
     from_backend: str = "sqlite",
     to_backend: str = "postgres",
+    force: bool = False,
 ) -> PlanResult:
-    """Count the source per component and tenant and write a reviewable plan."""
+    """Count the source per component and tenant and write a reviewable plan. `output` is
+    refused when it is the source database, a folder, or a file that is not a plan (unless
+    `force`)."""
     if from_backend != "sqlite":
         raise UsageError(
             "Phase 1: Only 'sqlite' is supported as source backend", "Use --from sqlite."
@@ -68,16 +72,20 @@ def make_plan(
             "Pick a batch size from 100 to 100000 (default: from the volume).",
         )
     source_path = str(Path(source or DEFAULT_PATH).expanduser().resolve())
+    if output:
+        output = check_plan_output(output, source_path, force)
+    configured = connection.configured_dsn(target, None)
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
     with SourceDB(source_path) as db:
         for comp in comps:
             db.require(comp)
+        db.require_tenants(comps, tenants)
+        for comp in comps:
             counts = db.counts_by_tenant(comp, tenants)
             per_tenant[comp.name] = counts
             total = sum(counts.values())
             planned.append(ComponentPlan(comp.name, total, batch_size or default_batch_size(total)))
-    configured = connection.configured_dsn(target, None)
     if configured:
         where = connection.redact(configured)
     else:
@@ -85,7 +93,10 @@ def make_plan(
         engine.prepare_target(resolved)
         where = resolved.where
     plan = Plan(
-        components=planned, source_path=source_path, target_connection=target, tenants=tenants
+        components=planned,
+        source_path=source_path,
+        target_connection=configured if target else None,
+        tenants=tenants,
     )
     warnings = []
     if target and connection.has_password(target):
@@ -155,9 +166,11 @@ def verify(
     source: str | None = None,
     target: str | None = None,
     full: bool = False,
+    tenants: list[str] | None = None,
 ):
     """Re-run the validation stage of a plan on its own; returns a ValidationReport."""
-    return verify_mod.verify(_as_plan(plan), source=source, target=target, full=full)
+    p = _with_tenants(_as_plan(plan), tenants)
+    return verify_mod.verify(p, source=source, target=target, full=full)
 
 
 def validate_backend(
@@ -166,9 +179,12 @@ def validate_backend(
     *,
     source: str | None = None,
     target: str | None = None,
+    tenants: list[str] | None = None,
 ):
     """The guide's `storage validate`: check one backend on its own; returns a BackendCheck."""
-    return verify_mod.validate_backend(backend, components, source=source, target=target)
+    return verify_mod.validate_backend(
+        backend, components, source=source, target=target, tenants=tenants
+    )
 
 
 def rollback(

@@ -27,6 +27,7 @@ import duckdb
 
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
+from pipelines.settings import make_private, private_dir
 from sources.components import BLOB, Component
 from sources.sqlite_reader import SourceDB
 from validation import duck
@@ -49,10 +50,25 @@ def estimate_bytes(source_file: Path) -> int:
     return 2 * (size + (wal.stat().st_size if wal.exists() else 0))
 
 
-def check_space(root: Path, needed: int) -> None:
-    probe = root
-    while not probe.exists():
+def check_location(root: Path, needed: int) -> None:
+    """Pre-flight for the backup folder, without creating anything (dry-run writes
+    nothing): the nearest existing folder on its path must be a writable folder on a
+    writable filesystem with room for `needed` bytes."""
+    fix = "Set rollback.backup_path in the plan to a folder you can write, on a disk with room."
+    probe = root.expanduser().absolute()
+    while not probe.exists() and not probe.is_symlink():
         probe = probe.parent
+    if not probe.is_dir():
+        raise PreflightError(
+            f"backup location {root} cannot be created: {probe} is not a folder", fix
+        )
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is on a read-only filesystem" if read_only else "is not writable"
+        raise PreflightError(f"backup location {root}: {probe} {why}", fix)
     free = shutil.disk_usage(probe).free
     if free < needed:
         raise PreflightError(
@@ -97,16 +113,23 @@ class BackupWriter:
     def __init__(self, root: Path, run_id: str, started: dt.datetime):
         self.root = root
         self.name = f"migration-{started:%Y%m%d-%H%M%S}"
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / self.name
-        n = 1
-        while final.exists():
-            n += 1
-            final = root / f"{self.name}-{n}"
-        self.final = final
-        self.partial = root / f".partial-{final.name}"
-        shutil.rmtree(self.partial, ignore_errors=True)
-        (self.partial / "source").mkdir(parents=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            final = root / self.name
+            n = 1
+            while final.exists():
+                n += 1
+                final = root / f"{self.name}-{n}"
+            self.final = final
+            self.partial = root / f".partial-{final.name}"
+            shutil.rmtree(self.partial, ignore_errors=True)
+            private_dir(self.partial)
+            private_dir(self.partial / "source")
+        except OSError as exc:
+            raise PreflightError(
+                f"cannot create the backup folder in {root}: {exc.strerror}",
+                "Set rollback.backup_path in the plan to a folder you can write.",
+            ) from None
         self.run_id = run_id
         self.counts: dict[str, int] = {}
         self._files: dict[str, IO[str]] = {}
@@ -213,6 +236,7 @@ class BackupWriter:
                 "records": dict(self.counts),
             },
         )
+        make_private(self.partial)
         os.replace(self.partial, self.final)
         return self.final
 

@@ -52,7 +52,10 @@ class Progress:
 
 def make_pipeline(destination=None) -> dlt.Pipeline:
     """The pipeline, attached to `destination` (dlt cannot re-create a custom destination
-    from its saved state, so every use passes one)."""
+    from its saved state, so every use passes one). Its working folder is private: load
+    packages hold migrated rows in clear."""
+    settings.private_dir(settings.home())
+    settings.private_dir(settings.pipelines_dir())
     return dlt.pipeline(
         pipeline_name=settings.PIPELINE_NAME,
         pipelines_dir=str(settings.pipelines_dir()),
@@ -99,7 +102,10 @@ def copy_component(
     )
     pipeline = make_pipeline(llmspell_postgres(on_batch, batch_size))
     try:
-        pipeline.run(source)
+        try:
+            pipeline.run(source)
+        finally:
+            settings.make_private(settings.pipelines_dir())
         writer.flush()  # batches still in flight on the other connections
     except PipelineStepFailed as exc:
         cause = _root_cause(exc)

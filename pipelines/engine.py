@@ -15,20 +15,29 @@ import os
 import secrets
 import shutil
 import signal
-import tempfile
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import psycopg
+from dlt.common.exceptions import SignalReceivedException
 
 from destinations import connection, run_ledger, target_schema
 from destinations.postgres_writer import ParallelWriter, role_bypasses_rls
 from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight
-from pipelines.errors import MigrateError, MigrationFailed, PreflightError, ValidationFailed
+from pipelines import copy_stage, preflight, settings
+from pipelines.errors import (
+    MigrateError,
+    MigrationFailed,
+    PreflightError,
+    SourceError,
+    UsageError,
+    ValidationFailed,
+)
 from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
@@ -63,6 +72,53 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+MAX_WORKERS = 32
+ENV_WORKERS = "LLMSPELL_MIGRATE_WORKERS"
+
+
+def check_workers(workers: int | None) -> int:
+    """--workers, else LLMSPELL_MIGRATE_WORKERS, else 2; refused up front when not 1-32."""
+    where = "--workers"
+    if workers is None:
+        raw = os.environ.get(ENV_WORKERS, "").strip()
+        if not raw:
+            return 2
+        where = ENV_WORKERS
+        try:
+            workers = int(raw)
+        except ValueError:
+            raise UsageError(
+                f"{ENV_WORKERS}={raw!r} is not a whole number",
+                f"Set {ENV_WORKERS} to a number of writer connections from 1 to {MAX_WORKERS}, "
+                "or unset it (default 2).",
+            ) from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(
+            f"{where} {workers} is outside 1-{MAX_WORKERS}",
+            f"Use 1 to {MAX_WORKERS} writer connections (default 2: both cores of a small server).",
+        )
+    return workers
+
+
+def check_server_capacity(conn: psycopg.Connection, workers: int) -> None:
+    """The run needs `workers` writer connections besides this one and validation's: refuse
+    before anything is written when the server cannot take them all."""
+    free, limit = conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+        " current_setting('max_connections')::int"
+    ).fetchone()
+    conn.rollback()
+    needed = workers + 1  # writers, plus validation's DuckDB session next to this one
+    if needed > free:
+        raise PreflightError(
+            f"--workers {workers} needs {needed} more connections, but the server has "
+            f"{max(free, 0)} free (max_connections {limit})",
+            f"Use --workers {max(1, free - 1)} or fewer, or raise max_connections.",
+        )
+
+
 def new_run_id(now: dt.datetime) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
@@ -81,7 +137,7 @@ class Engine:
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
-        self.workers = workers or int(os.environ.get("LLMSPELL_MIGRATE_WORKERS", "2"))
+        self.workers = check_workers(workers)
 
     # -- the steps shared by dry-run and execute -------------------------------------------
     def _preflight(
@@ -143,16 +199,19 @@ class Engine:
     def _open(self) -> tuple[SourceDB, psycopg.Connection, bool]:
         db = SourceDB(self.source_path)
         try:
-            for cp in self.plan.components:
-                db.require(cp.component)
+            comps = [cp.component for cp in self.plan.components]
+            for comp in comps:
+                db.require(comp)
+            db.require_tenants(comps, self.plan.tenants)
             self.target = connection.resolve(self.target_override, self.plan.target_connection)
             prepare_target(self.target)
             conn = connection.connect(self.target)
             try:
                 # Schema first: the run ledger lives beside llmspell's tables.
-                target_schema.check_schema(conn, [cp.component for cp in self.plan.components])
+                target_schema.check_schema(conn, comps)
                 bypass = role_bypasses_rls(conn)
                 conn.commit()
+                check_server_capacity(conn, self.workers)
             except BaseException:
                 conn.close()
                 raise
@@ -175,15 +234,19 @@ class Engine:
     def dry_run(self) -> ExecuteResult:
         started = time.perf_counter()
         self.emit("[DRY-RUN] Migration validation starting...")
-        db, conn, bypass = self._open()
-        result = self._result(True)
-        try:
-            unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
-            report = self._preflight(db, conn, bypass, None, result)
-        finally:
-            conn.close()
-            db.close()
+        with source_errors_refused(self.source_path):
+            db, conn, bypass = self._open()
+            result = self._result(True)
+            try:
+                unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
+                if self.plan.backup_enabled and not (unfinished and unfinished.backup_path):
+                    self._check_backup_location()
+                report = self._preflight(db, conn, bypass, None, result)
+            finally:
+                conn.close()
+                db.close()
         result.preflight = report
+        result.source_records = report.source_records
         for warning in report.warnings:
             self.emit(f"[DRY-RUN] WARNING: {warning}")
         self.emit("[DRY-RUN] Pre-flight validation passed")
@@ -197,12 +260,20 @@ class Engine:
         result.duration = time.perf_counter() - started
         return result
 
+    def _check_backup_location(self) -> None:
+        backup_mod.check_location(
+            backup_mod.backup_root(self.plan), backup_mod.estimate_bytes(Path(self.source_path))
+        )
+
     # -- execute -----------------------------------------------------------------------------
     def execute(self) -> ExecuteResult:
+        """Pre-flight and backup, then (only if they pass) copy and validate; any failure
+        after the first write rolls the run back."""
         started = time.perf_counter()
         now = dt.datetime.now()
         self.emit("Migration starting...")
-        db, conn, bypass = self._open()
+        with source_errors_refused(self.source_path):
+            db, conn, bypass = self._open()
         result = self._result(False)
         writer: ParallelWriter | None = None
         run_started = False
@@ -211,35 +282,16 @@ class Engine:
                 run_ledger.acquire_lock(conn)
                 unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
                 run_id = unfinished.run_id if unfinished else new_run_id(now)
-                result.run_id = run_id
-                result.resumed_run = unfinished is not None
                 if unfinished:
+                    result.run_id, result.resumed_run = run_id, True
                     self.emit(
                         f"Resuming interrupted run {run_id} (started {unfinished.started_at})"
                     )
-                backup = None
-                if self.plan.backup_enabled and not (unfinished and unfinished.backup_path):
-                    root = backup_mod.backup_root(self.plan)
-                    backup_mod.check_space(root, backup_mod.estimate_bytes(Path(self.source_path)))
-                    backup = backup_mod.BackupWriter(root, run_id, now)
                 t0 = time.perf_counter()
                 result.stages["open"] = t0 - started
-                try:
-                    report = self._preflight(db, conn, bypass, backup, result)
-                except BaseException:
-                    if backup:
-                        backup.abort()
-                    raise
-                result.preflight = report
-                result.source_records = report.source_records
-                for warning in report.warnings:
-                    self.emit(f"WARNING: {warning}")
-                if backup:
-                    result.backup_path = str(
-                        backup.commit(self.plan, self.target.display, self.source_path).resolve()
-                    )
-                    self.emit(f"Backup written: {result.backup_path}")
-                elif unfinished:
+                with source_errors_refused(self.source_path):
+                    report = self._preflight_and_backup(db, conn, bypass, run_id, now, result)
+                if unfinished and not result.backup_path:
                     result.backup_path = unfinished.backup_path
                 result.stages["preflight_and_backup"] = time.perf_counter() - t0
                 if not unfinished:
@@ -251,6 +303,7 @@ class Engine:
                         self.source_path,
                         result.backup_path,
                     )
+                    result.run_id = run_id  # only now does `rollback --run-id` know it
                 run_started = True
                 writer = self._writer(run_id, report, result)
                 self._copy(db, writer, report, result)
@@ -268,21 +321,7 @@ class Engine:
                 writer.abandon()
             if run_started:
                 self._rollback(result, exc)
-            if isinstance(exc, MigrateError):
-                exc.result = result
-                raise
-            if isinstance(exc, KeyboardInterrupt):
-                err = MigrationFailed(
-                    "Migration interrupted (Ctrl-C or SIGTERM)",
-                    "Everything this run wrote was rolled back; re-run the plan when ready.",
-                )
-            else:
-                err = MigrationFailed(
-                    f"Migration execution failed: {_describe(exc)}",
-                    "Everything this run wrote was rolled back; fix the cause and re-run.",
-                )
-            err.result = result
-            raise err from exc
+            raise self._failure(exc, result, run_started) from exc
         finally:
             result.duration = time.perf_counter() - started
             try:
@@ -293,6 +332,82 @@ class Engine:
             conn.close()
             db.close()
         return result
+
+    def _preflight_and_backup(
+        self,
+        db: SourceDB,
+        conn: psycopg.Connection,
+        bypass: bool,
+        run_id: str,
+        now: dt.datetime,
+        result: ExecuteResult,
+    ) -> preflight.PreflightReport:
+        """Pre-flight, with the backup written alongside on the other core. A re-run of a
+        plan whose records all look present checks first and writes a backup only if there
+        is something to write."""
+        backup = None
+        needs_backup = self.plan.backup_enabled and not result.resumed_run
+        if needs_backup:
+            self._check_backup_location()
+            if not self._maybe_all_present(db, conn, bypass):
+                backup = backup_mod.BackupWriter(backup_mod.backup_root(self.plan), run_id, now)
+        try:
+            report = self._preflight(db, conn, bypass, backup, result)
+        except BaseException:
+            if backup:
+                backup.abort()
+            raise
+        for warning in report.warnings:
+            self.emit(f"WARNING: {warning}")
+        nothing_to_write = all(c.already_present == c.source_count for c in report.components)
+        if needs_backup and backup is None and not nothing_to_write:
+            backup = backup_mod.BackupWriter(backup_mod.backup_root(self.plan), run_id, now)
+            try:
+                backup.export(
+                    db.read_path, [cp.component for cp in self.plan.components], self.plan.tenants
+                )
+            except BaseException:
+                backup.abort()
+                raise
+        if backup:
+            result.backup_path = str(
+                backup.commit(self.plan, self.target.display, self.source_path).resolve()
+            )
+            self.emit(f"Backup written: {result.backup_path}")
+        elif needs_backup:
+            self.emit("Every record is already in the target: nothing to write, no backup taken")
+        return report
+
+    def _maybe_all_present(self, db: SourceDB, conn: psycopg.Connection, bypass: bool) -> bool:
+        """True when the target already holds at least as many keys as the source, per
+        component: then the records are probably migrated and the backup can wait."""
+        for cp in self.plan.components:
+            per_tenant = db.counts_by_tenant(cp.component, self.plan.tenants)
+            source = sum(per_tenant.values())
+            if source and source > preflight.count_target_keys(
+                conn, cp.component, sorted(per_tenant), bypass
+            ):
+                return False
+        return True
+
+    def _failure(self, exc: BaseException, result: ExecuteResult, wrote: bool) -> MigrateError:
+        """The error to raise for `exc`, with the run's result attached."""
+        if is_interrupt(exc):
+            err: MigrateError = MigrationFailed(
+                "Migration interrupted (Ctrl-C or SIGTERM)",
+                "Everything this run wrote was rolled back; re-run the plan when ready."
+                if wrote
+                else "Nothing was written; re-run the plan when ready.",
+            )
+        elif isinstance(exc, MigrateError):
+            err = exc
+        else:
+            err = MigrationFailed(
+                f"Migration execution failed: {_describe(exc)}",
+                "Everything this run wrote was rolled back; fix the cause and re-run.",
+            )
+        err.result = result
+        return err
 
     def _writer(
         self, run_id: str, report: preflight.PreflightReport, result: ExecuteResult
@@ -408,7 +523,7 @@ class SourcePrinter:
     early, the worker is terminated, not waited for."""
 
     def __init__(self, db: SourceDB, plan: Plan):
-        self.dir = tempfile.mkdtemp(prefix="llmspell-migrate-prints-")
+        self.dir = str(settings.scratch_dir("prints"))
         ctx = mp.get_context("spawn")
         self._receive, send = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
@@ -453,6 +568,36 @@ def _prints_worker(send, *args) -> None:
         send.send(("error", repr(exc)))
     finally:
         send.close()
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, however it surfaced: as KeyboardInterrupt, as dlt's
+    SignalReceivedException (possibly wrapped in PipelineStepFailed), or as DuckDB's
+    'Query interrupted'."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen, (KeyboardInterrupt, SignalReceivedException, duckdb.InterruptException)
+        ):
+            return True
+        if isinstance(seen, RuntimeError) and "Query interrupted" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def source_errors_refused(path: str):
+    """A corrupted or unreadable source found before the first write is bad input (exit 2),
+    not a failed migration."""
+    try:
+        yield
+    except (sqlite3.DatabaseError, duckdb.IOException, duckdb.InvalidInputException) as exc:
+        raise SourceError(
+            f"{path} cannot be read: {str(exc).strip().splitlines()[0] if str(exc) else exc}",
+            "Check it with `sqlite3 <file> 'PRAGMA integrity_check'` and repair or restore it; "
+            "nothing was written.",
+        ) from None
 
 
 def _describe(exc: BaseException) -> str:

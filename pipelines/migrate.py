@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 
 from destinations import embedded_server
+from destinations.connection import redact_text
 from pipelines import api
 from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
@@ -118,7 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         "-o",
         required=True,
         metavar="PLAN",
-        help="where to write the plan (YAML, whatever the extension)",
+        help="where to write the plan (YAML, whatever the extension); never the source "
+        "database, and an existing file only if it is a plan (or with --force)",
+    )
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --output even when it exists and is not a plan (never the source)",
     )
     sp.add_argument(
         "--batch-size",
@@ -216,8 +223,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _printer(as_json: bool, log_format: str = "text") -> Callable[[str], None]:
-    """Progress lines: stdout normally, stderr when stdout carries the --json report."""
-    stream = sys.stderr if as_json else sys.stdout
+    """Progress lines: stdout for a person reading text; stderr when stdout carries the
+    --json report or when they are JSON log lines (a collector reads them apart)."""
+    stream = sys.stderr if as_json or log_format == "json" else sys.stdout
 
     def emit(line: str) -> None:
         if log_format == "json":
@@ -232,7 +240,7 @@ def _printer(as_json: bool, log_format: str = "text") -> Callable[[str], None]:
                 },
                 ensure_ascii=False,
             )
-        print(line, file=stream, flush=True)
+        print(redact_text(line), file=stream, flush=True)
 
     return emit
 
@@ -241,7 +249,9 @@ def _emit_error(exc: MigrateError, as_json: bool) -> None:
     result = getattr(exc, "result", None)
     if as_json:
         doc = result.to_dict() if result is not None else {}
-        doc["error"] = exc.to_dict()
+        doc["error"] = {
+            k: redact_text(v) if isinstance(v, str) else v for k, v in exc.to_dict().items()
+        }
         doc.setdefault("status", "FAILED")
         print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:
@@ -249,7 +259,7 @@ def _emit_error(exc: MigrateError, as_json: bool) -> None:
             for line in render_execute(result):
                 print(line)
             print()
-        print(exc.render(), file=sys.stderr)
+        print(redact_text(exc.render()), file=sys.stderr)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -270,6 +280,7 @@ def run(argv: list[str] | None = None) -> int:
                 tenants=args.tenants,
                 from_backend=args.from_backend,
                 to_backend=args.to_backend,
+                force=args.force,
             )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -300,7 +311,13 @@ def run(argv: list[str] | None = None) -> int:
                 print("\n".join(render_execute(result)))
             return EXIT_OK
         if args.command == "verify":
-            report = api.verify(args.plan, source=args.source, target=args.target, full=args.full)
+            report = api.verify(
+                args.plan,
+                source=args.source,
+                target=args.target,
+                full=args.full,
+                tenants=args.tenants,
+            )
             if as_json:
                 print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
             else:
@@ -314,7 +331,11 @@ def run(argv: list[str] | None = None) -> int:
             return EXIT_OK if report.passed else EXIT_FAILED
         if args.command == "validate":
             check = api.validate_backend(
-                args.backend, args.components, source=args.source, target=args.target
+                args.backend,
+                args.components,
+                source=args.source,
+                target=args.target,
+                tenants=args.tenants,
             )
             if as_json:
                 print(json.dumps(check.to_dict(), indent=2, ensure_ascii=False))
@@ -367,7 +388,24 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # a bug: one line and a way to see more, never a raw traceback
+        if os.environ.get("LLMSPELL_MIGRATE_DEBUG"):
+            raise
+        _emit_error(
+            MigrateError(
+                f"internal error: {type(exc).__name__}: {_first_line(exc)}",
+                "Re-run with LLMSPELL_MIGRATE_DEBUG=1 for the traceback and report it; "
+                "the target is either unchanged or rolled back (`verify` tells).",
+            ),
+            as_json,
+        )
+        return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0]) if text else ""
 
 
 def main() -> None:

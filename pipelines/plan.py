@@ -118,8 +118,15 @@ class Plan:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
+        try:
+            tmp.write_text(self.to_yaml(), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(
+                f"Cannot write the plan to {path}: {exc.strerror}",
+                "Write it to a file in a folder you can write to (--output).",
+            ) from None
         return path
 
 
@@ -297,6 +304,26 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
     )
 
 
+class _PlanLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last silently: a reviewer would read one value and the tool use another)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unusual key: from_dict names it as unknown
+            if key in seen:
+                raise PlanError(
+                    f"{self.name}: key '{key}' appears twice (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1})",
+                    "Keep one of them; the plan must say one thing.",
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path) -> Plan:
     path = Path(path)
     if not path.exists():
@@ -305,7 +332,12 @@ def load(path: str | Path) -> Plan:
             f"Generate one with: python -m pipelines.migrate plan --output {path}",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _PlanLoader(path.read_text(encoding="utf-8"))
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
@@ -315,5 +347,9 @@ def load(path: str | Path) -> Plan:
     except UnicodeDecodeError:
         raise PlanError(
             f"{path}: not a UTF-8 text file", "Point --plan at the YAML plan."
+        ) from None
+    except OSError as exc:
+        raise PlanError(
+            f"Cannot read plan {path}: {exc.strerror}", "Point --plan at the YAML plan file."
         ) from None
     return from_dict(data, where=str(path))

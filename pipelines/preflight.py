@@ -127,6 +127,22 @@ def scan_source(
     return overlaps
 
 
+def _per_tenant_query(
+    conn: psycopg.Connection, query: sql.Composable, tenants: list[str], bypass_rls: bool
+) -> list[tuple]:
+    """Run `query` (taking the tenant list as its one parameter) over `tenants`: at once for
+    a role that bypasses RLS, else once per tenant with the tenant setting in force."""
+    rows: list[tuple] = []
+    with conn.transaction():
+        if bypass_rls:
+            rows += conn.execute(query, (tenants,)).fetchall()
+        else:
+            for tenant in tenants:
+                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                rows += conn.execute(query, ([tenant],)).fetchall()
+    return rows
+
+
 def existing_target_keys(
     conn: psycopg.Connection, comp: Component, tenants: list[str], bypass_rls: bool
 ) -> set[tuple[str, str]]:
@@ -134,12 +150,14 @@ def existing_target_keys(
     query = sql.SQL("SELECT tenant_id, {}::text FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
         sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table)
     )
-    found: set[tuple[str, str]] = set()
-    with conn.transaction():
-        if bypass_rls:
-            found.update(conn.execute(query, (tenants,)).fetchall())
-        else:
-            for tenant in tenants:
-                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
-                found.update(conn.execute(query, ([tenant],)).fetchall())
-    return found
+    return set(_per_tenant_query(conn, query, tenants, bypass_rls))
+
+
+def count_target_keys(
+    conn: psycopg.Connection, comp: Component, tenants: list[str], bypass_rls: bool
+) -> int:
+    """How many rows the target holds for these tenants."""
+    query = sql.SQL("SELECT count(*) FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
+        sql.Identifier(comp.pg_table)
+    )
+    return sum(n for (n,) in _per_tenant_query(conn, query, tenants, bypass_rls))

@@ -65,8 +65,9 @@ def render_validation(report: ValidationReport, threshold: int) -> list[str]:
                 f"({c.sample_percent:g}% sample)"
             )
         if c.json_compared:
+            scope = "" if c.mode == "full" else f" in the {c.compared} sampled records"
             if c.mismatch_count == 0:
-                lines.append("  Semantic validation: ✓ JSON content equivalent")
+                lines.append(f"  Semantic validation: ✓ JSON content equivalent{scope}")
             else:
                 lines.append(f"  Semantic validation: {FAIL} {c.mismatch_count} record(s) differ")
         for m in c.mismatches[:10]:
@@ -78,20 +79,24 @@ def render_validation(report: ValidationReport, threshold: int) -> list[str]:
 
 def render_execute(result: ExecuteResult) -> list[str]:
     if result.dry_run:
+        present = sum(result.already_present.values())
         lines = [
             "",
             "Migration Report (DRY-RUN)",
             "==========================",
             "Status: SUCCESS (dry-run, no data modified)",
             f"Components: {', '.join(result.components)}",
-            "Source Records: 0 (dry-run)",
-            "Target Records: 0 (dry-run)",
+            f"Source Records: {result.source_records} (would migrate "
+            f"{result.source_records - present}, {present} already in target)",
+            "Target Records: unchanged (dry-run)",
             f"Duration: {_duration(result.duration)}",
             "",
             f"{OK} All pre-flight checks passed",
             f"{OK} Ready for actual migration",
         ]
         return lines
+    if result.status != "SUCCESS":
+        return _render_failed(result)
     lines = [
         "",
         "Migration Report",
@@ -121,6 +126,30 @@ def render_execute(result: ExecuteResult) -> list[str]:
         ]
     if result.status == "SUCCESS":
         lines += ["", "All data migrated successfully!"]
+    return lines
+
+
+def _render_failed(result: ExecuteResult) -> list[str]:
+    """A failed run: what it rolled back, never a throughput or rows it no longer holds."""
+    lines = [
+        "",
+        "Migration Report",
+        "================",
+        f"Status: {result.status}",
+        f"Components: {', '.join(result.components)}",
+        f"Source Records: {result.source_records}",
+        f"Duration: {_duration(result.duration)}",
+    ]
+    if result.rolled_back is not None:
+        lines.append(
+            f"Rolled back: {sum(result.rolled_back.values())} records deleted from the target"
+        )
+    else:
+        lines.append("Rolled back: not completed (see the error below)")
+    if result.backup_path:
+        lines.append(f"Backup: {result.backup_path}")
+    if result.run_id:
+        lines.append(f"Run: {result.run_id}")
     return lines
 
 

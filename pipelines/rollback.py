@@ -13,7 +13,6 @@ import base64
 import json
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from psycopg import sql
 from destinations import connection, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
 from destinations.target_schema import BOOKKEEPING_SCHEMA
+from pipelines import settings
 from pipelines.backup import read_metadata
 from pipelines.errors import MigrateError, RollbackRefused, UsageError
 from sources import components as registry
@@ -92,7 +92,7 @@ def changed_since(
     folder: Path, target: connection.Target, run_id: str, comps: list[Component], bypass: bool
 ) -> list[str]:
     """Rows the run wrote that no longer match the backup."""
-    scratch = Path(tempfile.mkdtemp(prefix="llmspell-migrate-rollback-"))
+    scratch = settings.scratch_dir("rollback")
     try:
         db_path = scratch / "backup.db"
         _restore_sqlite(folder, comps, db_path)

@@ -36,6 +36,7 @@ def verify(
     with SourceDB(source_path_for(plan, source)) as db:
         for comp in comps:
             db.require(comp)
+        db.require_tenants(comps, plan.tenants)
         with Validator(str(db.read_path), resolved.dsn, bypass, comps, plan.tenants) as v:
             return v.validate(
                 comps, 100 if full else plan.checksum_sample_percent, plan.full_comparison_threshold
@@ -75,8 +76,10 @@ class BackendCheck:
         }
 
 
-def _check_sqlite_component(db: SourceDB, comp: Component) -> BackendComponent:
-    out = BackendComponent(comp.name, 0, db.counts_by_tenant(comp))
+def _check_sqlite_component(
+    db: SourceDB, comp: Component, tenants: list[str] | None
+) -> BackendComponent:
+    out = BackendComponent(comp.name, 0, db.counts_by_tenant(comp, tenants))
     out.records = sum(out.per_tenant.values())
     checker = RecordChecker(comp)
     checksum_at = (
@@ -91,7 +94,7 @@ def _check_sqlite_component(db: SourceDB, comp: Component) -> BackendComponent:
         if len(out.problems) < MAX_LISTED:
             out.problems.append(text)
 
-    for rows in db.iter_batches(comp, 5000):
+    for rows in db.iter_batches(comp, 5000, tenants):
         for row in rows:
             where = f"{row[tenant_at]} {row[0]!r}"
             problems = checker.check(row)
@@ -108,10 +111,16 @@ def _check_sqlite_component(db: SourceDB, comp: Component) -> BackendComponent:
 
 
 def validate_backend(
-    backend: str, components: str, *, source: str | None = None, target: str | None = None
+    backend: str,
+    components: str,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    tenants: list[str] | None = None,
 ) -> BackendCheck:
     """Check one backend on its own: on SQLite every record is checked (JSON, storability,
-    agent checksums); on PostgreSQL the tables are counted per tenant."""
+    agent checksums); on PostgreSQL the tables are counted per tenant. `tenants` limits
+    either to those tenants, and refuses one the backend does not hold."""
     comps = registry.parse_list(components)
     if backend == "sqlite":
         path = str(source or DEFAULT_PATH)
@@ -119,7 +128,9 @@ def validate_backend(
             check = BackendCheck("sqlite", str(db.path))
             for comp in comps:
                 db.require(comp)
-                check.components.append(_check_sqlite_component(db, comp))
+            db.require_tenants(comps, tenants)
+            for comp in comps:
+                check.components.append(_check_sqlite_component(db, comp, tenants))
         return check
     if backend == "postgres":
         resolved = connection.resolve(target, None)
@@ -132,19 +143,33 @@ def validate_backend(
                     "this role is subject to row-level security: counts cover "
                     "only rows visible to it (connect as the schema owner)"
                 )
+            seen: set[str] = set()
             for comp in comps:
                 rows = conn.execute(
                     sql.SQL(
                         "SELECT tenant_id, count(*) FROM llmspell.{} GROUP BY 1 ORDER BY 1"
                     ).format(sql.Identifier(comp.pg_table))
                 ).fetchall()
-                per_tenant = dict(rows)
+                seen.update(t for t, _ in rows)
+                per_tenant = {t: n for t, n in rows if not tenants or t in tenants}
                 check.components.append(
                     BackendComponent(comp.name, sum(per_tenant.values()), per_tenant)
                 )
+            conn.rollback()
+            _require_target_tenants(check.where, seen, tenants)
         check.notes.append(
             "PostgreSQL validates JSON and types on write; agent checksums "
             "refer to the original SQLite bytes and are checked on the source."
         )
         return check
     raise UsageError(f"Unknown backend '{backend}'", "Use --backend sqlite or --backend postgres.")
+
+
+def _require_target_tenants(where: str, present: set[str], tenants: list[str] | None) -> None:
+    """A --tenant the target holds no rows for is a typo until proven otherwise."""
+    unknown = [t for t in tenants or [] if t not in present]
+    if unknown:
+        raise UsageError(
+            f"unknown tenant(s) {', '.join(map(repr, unknown))}: {where} holds no records for them",
+            f"Tenants in the target: {', '.join(sorted(present)) or '(none)'}; fix --tenant.",
+        )

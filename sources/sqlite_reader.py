@@ -13,14 +13,39 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.errors import PreflightError, SourceError
+from pipelines.settings import scratch_dir
 from sources.components import COMPONENTS, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
+
+
+def _private_copy(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o600)
+
+
+def _roll_back_hot_journal(snap: Path, original: Path) -> None:
+    """Open the private copy read-write once so SQLite replays its hot journal into it."""
+    try:
+        conn = sqlite3.connect(snap)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        ok = str(exc)
+    if ok != "ok" or Path(f"{snap}-journal").exists():
+        raise SourceError(
+            f"{original} has an unfinished transaction (a hot {original.name}-journal) that "
+            f"could not be rolled back in a private copy: {ok}",
+            "Open the database once with llmspell or the sqlite3 shell (it rolls the journal "
+            "back), then re-run; the source was not modified.",
+        )
 
 
 def _decode(raw: bytes) -> str:
@@ -46,6 +71,7 @@ class SourceDB:
                 f"Not a file: {self.path}", "Point --source at the llmspell .db file."
             )
         self._snapshot_dir: str | None = None
+        self.hot_journal = False  # a rollback journal was replayed in the snapshot
         self.live = False  # llmspell had the database open (a -wal/-shm file was present)
         self._take_snapshot = snapshot
         self._raw_text = raw_text  # TEXT as UTF-8 bytes: 1 byte a character, not a Python str
@@ -63,18 +89,27 @@ class SourceDB:
     # -- opening -------------------------------------------------------------------------
     def _make_snapshot(self) -> Path:
         wal = Path(f"{self.path}-wal")
-        self._snapshot_dir = tempfile.mkdtemp(prefix="llmspell-migrate-src-")
+        self._snapshot_dir = str(scratch_dir("src"))
         snap = Path(self._snapshot_dir) / "source.db"
         self.live = wal.exists() or Path(f"{self.path}-shm").exists()
-        if self.live:
+        journal = Path(f"{self.path}-journal")
+        self.hot_journal = journal.exists() and journal.stat().st_size > 0
+        if self.live or self.hot_journal:
             if wal.exists():
-                shutil.copyfile(wal, f"{snap}-wal")
-            shutil.copyfile(self.path, snap)
+                _private_copy(wal, Path(f"{snap}-wal"))
+            if self.hot_journal:
+                # A writer died (or is) mid-transaction in rollback-journal mode: the main
+                # file may hold uncommitted pages. With the journal beside the copy, SQLite
+                # rolls the copy back to the committed state (below); the source is untouched.
+                _private_copy(journal, Path(f"{snap}-journal"))
+            _private_copy(self.path, snap)
+            if self.hot_journal:
+                _roll_back_hot_journal(snap, self.path)
             return snap
         try:
             os.link(self.path, snap)
         except OSError:  # another filesystem, or links not allowed
-            shutil.copyfile(self.path, snap)
+            _private_copy(self.path, snap)
         return snap
 
     def _open(self) -> sqlite3.Connection:
@@ -85,6 +120,9 @@ class SourceDB:
             conn.text_factory = bytes if self._raw_text else _decode
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
+        except SourceError:
+            self._drop_snapshot()
+            raise
         except sqlite3.DatabaseError as exc:
             self._drop_snapshot()
             raise SourceError(
@@ -128,6 +166,25 @@ class SourceDB:
                 f"Component '{comp.name}' not found in source",
                 f"{self.path} has no {comp.sqlite_table} table: check the component name, or "
                 "that this is the llmspell database holding it.",
+            )
+
+    def require_tenants(self, comps: list[Component], tenants: list[str] | None) -> None:
+        """Refuse tenant ids the source does not hold: a typo would migrate nothing and
+        still report success."""
+        if not tenants:
+            return
+        present: set[str] = set()
+        for comp in comps:
+            if self.has(comp):
+                present.update(self.counts_by_tenant(comp))
+        unknown = [t for t in tenants if t not in present]
+        if unknown:
+            names = ", ".join(c.name for c in comps)
+            raise SourceError(
+                f"unknown tenant(s) {', '.join(map(repr, unknown))}: {self.path} holds no "
+                f"{names} records for them",
+                f"Tenants in the source: {', '.join(sorted(present)) or '(none)'}; fix "
+                "--tenant or the plan's source.tenants.",
             )
 
     @staticmethod

@@ -3,6 +3,7 @@ compared through one DuckDB session attached to both databases."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -147,6 +148,7 @@ def source_prints_to_files(
             path = f"{out_dir}/{name}.arrow"
             with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
+            os.chmod(path, 0o600)  # fingerprints of private records: owner only
             out[name] = path
     finally:
         con.close()
