@@ -114,7 +114,8 @@ class BackupWriter:
         self.root = root
         self.name = f"migration-{started:%Y%m%d-%H%M%S}"
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            if not root.exists():
+                private_dir(root)  # ours: private; a folder the user made stays as it is
             final = root / self.name
             n = 1
             while final.exists():

@@ -291,6 +291,8 @@ class Engine:
                 result.stages["open"] = t0 - started
                 with source_errors_refused(self.source_path):
                     report = self._preflight_and_backup(db, conn, bypass, run_id, now, result)
+                result.preflight = report
+                result.source_records = report.source_records
                 if unfinished and not result.backup_path:
                     result.backup_path = unfinished.backup_path
                 result.stages["preflight_and_backup"] = time.perf_counter() - t0
@@ -592,7 +594,12 @@ def source_errors_refused(path: str):
     not a failed migration."""
     try:
         yield
-    except (sqlite3.DatabaseError, duckdb.IOException, duckdb.InvalidInputException) as exc:
+    except (
+        sqlite3.DatabaseError,
+        UnicodeDecodeError,
+        duckdb.IOException,
+        duckdb.InvalidInputException,
+    ) as exc:
         raise SourceError(
             f"{path} cannot be read: {str(exc).strip().splitlines()[0] if str(exc) else exc}",
             "Check it with `sqlite3 <file> 'PRAGMA integrity_check'` and repair or restore it; "

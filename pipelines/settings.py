@@ -17,6 +17,10 @@ from pathlib import Path
 # dlt telemetry stays off even when the tool runs outside the project folder (cron, notebooks),
 # where .dlt/config.toml is not found.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# dlt's own log lines would repeat our errors with a traceback (e.g. a "terminal exception"
+# for the batch a Ctrl-C stopped); every failure reaches the user as our one-line error, and
+# `dlt pipeline ... trace` keeps dlt's full account.
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
 
 PIPELINE_NAME = "llmspell_migrate"
 DATASET_NAME = "llmspell"

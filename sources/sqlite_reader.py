@@ -39,7 +39,7 @@ def _roll_back_hot_journal(snap: Path, original: Path) -> None:
             conn.close()
     except sqlite3.DatabaseError as exc:
         ok = str(exc)
-    if ok != "ok" or Path(f"{snap}-journal").exists():
+    if ok != "ok":
         raise SourceError(
             f"{original} has an unfinished transaction (a hot {original.name}-journal) that "
             f"could not be rolled back in a private copy: {ok}",
