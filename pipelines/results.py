@@ -48,7 +48,10 @@ class ExecuteResult:
     error: dict | None = None
 
     @property
-    def records_per_sec(self) -> float:
+    def records_per_sec(self) -> float | None:
+        """Throughput of a successful run; None otherwise (a rolled-back run moved nothing)."""
+        if self.status != "SUCCESS":
+            return None
         return self.source_records / self.duration if self.duration > 0 else 0.0
 
     def to_dict(self) -> dict:
@@ -65,7 +68,9 @@ class ExecuteResult:
             "written": self.written,
             "already_present": self.already_present,
             "duration_s": round(self.duration, 3),
-            "records_per_sec": round(self.records_per_sec, 1),
+            "records_per_sec": None
+            if self.records_per_sec is None
+            else round(self.records_per_sec, 1),
             "stages_s": {k: round(v, 3) for k, v in self.stages.items()},
             "backup_path": self.backup_path,
             "preflight": self.preflight.to_dict() if self.preflight else None,

@@ -241,18 +241,37 @@ def test_bad_dsn_is_a_one_line_exit_2_without_the_password(tmp_path, src, capsys
 
 
 # -- 5. dry-run checks where the backup goes ------------------------------------------------------
-@pytest.mark.parametrize("where", ["under-a-file", "read-only-filesystem"])
-def test_dry_run_refuses_an_unwritable_backup_location(tmp_path, src, target_db, capsys, where):
+@pytest.fixture
+def tiny_mount(tmp_path):
+    """Mount a small tmpfs (read-only or nearly full) where the machine lets us."""
+    mounted = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                              capture_output=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "read-only-filesystem", "full-disk"])
+def test_unwritable_backup_location_is_refused_before_writing(tmp_path, src, target_db, capsys,
+                                                              tiny_mount, where):  # fmt: skip
     if where == "under-a-file":
         blocker = tmp_path / "a-file"
         blocker.write_text("x")
-        backup_path = blocker / "backups"
+        backup_path, needle = blocker / "backups", "not a folder"
+    elif where == "read-only-filesystem":
+        backup_path, needle = tiny_mount("ro,size=1m") / "backups", "read-only"
     else:
-        backup_path = Path("/proc/llmspell-backups")
-        if not (os.statvfs("/proc").f_flag & os.ST_RDONLY) and os.access("/proc", os.W_OK):
-            backup_path = Path("/sys/llmspell-backups")
-            if not os.statvfs("/sys").f_flag & os.ST_RDONLY:
-                pytest.skip("no read-only filesystem on this machine")
+        backup_path, needle = tiny_mount("size=16k") / "backups", "not enough disk space"
     plan = make_plan(tmp_path, src, target_db.dsn)
     doc = yaml.safe_load(plan.read_text())
     doc["rollback"]["backup_path"] = str(backup_path)
@@ -260,9 +279,10 @@ def test_dry_run_refuses_an_unwritable_backup_location(tmp_path, src, target_db,
     for dry in (["--dry-run"], []):
         code, out, err = run_cli(capsys, "execute", "--plan", str(plan), *dry)
         assert code == 2, out
-        one_line_error(err, "backup")
+        one_line_error(err, "backup", needle)
         assert "Ready for actual migration" not in out
     assert target_db.count("agent_states") == 0
+    assert not backup_path.exists()
 
 
 # -- 6. tenants ---------------------------------------------------------------------------------
@@ -328,18 +348,27 @@ def test_bad_workers_refused_before_any_backup(tmp_path, src, target_db, capsys,
 
 
 def test_more_workers_than_the_server_allows_is_refused(tmp_path, src, target_db, capsys):
-    with target_db.connect(autocommit=True) as conn:
-        free = conn.execute(
-            "SELECT current_setting('max_connections')::int"
-            " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
-        ).fetchone()[0]
-    if free > 31:
-        pytest.skip(f"the server has {free} free connections, more than --workers allows")
     plan = make_plan(tmp_path, src, target_db.dsn)
-    code, _, err = run_cli(capsys, "execute", "--plan", str(plan), "--workers", str(free))
+    held = []  # other clients take the server's connections until 4 are left
+    try:
+        while True:
+            with target_db.connect(autocommit=True) as probe:
+                free = probe.execute(
+                    "SELECT current_setting('max_connections')::int"
+                    " - current_setting('superuser_reserved_connections')::int"
+                    " - (SELECT count(*) FROM pg_stat_activity"
+                    "    WHERE backend_type = 'client backend')"
+                ).fetchone()[0]
+            if free <= 5 or len(held) > 500:
+                break
+            held.append(target_db.connect(autocommit=True))
+        code, _, err = run_cli(capsys, "execute", "--plan", str(plan), "--workers", "8")
+    finally:
+        for conn in held:
+            conn.close()
     assert code == 2
-    one_line_error(err, "free")
+    one_line_error(err, "--workers 8", "free")
+    assert not (tmp_path / "backups").exists()
 
 
 @pytest.mark.parametrize("damage", ["garbage-page", "truncated"])
