@@ -78,9 +78,18 @@ def make_plan(
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
     with SourceDB(source_path) as db:
+        if names.strip() == registry.ALL:
+            db.require_tenants([c for c in comps if db.has(c)], tenants)
+            comps = [c for c in comps if db.has(c) and db.count(c, tenants)]
+            if not comps:
+                raise UsageError(
+                    f"{source_path} holds no records of any component llmspell-migrate moves",
+                    "Check --source (and --tenant); there is nothing to plan.",
+                )
         for comp in comps:
             db.require(comp)
         db.require_tenants(comps, tenants)
+        left_behind = db.left_behind(comps, tenants)
         for comp in comps:
             counts = db.counts_by_tenant(comp, tenants)
             per_tenant[comp.name] = counts
@@ -98,7 +107,7 @@ def make_plan(
         target_connection=configured if target else None,
         tenants=tenants,
     )
-    warnings = []
+    warnings = list(left_behind)
     if target and connection.has_password(target):
         warnings.append(
             "The password in --target was not written to the plan; give it with "

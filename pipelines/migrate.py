@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--components",
         default="agent_state,workflow_state,sessions",
-        help=f"comma-separated, any of: {', '.join(SUPPORTED)} "
+        help=f"comma-separated, any of: {', '.join(SUPPORTED)}; or `all` (every component "
+        "holding data). Non-empty llmspell tables a plan leaves out are listed as warnings "
         "(default: agent_state,workflow_state,sessions)",
     )
     sp.add_argument(

@@ -47,6 +47,7 @@ class PreflightReport:
     components: list[ComponentCheck] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     bad_records: list[BadRecord] = field(default_factory=list)
+    left_behind: list[str] = field(default_factory=list)  # non-empty tables not planned
 
     @property
     def source_records(self) -> int:
@@ -56,7 +57,11 @@ class PreflightReport:
         return next(c for c in self.components if c.name == name)
 
     def to_dict(self) -> dict:
-        return {"components": [c.to_dict() for c in self.components], "warnings": self.warnings}
+        return {
+            "components": [c.to_dict() for c in self.components],
+            "warnings": self.warnings,
+            "left_behind": self.left_behind,
+        }
 
 
 def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
@@ -73,6 +78,8 @@ def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
                 f"{cp.estimated_count} (the source changed since the plan was made)"
             )
         report.components.append(check)
+    report.left_behind = db.left_behind([cp.component for cp in plan.components], plan.tenants)
+    report.warnings += report.left_behind
     if db.live:
         report.warnings.append(
             f"{db.path} is open in llmspell (WAL present): reading a consistent snapshot; "

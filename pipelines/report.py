@@ -124,8 +124,13 @@ def render_execute(result: ExecuteResult) -> list[str]:
             f"  {OK} {v.checksum_samples} checksum samples validated",
             f"  {OK if v.errors == 0 else FAIL} {v.errors} errors",
         ]
+    left = result.preflight.left_behind if result.preflight else []
     if result.status == "SUCCESS":
-        lines += ["", "All data migrated successfully!"]
+        if left:
+            lines += ["", "Not migrated (not in this plan):"] + [f"  ! {w}" for w in left]
+            lines += ["", "The planned components migrated successfully."]
+        else:
+            lines += ["", "All data migrated successfully!"]
     return lines
 
 

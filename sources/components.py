@@ -160,14 +160,31 @@ LATER_PHASES = {
     "artifacts": "Phase 3",
     "events": "Phase 3",
     "hooks": "Phase 3",
-    "api_keys": "Phase 3",
 }
+# The SQLite tables each not-yet-migrated store keeps its records in (the first one counts
+# them), so `plan` can say what a plan leaves behind. `vec_embeddings_<dim>` tables hold the
+# vectors of `vector_metadata` rows.
+LATER_TABLES = {
+    "episodic_memory": ("vector_metadata",),
+    "semantic_memory": ("entities", "relationships"),
+    "procedural_memory": ("procedural_patterns",),
+    "artifacts": ("artifacts", "artifact_content"),
+    "events": ("event_log",),
+    "hooks": ("hook_history",),
+}
+ALL = "all"
 
 
 def get(name: str) -> Component:
     """The component called `name`, or a UsageError naming the supported ones."""
     if name in COMPONENTS:
         return COMPONENTS[name]
+    if name == "api_keys":
+        raise UsageError(
+            "api_keys: llmspell keeps no API keys in SQLite, so there is nothing to migrate",
+            "llmspell holds API keys in memory, or in PostgreSQL itself: re-create them with "
+            "llmspell against the PostgreSQL backend after the cutover.",
+        )
     phase = LATER_PHASES.get(name)
     hint = (
         f"{name} is planned for {phase}; migrate it with llmspell itself for now."
@@ -180,6 +197,8 @@ def get(name: str) -> Component:
 def parse_list(text: str) -> list[Component]:
     """Parse `agent_state,sessions` into components, refusing unknown and repeated names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == [ALL]:
+        return list(COMPONENTS.values())
     if not names:
         raise UsageError(
             "No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}"

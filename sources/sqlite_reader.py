@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.errors import PreflightError, SourceError
 from pipelines.settings import scratch_dir
-from sources.components import COMPONENTS, Component
+from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
 
@@ -167,6 +167,26 @@ class SourceDB:
                 f"{self.path} has no {comp.sqlite_table} table: check the component name, or "
                 "that this is the llmspell database holding it.",
             )
+
+    def left_behind(self, planned: list[Component], tenants: list[str] | None) -> list[str]:
+        """One line per non-empty llmspell table a plan of `planned` does not migrate: a user
+        must not cut over believing everything moved."""
+        lines = []
+        for comp in COMPONENTS.values():
+            if comp not in planned and self.has(comp):
+                n = self.count(comp, tenants)
+                if n:
+                    lines.append(f"{comp.name}: {n:,} records not in this plan")
+        for store, tables in LATER_TABLES.items():
+            for table in tables:
+                if table in self.tables:
+                    n = self.conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                    if n:
+                        lines.append(
+                            f"{store}: {n:,} {table} rows not in this plan (llmspell-migrate "
+                            f"does not move {store} yet)"
+                        )
+        return lines
 
     def require_tenants(self, comps: list[Component], tenants: list[str] | None) -> None:
         """Refuse tenant ids the source does not hold: a typo would migrate nothing and
