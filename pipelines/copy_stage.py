@@ -53,8 +53,8 @@ class Progress:
 def make_pipeline(destination=None) -> dlt.Pipeline:
     """The pipeline, attached to `destination` (dlt cannot re-create a custom destination
     from its saved state, so every use passes one). Its working folder is private: load
-    packages hold migrated rows in clear."""
-    settings.private_dir(settings.home())
+    packages hold migrated rows in clear. (The tool's home folder itself stays open: the
+    embedded PostgreSQL's own user must reach its data folder there.)"""
     settings.private_dir(settings.pipelines_dir())
     return dlt.pipeline(
         pipeline_name=settings.PIPELINE_NAME,
