@@ -80,6 +80,11 @@ def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
         report.components.append(check)
     report.left_behind = db.left_behind([cp.component for cp in plan.components], plan.tenants)
     report.warnings += report.left_behind
+    if db.hot_journal:
+        report.warnings.append(
+            f"{db.path} has a hot rollback journal (a writer stopped mid-transaction): its "
+            "uncommitted changes were rolled back in a private copy and are not migrated"
+        )
     if db.live:
         report.warnings.append(
             f"{db.path} is open in llmspell (WAL present): reading a consistent snapshot; "

@@ -177,6 +177,7 @@ def test_hot_journal_is_rolled_back_in_the_snapshot(tmp_path, target_db, capsys,
     plan = make_plan(tmp_path, path, target_db.dsn)
     code, out, err = run_cli(capsys, "execute", "--plan", str(plan))
     assert code == 0, out + err
+    assert "hot rollback journal" in out
     assert target_db.count("agent_states") == committed
     with target_db.connect() as conn:
         ghosts = conn.execute(
