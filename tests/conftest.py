@@ -15,6 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from destinations import embedded_server, target_schema
+from pipelines import settings
 from sources.sample_db import SampleSpec, generate
 
 
@@ -29,6 +30,14 @@ def private_pg_dir() -> Path:
     folders private (0700) at each session start, which would lock the server's own user out
     of a data folder kept there."""
     return Path(tempfile.mkdtemp(prefix="llmspell-migrate-test-pg-")) / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_scratch_left():
+    """Tests kill runs on purpose (SIGKILL): what those leave in the temp dir is removed the
+    way the tool's next run removes it, so a test session leaves nothing behind."""
+    yield
+    settings.sweep_stale_scratch()
 
 
 @pytest.fixture(scope="session")
