@@ -17,8 +17,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pyarrow as pa
@@ -188,13 +188,14 @@ def release_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-class ParallelWriter:
-    """Keeps `workers` connections loading at once, one batch (one transaction) each.
+class WriterPool:
+    """At most `workers` connections, one per dlt loader thread at a time.
 
     A single INSERT into the GIN-indexed tables keeps one PostgreSQL backend busy on one core;
-    with two connections the server uses both while Python prepares the next batch. Batches
-    hold different keys, so they never conflict, and each is committed with its own ledger
-    entry, so rollback stays exact. A failed batch is raised at the next call or at `flush`.
+    dlt's loader runs several jobs at once (several files per table), and each job's thread
+    borrows a connection here for one batch. `write` returns only after the batch and its
+    ledger entry are committed, so what dlt records as loaded is in the target. Batches hold
+    different keys, so concurrent ones never conflict.
     """
 
     def __init__(
@@ -204,27 +205,42 @@ class ParallelWriter:
         skip_existing: bool = True,
         workers: int = 2,
     ):
-        self.writers = [
-            LlmspellWriter(connect(), run_id, skip_existing) for _ in range(max(1, workers))
-        ]
-        self.bypass_rls = self.writers[0].bypass_rls
+        self._connect = connect
+        self.run_id = run_id
+        self.skip_existing = skip_existing
+        self.workers = max(1, workers)
+        self._lock = threading.Lock()
         self._free: queue.Queue[LlmspellWriter] = queue.Queue()
-        for writer in self.writers:
-            self._free.put(writer)
-        self._pool = ThreadPoolExecutor(
-            max_workers=len(self.writers), thread_name_prefix="llmspell-writer"
-        )
-        self._pending: list[Future] = []
+        self.writers = [LlmspellWriter(connect(), run_id, skip_existing)]
+        self._free.put(self.writers[0])
+        self.bypass_rls = self.writers[0].bypass_rls
 
     @property
     def inserted(self) -> dict[str, int]:
         total: dict[str, int] = {}
-        for writer in self.writers:
+        with self._lock:
+            writers = list(self.writers)
+        for writer in writers:
             for name, n in writer.inserted.items():
                 total[name] = total.get(name, 0) + n
         return total
 
-    def _run(self, writer: LlmspellWriter, comp: Component, batch) -> int:
+    def _borrow(self) -> LlmspellWriter:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = len(self.writers) < self.workers
+            if grow:
+                writer = LlmspellWriter(self._connect(), self.run_id, self.skip_existing)
+                self.writers.append(writer)
+                return writer
+        return self._free.get()  # every connection busy: wait for one
+
+    def write(self, comp: Component, batch: pa.RecordBatch | pa.Table) -> int:
+        """Insert one batch and commit it with its ledger entry; returns how many rows were new."""
+        writer = self._borrow()
         try:
             return writer.write_batch(comp, batch)
         finally:
@@ -232,38 +248,20 @@ class ParallelWriter:
             release_memory()
             self._free.put(writer)
 
-    def _raise_failed(self, wait: bool) -> None:
-        still = []
-        for future in self._pending:
-            if wait or future.done():
-                future.result()  # raises the batch's error
-            else:
-                still.append(future)
-        self._pending = still
-
-    def write_batch(self, comp: Component, batch: pa.RecordBatch | pa.Table) -> None:
-        self._raise_failed(wait=False)
-        writer = self._free.get()  # blocks while every connection is busy
-        self._pending.append(self._pool.submit(self._run, writer, comp, batch))
-
-    def flush(self) -> None:
-        """Wait for every batch in flight; raise the first error."""
-        self._raise_failed(wait=True)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        for writer in self.writers:
-            writer.conn.close()
+        with self._lock:
+            for writer in self.writers:
+                writer.conn.close()
 
     def abandon(self) -> None:
         """Stop mid-batch: open transactions are cancelled and aborted, never half-committed."""
-        for writer in self.writers:
+        with self._lock:
+            writers = list(self.writers)
+        for writer in writers:
             try:
                 writer.conn.cancel_safe(timeout=5)
             except Exception:
                 pass
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        for writer in self.writers:
             try:
                 writer.conn.close()
             except Exception:

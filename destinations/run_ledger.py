@@ -91,15 +91,44 @@ def start_run(
     components: list[str],
     source_path: str,
     backup_path: str | None,
+    tenants: list[str],
 ) -> None:
+    """Record a run; `tenants` are those it may write, the ones rollback visits under RLS."""
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
-            "backup_path) VALUES (%s, %s, %s, %s, %s, %s)"
+            "backup_path, tenants) VALUES (%s, %s, %s, %s, %s, %s, %s)"
         ).format(_BOOK),
-        (run_id, fingerprint, RUNNING, components, source_path, backup_path),
+        (run_id, fingerprint, RUNNING, components, source_path, backup_path, tenants),
     )
     conn.commit()
+
+
+def _tenants(conn: psycopg.Connection, run_id: str, bypass_rls: bool) -> list[str]:
+    """The tenants a run wrote to. A role under RLS sees no ledger row until it sets a tenant,
+    so it takes them from the run's record; a role that bypasses RLS asks the ledger."""
+    if bypass_rls:
+        query = "SELECT DISTINCT tenant_id FROM {}.written_keys WHERE run_id = %s"
+    else:
+        query = "SELECT unnest(tenants) FROM {}.runs WHERE run_id = %s"
+    return [r[0] for r in conn.execute(sql.SQL(query).format(_BOOK), (run_id,)).fetchall()]
+
+
+def ledger_keys(
+    conn: psycopg.Connection, run_id: str, comp: Component, bypass_rls: bool
+) -> set[tuple[str, str]]:
+    """(tenant, natural key) of every row the run inserted into `comp`'s table."""
+    query = sql.SQL(
+        "SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys WHERE run_id = %s "
+        "AND component = %s"
+    ).format(_BOOK)
+    keys: set[tuple[str, str]] = set()
+    with conn.transaction():
+        for tenant in [None] if bypass_rls else _tenants(conn, run_id, False):
+            if tenant is not None:
+                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+            keys.update(conn.execute(query, (run_id, comp.name)).fetchall())
+    return keys
 
 
 def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
@@ -133,31 +162,20 @@ def delete_written(
 ) -> dict[str, int]:
     """Delete every row the run inserted, in one transaction; returns rows deleted per component."""
     deleted: dict[str, int] = {}
+    drop_ledger = sql.SQL(
+        "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s"
+    ).format(_BOOK)
     with conn.transaction():
+        tenants = [None] if bypass_rls else _tenants(conn, run_id, False)
         for comp in comps:
             args = {"run": run_id, "comp": comp.name}
             n = 0
-            if bypass_rls:
-                n = conn.execute(_delete_sql(comp, False), args).rowcount
-            else:
-                tenants = [
-                    r[0]
-                    for r in conn.execute(
-                        sql.SQL(
-                            "SELECT DISTINCT tenant_id FROM {}.written_keys WHERE run_id = %(run)s "
-                            "AND component = %(comp)s"
-                        ).format(_BOOK),
-                        args,
-                    ).fetchall()
-                ]
-                for tenant in tenants:
+            for tenant in tenants:
+                if tenant is None:
+                    n += conn.execute(_delete_sql(comp, False), args).rowcount
+                else:
                     conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
                     n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
-            conn.execute(
-                sql.SQL(
-                    "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s"
-                ).format(_BOOK),
-                args,
-            )
+                conn.execute(drop_ledger, args)  # this tenant's ledger rows (all, bypassing)
             deleted[comp.name] = n
     return deleted

@@ -2,8 +2,11 @@
 
 `ensure_schema` is what `init-target` runs: it creates what is missing (schema, tables,
 indexes, triggers, forced row-level security, the runtime role's grants, and our own
-bookkeeping schema) and never drops or alters an existing object. `check_schema` is the
-pre-flight check that the tables the plan needs exist with the columns we write.
+bookkeeping schema) and never drops or alters an existing llmspell object (our own
+bookkeeping tables are completed: a `tenants` column, forced RLS on the key ledger).
+`check_schema` is the pre-flight check that the tables the plan needs exist with the columns
+we write; `missing_bookkeeping`/`ensure_bookkeeping` let `execute` add the tool's own schema on
+a target llmspell set up, and `bookkeeping_blocker` says who must when the role may not.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ _TRIGGER_BODIES = {
         NEW.updated_at := now();""",
 }
 
+_BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 _BOOKKEEPING_SQL = f"""
-CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA};
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.runs (
     run_id TEXT PRIMARY KEY,
     plan_fingerprint TEXT NOT NULL,
@@ -59,6 +62,7 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.runs (
     started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at TIMESTAMPTZ
 );
+ALTER TABLE {BOOKKEEPING_SCHEMA}.runs ADD COLUMN IF NOT EXISTS tenants TEXT[];
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
     id BIGSERIAL PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -68,7 +72,109 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
 );
 CREATE INDEX IF NOT EXISTS written_keys_run
     ON {BOOKKEEPING_SCHEMA}.written_keys (run_id, component);
+ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys FORCE ROW LEVEL SECURITY;
 """
+# The ledger's keys are tenant data: a role under RLS sees and writes only the rows of the
+# tenant it set, like llmspell's own tables. `runs` holds no tenant's data (only which tenants
+# a run covered, which rollback needs to visit them).
+_LEDGER_POLICY = "tenant_isolation"
+
+
+def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
+    present = conn.execute(
+        "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'written_keys' "
+        "AND policyname = %s",
+        (BOOKKEEPING_SCHEMA, _LEDGER_POLICY),
+    ).fetchone()
+    if not present:
+        match = sql.SQL("tenant_id = current_setting({}, true)").format(sql.Literal(TENANT_SETTING))
+        conn.execute(
+            sql.SQL(
+                "CREATE POLICY {} ON {}.written_keys USING ({m}) WITH CHECK ({m})"
+            ).format(sql.Identifier(_LEDGER_POLICY), _BOOK, m=match)
+        )
+
+
+def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
+    """What of the tool's bookkeeping is not in the target yet (empty when complete)."""
+    missing = []
+    has_schema = conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (BOOKKEEPING_SCHEMA,)
+    ).fetchone()
+    if not has_schema:
+        missing.append(f"schema {BOOKKEEPING_SCHEMA}")
+    for table in ("runs", "written_keys"):
+        if not _table_exists(conn, BOOKKEEPING_SCHEMA, table):
+            missing.append(f"table {BOOKKEEPING_SCHEMA}.{table}")
+    if not missing:
+        has_tenants = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'runs' AND column_name = 'tenants'",
+            (BOOKKEEPING_SCHEMA,),
+        ).fetchone()
+        if not has_tenants:
+            missing.append(f"column {BOOKKEEPING_SCHEMA}.runs.tenants")
+        forced = conn.execute(
+            "SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
+            (f"{BOOKKEEPING_SCHEMA}.written_keys",),
+        ).fetchone()[0]
+        policy = conn.execute(
+            "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'written_keys'",
+            (BOOKKEEPING_SCHEMA,),
+        ).fetchone()
+        if not (forced and policy):
+            missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.written_keys")
+    return missing
+
+
+def ensure_bookkeeping(conn: psycopg.Connection) -> None:
+    """Create (or complete) the bookkeeping schema, in the caller's transaction, and let the
+    runtime role use it when that role exists."""
+    # IF NOT EXISTS still needs CREATE on the database: a schema made for us is used as is
+    if not conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (BOOKKEEPING_SCHEMA,)
+    ).fetchone():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(_BOOK))
+    conn.execute(_BOOKKEEPING_SQL)
+    _ensure_ledger_policy(conn)
+    if _role_exists(conn, APP_ROLE):
+        _grant_app(conn, BOOKKEEPING_SCHEMA)
+
+
+def _grant_app(conn: psycopg.Connection, schema: str) -> None:
+    role, ident = sql.Identifier(APP_ROLE), sql.Identifier(schema)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
+    conn.execute(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
+            ident, role
+        )
+    )
+    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, role))
+
+
+def bookkeeping_blocker(conn: psycopg.Connection) -> str | None:
+    """Why the connected role cannot create the missing bookkeeping, as the statement to run
+    and the role to run it as; None when it can."""
+    row = conn.execute(
+        "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+        "pg_get_userbyid(d.datdba), has_database_privilege(current_database(), 'CREATE'), "
+        "(SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s) "
+        "FROM pg_database d WHERE d.datname = current_database()",
+        (BOOKKEEPING_SCHEMA,),
+    ).fetchone()
+    me, superuser, db_owner, may_create_schema, schema_owner = row
+    if superuser or me == schema_owner or (schema_owner is None and may_create_schema):
+        return None
+    if schema_owner is None:
+        return (
+            f"as {db_owner} (the database owner) or a superuser, run: CREATE SCHEMA "
+            f"{BOOKKEEPING_SCHEMA} AUTHORIZATION {me};  then re-run this command"
+        )
+    return (
+        f"as {schema_owner} (owner of schema {BOOKKEEPING_SCHEMA}) or a superuser, run: "
+        "llmspell-migrate init-target  then re-run this command"
+    )
 
 
 @dataclass
@@ -175,8 +281,11 @@ def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
     return bool(row[0]), bool(row[1])
 
 
-def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> SchemaReport:
-    """Create the llmspell schema objects that are missing, in one transaction.
+def ensure_schema(
+    conn: psycopg.Connection, app_password: str | None = None, bookkeeping: bool = True
+) -> SchemaReport:
+    """Create the llmspell schema objects that are missing, in one transaction, and (unless
+    `bookkeeping` is false: the schema as llmspell itself sets it up) the tool's bookkeeping.
 
     Tables that already exist are left exactly as they are; if one lacks forced RLS, that is
     reported as a warning rather than changed.
@@ -190,7 +299,8 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
             for table, statement in _ddl_statements():
                 if not before.get(table):
                     conn.execute(statement)
-            conn.execute(_BOOKKEEPING_SQL)
+            if bookkeeping:
+                ensure_bookkeeping(conn)
             for comp in COMPONENTS.values():
                 table = comp.pg_table
                 if before[table]:
@@ -219,21 +329,8 @@ def ensure_schema(conn: psycopg.Connection, app_password: str | None = None) -> 
                     stmt = stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(app_password))
                 conn.execute(stmt)
                 report.role_created = True
-            role = sql.Identifier(APP_ROLE)
-            for schema in ("llmspell", BOOKKEEPING_SCHEMA):
-                conn.execute(
-                    sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)
-                )
-                conn.execute(
-                    sql.SQL(
-                        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}"
-                    ).format(sql.Identifier(schema), role)
-                )
-                conn.execute(
-                    sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
-                        sql.Identifier(schema), role
-                    )
-                )
+            for schema in ("llmspell", BOOKKEEPING_SCHEMA) if bookkeeping else ("llmspell",):
+                _grant_app(conn, schema)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise TargetError(
             f"Cannot create the llmspell schema: {exc.diag.message_primary}",
@@ -290,9 +387,3 @@ def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
                 "The target schema is not llmspell's; upgrade llmspell's schema or "
                 "recreate it with init-target.",
             )
-    if not _table_exists(conn, BOOKKEEPING_SCHEMA, "runs"):
-        raise TargetError(
-            f'relation "{BOOKKEEPING_SCHEMA}.runs" does not exist',
-            "Run python -m pipelines.migrate init-target once as the schema owner; it adds the "
-            "migration's bookkeeping tables next to llmspell's.",
-        )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from destinations import connection, target_schema
 from pipelines import engine
+from pipelines import prune as prune_mod
 from pipelines import rollback as rollback_mod
 from pipelines import verify as verify_mod
 from pipelines.errors import UsageError
@@ -148,10 +149,19 @@ def execute(
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
     workers: int | None = None,
+    keep_packages: bool = False,
 ) -> ExecuteResult:
-    """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`)."""
+    """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`).
+    `keep_packages` keeps dlt's load packages (a parquet copy of the rows) after the run."""
     p = _with_tenants(_as_plan(plan), tenants)
-    return engine.Engine(p, source=source, target=target, emit=emit, workers=workers).execute()
+    return engine.Engine(
+        p, source=source, target=target, emit=emit, workers=workers, keep_packages=keep_packages
+    ).execute()
+
+
+def prune(keep: int, backups: str | Path = "backups") -> prune_mod.PruneResult:
+    """Delete all but the `keep` newest backups and dlt load packages."""
+    return prune_mod.prune(keep, backups)
 
 
 def init_target(

@@ -27,7 +27,7 @@ import psycopg
 from dlt.common.exceptions import SignalReceivedException
 
 from destinations import connection, run_ledger, target_schema
-from destinations.postgres_writer import ParallelWriter, role_bypasses_rls
+from destinations.postgres_writer import WriterPool, role_bypasses_rls
 from pipelines import backup as backup_mod
 from pipelines import copy_stage, preflight, settings
 from pipelines.errors import (
@@ -35,6 +35,7 @@ from pipelines.errors import (
     MigrationFailed,
     PreflightError,
     SourceError,
+    TargetError,
     UsageError,
     ValidationFailed,
 )
@@ -132,12 +133,14 @@ class Engine:
         target: str | None = None,
         emit: Emit = print,
         workers: int | None = None,
+        keep_packages: bool = False,
     ):
         self.plan = plan
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
         self.workers = check_workers(workers)
+        self.keep_packages = keep_packages
 
     # -- the steps shared by dry-run and execute -------------------------------------------
     def _preflight(
@@ -210,7 +213,17 @@ class Engine:
                 # Schema first: the run ledger lives beside llmspell's tables.
                 target_schema.check_schema(conn, comps)
                 bypass = role_bypasses_rls(conn)
+                self.missing_bookkeeping = target_schema.missing_bookkeeping(conn)
+                blocker = (
+                    target_schema.bookkeeping_blocker(conn) if self.missing_bookkeeping else None
+                )
                 conn.commit()
+                if blocker:
+                    raise TargetError(
+                        f"The migration's bookkeeping ({', '.join(self.missing_bookkeeping)}) "
+                        "is not in the target and this role may not create it",
+                        blocker[0].upper() + blocker[1:] + "; nothing was written.",
+                    )
                 check_server_capacity(conn, self.workers)
             except BaseException:
                 conn.close()
@@ -238,9 +251,15 @@ class Engine:
             db, conn, bypass = self._open()
             result = self._result(True)
             try:
-                unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
-                if self.plan.backup_enabled and not (unfinished and unfinished.backup_path):
+                unfinished = None
+                if not self.missing_bookkeeping:
+                    unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
+                needs_backup = self.plan.backup_enabled and not (
+                    unfinished and unfinished.backup_path
+                )
+                if needs_backup:
                     self._check_backup_location()
+                self._check_staging(needs_backup)
                 report = self._preflight(db, conn, bypass, None, result)
             finally:
                 conn.close()
@@ -250,6 +269,11 @@ class Engine:
         for warning in report.warnings:
             self.emit(f"[DRY-RUN] WARNING: {warning}")
         self.emit("[DRY-RUN] Pre-flight validation passed")
+        if self.missing_bookkeeping:
+            self.emit(
+                "[DRY-RUN] Would create the migration's bookkeeping: "
+                + ", ".join(self.missing_bookkeeping)
+            )
         if unfinished:
             self.emit(f"[DRY-RUN] Would resume interrupted run {unfinished.run_id}")
         self.emit(f"[DRY-RUN] Would migrate {len(report.components)} components")
@@ -259,6 +283,14 @@ class Engine:
         result.status = "DRY_RUN"
         result.duration = time.perf_counter() - started
         return result
+
+    def _check_staging(self, with_backup: bool) -> None:
+        """dlt's staging needs about the source's size again (with the backup's on one disk)."""
+        copy_stage.check_space(
+            Path(self.source_path),
+            backup_mod.backup_root(self.plan) if with_backup else None,
+            backup_mod.estimate_bytes(Path(self.source_path)),
+        )
 
     def _check_backup_location(self) -> None:
         backup_mod.check_location(
@@ -275,10 +307,12 @@ class Engine:
         with source_errors_refused(self.source_path):
             db, conn, bypass = self._open()
         result = self._result(False)
-        writer: ParallelWriter | None = None
+        writer: WriterPool | None = None
         run_started = False
         try:
             with sigterm_as_interrupt(), SourcePrinter(db, self.plan) as printer:
+                if self.missing_bookkeeping:
+                    self._create_bookkeeping(conn)
                 run_ledger.acquire_lock(conn)
                 unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
                 run_id = unfinished.run_id if unfinished else new_run_id(now)
@@ -287,6 +321,7 @@ class Engine:
                     self.emit(
                         f"Resuming interrupted run {run_id} (started {unfinished.started_at})"
                     )
+                self._check_staging(self.plan.backup_enabled and not result.resumed_run)
                 t0 = time.perf_counter()
                 result.stages["open"] = t0 - started
                 with source_errors_refused(self.source_path):
@@ -304,18 +339,15 @@ class Engine:
                         self.plan.component_names,
                         self.source_path,
                         result.backup_path,
+                        sorted({t for c in report.components for t in c.per_tenant}),
                     )
                     result.run_id = run_id  # only now does `rollback --run-id` know it
                 run_started = True
                 writer = self._writer(run_id, report, result)
-                self._copy(db, writer, report, result)
-                writer.close()
+                self._copy(
+                    db, writer, report, result, lambda: self._complete(db, bypass, printer, result)
+                )
                 writer = None
-                waited = time.perf_counter()
-                prints = printer.result()
-                result.stages["source_prints_wait"] = time.perf_counter() - waited
-                self._validate(db, bypass, result, prints)
-                run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
                 result.status = "SUCCESS"
                 result.target_records = result.validation.target_records
         except (Exception, KeyboardInterrupt) as exc:
@@ -333,6 +365,8 @@ class Engine:
                 pass
             conn.close()
             db.close()
+            if run_started:
+                self._finish_packages()
         return result
 
     def _preflight_and_backup(
@@ -411,13 +445,33 @@ class Engine:
         err.result = result
         return err
 
+    def _create_bookkeeping(self, conn: psycopg.Connection) -> None:
+        """First contact with a target llmspell set up: add the tool's own schema beside it."""
+        try:
+            with conn.transaction():
+                target_schema.ensure_bookkeeping(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise TargetError(
+                f"Cannot create the migration's bookkeeping: {exc.diag.message_primary}",
+                "Run llmspell-migrate init-target as the schema owner or a superuser; nothing "
+                "was written.",
+            ) from exc
+        conn.commit()
+        self.emit("Created the migration's bookkeeping: " + ", ".join(self.missing_bookkeeping))
+
+    def _finish_packages(self) -> None:
+        try:
+            copy_stage.finish_packages(self.keep_packages)
+        except Exception as exc:  # the run's outcome stands; the files can be pruned later
+            self.emit(f"WARNING: could not clean dlt's load packages: {_describe(exc)}")
+
     def _writer(
         self, run_id: str, report: preflight.PreflightReport, result: ExecuteResult
-    ) -> ParallelWriter:
+    ) -> WriterPool:
         # Keys can already be in the target only on a resumed run or when pre-flight found
         # identical rows; otherwise a plain INSERT is cheaper and a conflict is an error.
         skip_existing = result.resumed_run or any(c.already_present for c in report.components)
-        return ParallelWriter(
+        return WriterPool(
             lambda: connection.connect(self.target),
             run_id,
             skip_existing=skip_existing,
@@ -427,28 +481,56 @@ class Engine:
     def _copy(
         self,
         db: SourceDB,
-        writer: ParallelWriter,
+        writer: WriterPool,
         report: preflight.PreflightReport,
         result: ExecuteResult,
+        complete: Callable[[], None],
     ) -> None:
+        """One dlt run for every component; its completion is `complete` (the validation)."""
         t0 = time.perf_counter()
         if copy_stage.discard_pending():
             self.emit("Discarded an unfinished dlt load package from an interrupted run")
-        n = len(self.plan.components)
-        for i, cp in enumerate(self.plan.components, 1):
-            check = report.component(cp.name)
-            self.emit("")
-            self.emit(f"[{i}/{n}] Migrating component: {cp.name}")
-            progress = copy_stage.Progress(cp.component, check.source_count, self.emit)
-            if check.source_count and check.already_present == check.source_count:
-                self.emit(f"All {check.source_count} records already migrated; nothing to copy")
-                result.written[cp.name] = 0
-                continue
-            result.written[cp.name] = copy_stage.copy_component(
-                writer, db.read_path, cp.component, cp.batch_size, self.plan.tenants, progress
-            )
-            progress.finish()
-        result.stages["copy"] = time.perf_counter() - t0
+        comps = [cp.component for cp in self.plan.components]
+        totals = {c.name: c.source_count for c in report.components}
+        done = {
+            c.name
+            for c in report.components
+            if c.source_count and c.already_present == c.source_count
+        }
+
+        def completed() -> None:
+            writer.close()  # every batch is committed: the connections are done
+            for name, n in writer.inserted.items():
+                result.written[name] = n
+            result.stages["copy"] = time.perf_counter() - t0
+            complete()
+
+        delivery = copy_stage.Delivery(writer, comps, totals, self.emit, completed, skip=done)
+        for name in done:
+            result.written[name] = 0
+        todo = [c for c in comps if c.name not in done]
+        if not todo:
+            delivery.complete("")
+            return
+        copy_stage.copy(
+            delivery,
+            db.read_path,
+            todo,
+            max(cp.batch_size for cp in self.plan.components if cp.name not in done),
+            self.plan.tenants,
+            self.workers,
+        )
+
+    def _complete(
+        self, db: SourceDB, bypass: bool, printer: SourcePrinter, result: ExecuteResult
+    ) -> None:
+        waited = time.perf_counter()
+        prints = printer.result()
+        result.stages["source_prints_wait"] = time.perf_counter() - waited
+        self._validate(db, bypass, result, prints)
+        # still inside dlt's load: the package is marked loaded only after the run is
+        with connection.connect(self.target) as conn:
+            run_ledger.set_status(conn, result.run_id, run_ledger.COMPLETED)
 
     def _validate(
         self,

@@ -6,6 +6,7 @@
     validate     check one backend on its own (JSON, checksums, storability, counts)
     rollback     undo a run from its backup folder (deletes exactly the rows it wrote)
     init-target  create the llmspell schema in PostgreSQL (idempotent)
+    prune        delete old backups and dlt load packages, keeping the N newest
     stop-embedded  stop the embedded PostgreSQL this tool started (its data stays)
 
 Exit codes: 0 success; 1 migration failed and was rolled back; 2 bad invocation, plan or
@@ -155,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
         help="writer connections loading batches at once (default 2, or LLMSPELL_MIGRATE_WORKERS;"
         " 2 lets PostgreSQL use both cores of a small server)",
     )
+    sp.add_argument(
+        "--keep-packages",
+        action="store_true",
+        help="keep dlt's load packages (a parquet copy of every migrated row) after the run; "
+        "by default their job files are emptied once the run is over",
+    )
     common(sp)
 
     sp = sub.add_parser(
@@ -218,6 +225,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="environment variable holding a password for a newly created "
         "llmspell_app role (default: the role gets no password)",
+    )
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sp = sub.add_parser(
+        "prune",
+        help="delete old backups and dlt load packages",
+        description="Keep the N newest backups (backups/migration-*) and the N newest dlt load "
+        "packages; delete the older ones. A run whose backup is gone can still be undone with "
+        "rollback --run-id.",
+    )
+    sp.add_argument("--keep", required=True, type=int, metavar="N", help="how many to keep")
+    sp.add_argument(
+        "--backups", default="backups", metavar="DIR", help="backup folder (default: backups)"
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
@@ -305,6 +325,7 @@ def run(argv: list[str] | None = None) -> int:
                     tenants=args.tenants,
                     emit=emit,
                     workers=args.workers,
+                    keep_packages=args.keep_packages,
                 )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
@@ -382,6 +403,15 @@ def run(argv: list[str] | None = None) -> int:
                         + (" with the given password" if password else " (no password set)")
                     )
                 print("Target schema ready.")
+            return EXIT_OK
+        if args.command == "prune":
+            pruned = api.prune(args.keep, backups=args.backups)
+            if as_json:
+                print(json.dumps(pruned.to_dict(), indent=2))
+            else:
+                for folder in pruned.backups_deleted:
+                    print(f"Deleted backup {folder}")
+                print(f"Deleted {len(pruned.packages_deleted)} dlt load package(s)")
             return EXIT_OK
     except MigrateError as exc:
         _emit_error(exc, as_json)

@@ -16,12 +16,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from destinations import connection, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
-from destinations.target_schema import BOOKKEEPING_SCHEMA
 from pipelines import settings
 from pipelines.backup import read_metadata
 from pipelines.errors import MigrateError, RollbackRefused, UsageError
@@ -76,18 +72,6 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
         conn.close()
 
 
-def _ledger_keys(conn: psycopg.Connection, run_id: str, comp: Component) -> set[tuple[str, str]]:
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys WHERE run_id = %s "
-            "AND component = %s"
-        ).format(sql.Identifier(BOOKKEEPING_SCHEMA)),
-        (run_id, comp.name),
-    ).fetchall()
-    conn.commit()
-    return set(rows)
-
-
 def changed_since(
     folder: Path, target: connection.Target, run_id: str, comps: list[Component], bypass: bool
 ) -> list[str]:
@@ -99,7 +83,7 @@ def changed_since(
         changed: list[str] = []
         count = 0
         with connection.connect(target) as conn:
-            keys = {c.name: _ledger_keys(conn, run_id, c) for c in comps}
+            keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass) for c in comps}
         with Validator(str(db_path), target.dsn, bypass, comps) as validator:
             for comp in comps:
                 if not keys[comp.name]:

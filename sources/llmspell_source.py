@@ -74,7 +74,7 @@ def llmspell_sqlite(
     """All (or the named) components of one llmspell SQLite database.
 
     `snapshot=False` only when `path` already is a private snapshot (the engine's)."""
-    names = components or list(COMPONENTS)
+    names = list(COMPONENTS) if components is None else components
     for name in names:
         comp = COMPONENTS[name]
         yield dlt.resource(
