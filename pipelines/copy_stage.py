@@ -27,6 +27,7 @@ from pathlib import Path
 
 import dlt
 import pyarrow as pa
+from dlt.common.exceptions import SignalReceivedException
 from dlt.common.runtime.signals import raise_if_signalled
 from dlt.common.storages.load_package import PackageStorage
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -143,8 +144,8 @@ class Delivery:
                 )
             if table not in self.progress:
                 self._start(comp)
-        raise_if_signalled()  # Ctrl-C / SIGTERM stop between batches; rollback follows
         try:
+            raise_if_signalled()  # Ctrl-C / SIGTERM stop between batches; rollback follows
             if self.transform is not None:
                 batch = self.transform(comp, batch)
             rows = batch.num_rows
@@ -234,7 +235,7 @@ def copy(
             cause = delivery.error or _root_cause(exc)
         finally:
             settings.make_private(settings.pipelines_dir())
-    if isinstance(cause, MigrateError | KeyboardInterrupt):
+    if isinstance(cause, MigrateError | KeyboardInterrupt | SignalReceivedException):
         raise cause from None
     where = delivery.failed_in or "the copy"
     text = str(cause).strip().splitlines()
