@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from pipelines.errors import TargetError
+from pipelines.settings import cli_command
 from sources.components import COMPONENTS, Component
 
 APP_ROLE = "llmspell_app"
@@ -173,7 +174,7 @@ def bookkeeping_blocker(conn: psycopg.Connection) -> str | None:
         )
     return (
         f"as {schema_owner} (owner of schema {BOOKKEEPING_SCHEMA}) or a superuser, run: "
-        "llmspell-migrate init-target  then re-run this command"
+        f"{cli_command()} init-target  then re-run this command"
     )
 
 
@@ -377,7 +378,7 @@ def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
         if not _table_exists(conn, "llmspell", comp.pg_table):
             raise TargetError(
                 f'relation "{comp.qualified_table}" does not exist',
-                "Create the llmspell schema: python -m pipelines.migrate init-target "
+                f"Create the llmspell schema: {cli_command()} init-target "
                 "(as the schema owner), or start llmspell once with its PostgreSQL backend.",
             )
         problems = _column_problems(conn, comp)

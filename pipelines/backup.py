@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import tomllib
 from pathlib import Path
@@ -27,7 +28,7 @@ import duckdb
 
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
-from pipelines.settings import make_private, private_dir
+from pipelines.settings import cli_command, make_private, private_dir
 from sources.components import BLOB, Component
 from sources.sqlite_reader import SourceDB
 from validation import duck
@@ -232,7 +233,8 @@ class BackupWriter:
                     "source": source_path,
                     "target": target_display,
                     "components": list(self.counts),
-                    "undo": f"python -m pipelines.migrate rollback --backup {self.final}",
+                    "undo": f"{cli_command()} rollback --backup "
+                    f"{shlex.quote(str(self.final.resolve()))}",
                 },
                 "records": dict(self.counts),
             },

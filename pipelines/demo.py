@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from destinations import embedded_server
-from pipelines import migrate
+from pipelines import migrate, settings
 from sources.sample_db import SampleSpec, generate
 
 
 def step(args: list[str]) -> int:
-    print(f"\n$ python -m pipelines.migrate {shlex.join(args)}", flush=True)
+    print(f"\n$ {settings.cli_command()} {shlex.join(args)}", flush=True)
     code = migrate.run(args)
     if code != 0:
         print(f"(exit code {code})")
@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         if step(cmd) != 0:
             return 1
     print(f"\nThe embedded PostgreSQL keeps running with the migrated data in {home / 'postgres'}")
-    print(f"Inspect the dlt run: dlt pipeline --pipelines-dir {home / 'dlt'} llmspell_migrate info")
+    dlt_cli = Path(sys.executable).with_name("dlt")
+    for command in ("info", "trace"):
+        print(
+            f"Inspect the dlt run: {shlex.quote(settings._shown(dlt_cli))} pipeline "
+            f"--pipelines-dir {shlex.quote(str(home / 'dlt'))} llmspell_migrate {command}"
+        )
     return 0
 
 

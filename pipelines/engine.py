@@ -453,8 +453,8 @@ class Engine:
         except psycopg.errors.InsufficientPrivilege as exc:
             raise TargetError(
                 f"Cannot create the migration's bookkeeping: {exc.diag.message_primary}",
-                "Run llmspell-migrate init-target as the schema owner or a superuser; nothing "
-                "was written.",
+                f"Run {settings.cli_command()} init-target as the schema owner or a superuser; "
+                "nothing was written.",
             ) from exc
         conn.commit()
         self.emit("Created the migration's bookkeeping: " + ", ".join(self.missing_bookkeeping))

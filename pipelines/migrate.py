@@ -46,7 +46,7 @@ Exit codes: 0 ok, 1 failed and rolled back, 2 bad input (nothing written), 3 tar
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipelines.migrate",
+        prog="llmspell-migrate",
         description="Move llmspell data from SQLite into PostgreSQL: planned, validated, "
         "reversible.",
         epilog=EPILOG,

@@ -18,6 +18,7 @@ import yaml
 
 from destinations.connection import has_password, redact
 from pipelines.errors import PlanError, UsageError
+from pipelines.settings import cli_command
 from sources import components as registry
 
 PLAN_VERSION = "1.0"
@@ -110,7 +111,7 @@ class Plan:
     def to_yaml(self) -> str:
         header = (
             "# llmspell-migrate plan (YAML). Review it, then:\n"
-            "#   python -m pipelines.migrate execute --plan <this file> --dry-run\n"
+            "#   llmspell-migrate execute --plan <this file> --dry-run\n"
             "# Passwords never go here: use LLMSPELL_MIGRATE_PASSWORD or .dlt/secrets.toml.\n"
         )
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -185,7 +186,7 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         raise _fail(
             where,
             "not a migration plan (expected a YAML mapping)",
-            "Generate one with: python -m pipelines.migrate plan --output PLAN",
+            f"Generate one with: {cli_command()} plan --output PLAN",
         )
     _check_keys(where, data, _TOP_KEYS, "")
     version = str(data.get("version", PLAN_VERSION))
@@ -329,7 +330,7 @@ def load(path: str | Path) -> Plan:
     if not path.exists():
         raise PlanError(
             f"Plan file not found: {path}",
-            f"Generate one with: python -m pipelines.migrate plan --output {path}",
+            f"Generate one with: {cli_command()} plan --output {path}",
         )
     try:
         loader = _PlanLoader(path.read_text(encoding="utf-8"))

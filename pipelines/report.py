@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+
+from pipelines import settings
 from pipelines.results import ExecuteResult, PlanResult
 from validation.stage import ValidationReport
 
@@ -30,12 +33,13 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
             lines.append("        " + ", ".join(f"{t}: {n}" for t, n in tenants.items()))
     for w in result.warnings:
         lines.append(f"  WARNING: {w}")
+    cli = settings.cli_command()
     lines += [
         "",
         "Next steps:",
         f"  1. Review plan: cat {plan_path}",
-        f"  2. Dry-run: python -m pipelines.migrate execute --plan {plan_path} --dry-run",
-        f"  3. Execute: python -m pipelines.migrate execute --plan {plan_path}",
+        f"  2. Dry-run: {cli} execute --plan {shlex.quote(str(plan_path))} --dry-run",
+        f"  3. Execute: {cli} execute --plan {shlex.quote(str(plan_path))}",
     ]
     return lines
 

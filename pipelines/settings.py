@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -104,3 +106,26 @@ def sweep_stale_scratch() -> list[Path]:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
+
+
+SCRIPT = "llmspell-migrate"
+
+
+def cli_command() -> str:
+    """How to run this tool again from a shell without an activated venv: the
+    `llmspell-migrate` script beside this interpreter when it is installed, else this
+    interpreter with `-m pipelines.migrate`; relative to the working folder when inside it."""
+    interpreter = Path(sys.executable)
+    script = interpreter.with_name(SCRIPT)
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(_shown(script))
+    return f"{shlex.quote(_shown(interpreter))} -m pipelines.migrate"
+
+
+def _shown(path: Path) -> str:
+    """`path` as a user would type it: relative (./...) inside the working folder."""
+    try:
+        rel = path.absolute().relative_to(Path.cwd())
+    except ValueError:
+        return str(path.absolute())
+    return str(rel) if rel.parts[0].startswith(".") else f"./{rel}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pipelines import api, migrate
+from pipelines import api, migrate, settings
 from pipelines.errors import PreflightError, TargetError
 from sources.sample_db import SampleSpec, generate
 
@@ -270,7 +270,7 @@ def test_missing_schema_is_refused_with_init_target_hint(tmp_path, src, empty_db
     err = capsys.readouterr().err
     assert rc == 2
     assert 'relation "llmspell.agent_states" does not exist' in err
-    assert "python -m pipelines.migrate init-target" in err
+    assert f"{settings.cli_command()} init-target" in err
     with empty_db.connect() as conn:
         assert conn.execute("SELECT to_regnamespace('llmspell')").fetchone()[0] is None
     _no_backup_left(tmp_path)
@@ -284,7 +284,7 @@ def test_missing_llmspell_tables_are_refused_with_init_target_hint(tmp_path, src
         with pytest.raises(TargetError) as info:
             run(plan)
         assert 'relation "llmspell.agent_states" does not exist' in info.value.message
-        assert "python -m pipelines.migrate init-target" in info.value.hint
+        assert f"{settings.cli_command()} init-target" in info.value.hint
         assert info.value.exit_code == 2
     with target_db.connect() as conn:
         assert conn.execute("SELECT to_regnamespace('llmspell')").fetchone()[0] is None
