@@ -14,8 +14,10 @@ import pytest
 
 from pipelines import migrate
 from tests.test_faults import make_plan
+from tests.test_hardening import tiny_mount as _tiny_mount
 
 REPO = Path(__file__).resolve().parents[1]
+tiny_mount = _tiny_mount  # the fixture: a small tmpfs where the machine lets us
 COMPONENTS = ("agent_state", "workflow_state", "sessions", "kv_store")
 
 
@@ -117,4 +119,18 @@ def test_keep_packages_and_prune(tmp_path, sample_sqlite, target_db, keep):
     assert sizes and (all(sizes) if keep else not any(sizes))
     assert migrate.run(["prune", "--keep", "0"]) == 0
     assert package_files() == []
+    assert not list((tmp_path / "backups").glob("migration-*"))
+
+
+def test_dlt_staging_space_is_checked_before_writing(
+    tmp_path, sample_sqlite, target_db, capsys, tiny_mount, monkeypatch
+):
+    home = tiny_mount("size=16k") / "home"  # dlt's folder lives in the tool's home
+    monkeypatch.setenv("LLMSPELL_MIGRATE_HOME", str(home))
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
+    for dry in (["--dry-run"], []):
+        assert migrate.run(["execute", "--plan", str(plan), *dry]) == 2
+        err = capsys.readouterr().err
+        assert "not enough disk space for dlt's staging" in err, err
+    assert target_db.count("agent_states") == 0
     assert not list((tmp_path / "backups").glob("migration-*"))
