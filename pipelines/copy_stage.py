@@ -114,9 +114,7 @@ class Delivery:
         self.progress: dict[str, Progress] = {}
         self.error: BaseException | None = None
         self.failed_in: str | None = None
-        self.copy_seconds: float | None = None
         self._lock = threading.Lock()
-        self._started = time.perf_counter()
         for comp in comps:
             if comp.name in skip:
                 self._start(comp)
@@ -160,7 +158,6 @@ class Delivery:
         with self._lock:
             for comp in self.order:  # components with nothing in the source
                 (self.progress.get(comp.name) or self._start(comp)).finish()
-        self.copy_seconds = time.perf_counter() - self._started
         try:
             self.on_complete()
         except BaseException as exc:
