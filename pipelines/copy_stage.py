@@ -123,7 +123,8 @@ class Delivery:
 
     def _start(self, comp: Component) -> Progress:
         self.emit("")
-        self.emit(f"[{len(self.progress) + 1}/{len(self.order)}] Migrating component: {comp.name}")
+        number = self.order.index(comp) + 1  # its place in the plan; dlt may start any first
+        self.emit(f"[{number}/{len(self.order)}] Migrating component: {comp.name}")
         progress = Progress(comp, self.totals.get(comp.name, 0), self.emit)
         self.progress[comp.name] = progress
         return progress

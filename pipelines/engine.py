@@ -500,14 +500,13 @@ class Engine:
 
         def completed() -> None:
             writer.close()  # every batch is committed: the connections are done
-            for name, n in writer.inserted.items():
-                result.written[name] = n
+            inserted = writer.inserted
+            for comp in comps:
+                result.written[comp.name] = inserted.get(comp.name, 0)
             result.stages["copy"] = time.perf_counter() - t0
             complete()
 
         delivery = copy_stage.Delivery(writer, comps, totals, self.emit, completed, skip=done)
-        for name in done:
-            result.written[name] = 0
         todo = [c for c in comps if c.name not in done]
         if not todo:
             delivery.complete("")
