@@ -108,7 +108,7 @@ class LlmspellDestinationConfiguration(
     credentials: TargetReference = None
 
 
-class llmspell_postgres(dlt.destinations.destination):  # noqa: N801 - dlt names factories so
+class llmspell_postgres(dlt.destinations.destination):  # noqa: N801 - named like dlt factories
     """The llmspell destination; constructible without arguments (as dlt's CLI does)."""
 
     @property
