@@ -29,8 +29,10 @@ __all__ = [
     "validate_backend",
     "verify",
 ]
+from pipelines.preflight import reachability_lines
 from pipelines.results import ExecuteResult, PlanResult
 from sources import components as registry
+from sources.key_routing import check_layout, classify_db
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
 
 Emit = Callable[[str], None]
@@ -55,10 +57,13 @@ def make_plan(
     from_backend: str = "sqlite",
     to_backend: str = "postgres",
     force: bool = False,
+    key_layout: str | None = None,
 ) -> PlanResult:
-    """Count the source per component and tenant and write a reviewable plan. `output` is
+    """Count the source per component and tenant, report where llmspell's PostgreSQL backend
+    will find each record under `key_layout`, and write a reviewable plan. `output` is
     refused when it is the source database, a folder, or a file that is not a plan (unless
     `force`)."""
+    layout = check_layout(key_layout)
     if from_backend != "sqlite":
         raise UsageError(
             "Phase 1: Only 'sqlite' is supported as source backend", "Use --from sqlite."
@@ -91,6 +96,7 @@ def make_plan(
             db.require(comp)
         db.require_tenants(comps, tenants)
         left_behind = db.left_behind(comps, tenants)
+        reach = classify_db(db, comps, tenants, layout)
         for comp in comps:
             counts = db.counts_by_tenant(comp, tenants)
             per_tenant[comp.name] = counts
@@ -107,8 +113,16 @@ def make_plan(
         source_path=source_path,
         target_connection=configured if target else None,
         tenants=tenants,
+        key_layout=layout,
     )
-    warnings = list(left_behind)
+    warnings = list(left_behind) + reachability_lines(reach)
+    unreachable = [x for r in reach.values() for x in r.unreachable]
+    if unreachable:
+        warnings.append(
+            f"{len(unreachable)} record(s) would be unreachable for llmspell on PostgreSQL "
+            "(execute stops on them unless --allow-unreachable):"
+        )
+        warnings += [f"  {x.component} {x.tenant_id} {x.key}: {x.reason}" for x in unreachable[:20]]
     if target and connection.has_password(target):
         warnings.append(
             "The password in --target was not written to the plan; give it with "
@@ -125,6 +139,7 @@ def make_plan(
         per_tenant=per_tenant,
         target=where,
         warnings=warnings,
+        reachability={n: r.to_dict() for n, r in reach.items()},
     )
 
 
@@ -135,10 +150,14 @@ def dry_run(
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
+    key_layout: str | None = None,
+    allow_unreachable: bool = False,
 ) -> ExecuteResult:
     """Every pre-flight check; writes nothing anywhere."""
-    p = _with_tenants(_as_plan(plan), tenants)
-    return engine.Engine(p, source=source, target=target, emit=emit).dry_run()
+    p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
+    return engine.Engine(
+        p, source=source, target=target, emit=emit, allow_unreachable=allow_unreachable
+    ).dry_run()
 
 
 def execute(
@@ -150,12 +169,22 @@ def execute(
     emit: Emit = _quiet,
     workers: int | None = None,
     keep_packages: bool = False,
+    key_layout: str | None = None,
+    allow_unreachable: bool = False,
 ) -> ExecuteResult:
     """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`).
-    `keep_packages` keeps dlt's load packages (a parquet copy of the rows) after the run."""
-    p = _with_tenants(_as_plan(plan), tenants)
+    `keep_packages` keeps dlt's load packages (a parquet copy of the rows) after the run;
+    `key_layout` overrides the plan's; `allow_unreachable` copies records llmspell's
+    PostgreSQL backend cannot find with their SQLite columns instead of stopping."""
+    p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
-        p, source=source, target=target, emit=emit, workers=workers, keep_packages=keep_packages
+        p,
+        source=source,
+        target=target,
+        emit=emit,
+        workers=workers,
+        keep_packages=keep_packages,
+        allow_unreachable=allow_unreachable,
     ).execute()
 
 
@@ -173,6 +202,12 @@ def init_target(
         return target_schema.ensure_schema(conn, app_password=app_password)
 
 
+def _with_layout(plan: Plan, key_layout: str | None) -> Plan:
+    if key_layout is not None:
+        plan.key_layout = check_layout(key_layout)
+    return plan
+
+
 def _with_tenants(plan: Plan, tenants: list[str] | None) -> Plan:
     if tenants:
         plan.tenants = list(tenants)
@@ -186,9 +221,10 @@ def verify(
     target: str | None = None,
     full: bool = False,
     tenants: list[str] | None = None,
+    key_layout: str | None = None,
 ):
     """Re-run the validation stage of a plan on its own; returns a ValidationReport."""
-    p = _with_tenants(_as_plan(plan), tenants)
+    p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return verify_mod.verify(p, source=source, target=target, full=full)
 
 

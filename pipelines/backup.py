@@ -6,6 +6,9 @@ Layout (as the llmspell guide shows it):
         plan.toml                 the plan, YAML as the guide writes it
         source/<component>.jsonl  every source record: tenant, key and every column
                                   (JSON text exactly as stored, BLOBs as base64)
+        key-map.json              the records llmspell's PostgreSQL backend reads under
+                                  another key: per tenant, old key -> new key (and the
+                                  records it cannot read at all, with the reason)
         rollback-metadata.toml    which run wrote what, and the command that undoes it
 
 It is written into a hidden `.partial-*` folder and renamed into place only when complete,
@@ -34,6 +37,7 @@ from sources.sqlite_reader import SourceDB
 from validation import duck
 
 METADATA = "rollback-metadata.toml"
+KEY_MAP = "key-map.json"
 
 
 def backup_root(plan: Plan) -> Path:
@@ -220,6 +224,26 @@ class BackupWriter:
         os.fsync(f.fileno())
         f.close()
 
+    def write_key_map(self, reach: dict) -> None:
+        """The key map an application can use: per component and tenant, each SQLite key
+        llmspell's PostgreSQL backend answers to under another key; plus the unreachable."""
+        doc: dict = {"key_layout": None, "components": {}}
+        for name, r in reach.items():
+            doc["key_layout"] = r.layout
+            mapped: dict[str, dict[str, str]] = {}
+            for x in r.elsewhere:
+                mapped.setdefault(x.tenant_id, {})[x.key] = x.answers_to
+            doc["components"][name] = {
+                "key_map": mapped,
+                "unreachable": [
+                    {"tenant_id": x.tenant_id, "key": x.key, "reason": x.reason}
+                    for x in r.unreachable
+                ],
+            }
+        path = self.partial / KEY_MAP
+        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.chmod(path, 0o600)
+
     def commit(self, plan: Plan, target_display: str, source_path: str) -> Path:
         """Write plan and metadata, then atomically rename the folder into place."""
         (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")
@@ -233,6 +257,7 @@ class BackupWriter:
                     "source": source_path,
                     "target": target_display,
                     "components": list(self.counts),
+                    "key_layout": plan.key_layout,
                     "undo": f"{cli_command()} rollback --backup "
                     f"{shlex.quote(str(self.final.resolve()))}",
                 },

@@ -37,6 +37,7 @@ from destinations.postgres_writer import WriterPool
 from pipelines import settings
 from pipelines.errors import MigrateError, MigrationFailed, PreflightError
 from sources.components import Component
+from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
 
 # Batches per parquet file: dlt's loader parallelizes over files, so a component is split
@@ -215,14 +216,17 @@ def copy(
     batch_size: int,
     tenants: list[str] | None,
     workers: int,
+    mappers: dict[str, KeyMapper] | None = None,
 ) -> None:
-    """Run the copy of `comps` (and, as its completion, the validation) as one dlt run."""
+    """Run the copy of `comps` (and, as its completion, the validation) as one dlt run; each
+    row as `mappers` (the key layout's re-keying, per component) writes it."""
     source = llmspell_sqlite(
         path=str(source_read_path),
         components=[c.name for c in comps],
         batch_size=batch_size,
         tenants=tenants,
         snapshot=False,
+        mappers=mappers,
     )
     with _pipeline_settings(workers, batch_size * FILE_BATCHES), delivering(delivery):
         pipeline = make_pipeline(batch_size)

@@ -42,6 +42,7 @@ from pipelines.errors import (
 from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
+from sources.key_routing import mappers
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
 from validation.stage import Validator, source_prints_to_files
 
@@ -134,8 +135,10 @@ class Engine:
         emit: Emit = print,
         workers: int | None = None,
         keep_packages: bool = False,
+        allow_unreachable: bool = False,
     ):
         self.plan = plan
+        self.allow_unreachable = allow_unreachable
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
@@ -153,20 +156,32 @@ class Engine:
     ) -> preflight.PreflightReport:
         report = preflight.count_source(db, self.plan)
         comps = [cp.component for cp in self.plan.components]
+        # Reachability first: records llmspell could not find stop the run before a backup.
+        report.key_layout = self.plan.key_layout
+        report.reachability = preflight.classify_source(
+            db, comps, self.plan.tenants, self.plan.key_layout
+        )
+        preflight.check_reachability(report, self.allow_unreachable)
         target_schema.check_schema(conn, comps)
         tenants = sorted({t for c in report.components for t in c.per_tenant})
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
         if backup is None:
-            overlaps = preflight.scan_source(db, self.plan, existing)
+            overlaps = preflight.scan_source(db, self.plan, existing, report)
         else:  # the backup is written on the other core while Python checks the records
             with ThreadPoolExecutor(max_workers=1) as pool:
                 done = pool.submit(backup.export, db.read_path, comps, self.plan.tenants)
                 try:
-                    overlaps = preflight.scan_source(db, self.plan, existing)
+                    overlaps = preflight.scan_source(db, self.plan, existing, report)
                 finally:
                     done.result()
+        report.warnings += preflight.number_change_lines(report)
         self._check_conflicts(db, overlaps, bypass, report, result)
         return report
+
+    def _mappers(self, report: preflight.PreflightReport) -> dict:
+        """The key layout's re-keying per component (the write path and validation share it)."""
+        comps = [cp.component for cp in self.plan.components]
+        return mappers(comps, self.plan.key_layout, report.keep_verbatim)
 
     def _check_conflicts(
         self,
@@ -182,7 +197,12 @@ class Engine:
         conflicts: list[str] = []
         total = 0
         with Validator(
-            str(db.read_path), self.target.dsn, bypass, comps, self.plan.tenants
+            str(db.read_path),
+            self.target.dsn,
+            bypass,
+            comps,
+            self.plan.tenants,
+            self._mappers(report),
         ) as validator:
             for comp in comps:
                 found = validator.compare(comp, 100, 0, only=overlaps[comp.name])
@@ -406,6 +426,7 @@ class Engine:
                 backup.abort()
                 raise
         if backup:
+            backup.write_key_map(report.reachability)
             result.backup_path = str(
                 backup.commit(self.plan, self.target.display, self.source_path).resolve()
             )
@@ -518,6 +539,7 @@ class Engine:
             max(cp.batch_size for cp in self.plan.components if cp.name not in done),
             self.plan.tenants,
             self.workers,
+            self._mappers(report),
         )
 
     def _complete(
@@ -542,14 +564,21 @@ class Engine:
         self.emit("")
         self.emit("Validating migration...")
         comps = [cp.component for cp in self.plan.components]
+        checked = result.preflight
         with Validator(
-            str(db.read_path), self.target.dsn, bypass, comps, self.plan.tenants
+            str(db.read_path),
+            self.target.dsn,
+            bypass,
+            comps,
+            self.plan.tenants,
+            self._mappers(checked),
         ) as validator:
             report = validator.validate(
                 comps,
                 self.plan.checksum_sample_percent,
                 self.plan.full_comparison_threshold,
                 source_prints,
+                checked.reachability,
             )
         result.validation = report
         result.stages["validation"] = time.perf_counter() - t0
@@ -563,14 +592,20 @@ class Engine:
                     f"{first.component} count mismatch ({first.source_count} source ≠ "
                     f"{first.target_count} target)"
                 )
-            else:
+            elif first.mismatches:
                 msg = f"{first.component} checksum mismatch for key '{first.mismatches[0].key}'"
+            else:
+                msg = (
+                    f"{first.component}: llmspell's PostgreSQL backend returns a different "
+                    f"value: {(first.readback.mismatches or ['(not listed)'])[0]}"
+                )
             raise ValidationFailed(
                 f"Validation failed: {msg}",
                 "The run was rolled back. Inspect the mismatches above (verify --json gives "
                 "them all), fix the cause and re-run.",
                 details=[str(m) for c in failed for m in c.mismatches][:20]
-                + [f"missing: {k}" for c in failed for k in c.missing][:20],
+                + [f"missing: {k}" for c in failed for k in c.missing][:20]
+                + [m for c in failed if c.readback for m in c.readback.mismatches][:20],
             )
 
     def _rollback(self, result: ExecuteResult, exc: BaseException) -> None:
@@ -619,6 +654,7 @@ class SourcePrinter:
                 plan.checksum_sample_percent,
                 plan.full_comparison_threshold,
                 self.dir,
+                plan.key_layout,
             ),
             daemon=True,
         )

@@ -28,6 +28,7 @@ from pipelines import api
 from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from sources.components import SUPPORTED
+from sources.key_routing import LAYOUTS
 
 EPILOG = """\
 The usual sequence (as in the llmspell migration guide):
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def key_layout(sp: argparse.ArgumentParser, default_note: str) -> None:
+        sp.add_argument(
+            "--key-layout",
+            choices=LAYOUTS,
+            help="llmspell: each record lands in the row llmspell's PostgreSQL backend looks up "
+            "for its SQLite key (agent:X:Y -> agent_type X, agent_id Y); verbatim: every "
+            f"SQLite column unchanged, for readers of the tables ({default_note})",
+        )
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -135,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="records per batch, 100-100000 (default: chosen from each volume)",
     )
+    key_layout(sp, "default llmspell; written to the plan")
     common(sp)
 
     sp = sub.add_parser(
@@ -162,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep dlt's load packages (a parquet copy of every migrated row) after the run; "
         "by default their job files are emptied once the run is over",
     )
+    key_layout(sp, "default: the plan's")
+    sp.add_argument(
+        "--allow-unreachable",
+        action="store_true",
+        help="copy records llmspell's PostgreSQL backend cannot find (listed by pre-flight) "
+        "with their SQLite columns instead of stopping; they are listed in the report",
+    )
     common(sp)
 
     sp = sub.add_parser(
@@ -173,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--plan", required=True, metavar="PLAN", help="plan file written by `plan`")
     sp.add_argument("--full", action="store_true", help="compare every record, not a sample")
+    key_layout(sp, "default: the plan's")
     common(sp)
 
     sp = sub.add_parser(
@@ -302,6 +321,7 @@ def run(argv: list[str] | None = None) -> int:
                 from_backend=args.from_backend,
                 to_backend=args.to_backend,
                 force=args.force,
+                key_layout=args.key_layout,
             )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -316,6 +336,8 @@ def run(argv: list[str] | None = None) -> int:
                     target=args.target,
                     tenants=args.tenants,
                     emit=emit,
+                    key_layout=args.key_layout,
+                    allow_unreachable=args.allow_unreachable,
                 )
             else:
                 result = api.execute(
@@ -326,6 +348,8 @@ def run(argv: list[str] | None = None) -> int:
                     emit=emit,
                     workers=args.workers,
                     keep_packages=args.keep_packages,
+                    key_layout=args.key_layout,
+                    allow_unreachable=args.allow_unreachable,
                 )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
@@ -339,6 +363,7 @@ def run(argv: list[str] | None = None) -> int:
                 target=args.target,
                 full=args.full,
                 tenants=args.tenants,
+                key_layout=args.key_layout,
             )
             if as_json:
                 print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

@@ -20,6 +20,7 @@ from destinations.connection import has_password, redact
 from pipelines.errors import PlanError, UsageError
 from pipelines.settings import cli_command
 from sources import components as registry
+from sources.key_routing import LAYOUTS, LLMSPELL
 
 PLAN_VERSION = "1.0"
 BATCH_MIN, BATCH_MAX = 100, 100_000
@@ -61,6 +62,8 @@ class Plan:
     full_comparison_threshold: int = 100
     backup_enabled: bool = True
     backup_path: str | None = None
+    # llmspell: rows where llmspell's PostgreSQL backend looks them up; verbatim: as in SQLite
+    key_layout: str = LLMSPELL
     created_at: str = field(default_factory=utc_now)
     version: str = PLAN_VERSION
 
@@ -76,6 +79,7 @@ class Plan:
             else None,
             "components": self.component_names,
             "tenants": sorted(self.tenants) if self.tenants else None,
+            "key_layout": self.key_layout,  # a resumed run must write rows the same way
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -88,6 +92,7 @@ class Plan:
         target: dict[str, Any] = {"backend": "postgres"}
         if self.target_connection:
             target["connection"] = redact(self.target_connection)
+        target["key_layout"] = self.key_layout
         rollback: dict[str, Any] = {"backup_enabled": self.backup_enabled}
         if self.backup_path:
             rollback["backup_path"] = self.backup_path
@@ -135,7 +140,7 @@ class Plan:
 _TOP_KEYS = {"version", "created_at", "source", "target", "components", "validation", "rollback"}
 _SECTION_KEYS = {
     "source": {"backend", "path", "tenants"},
-    "target": {"backend", "connection"},
+    "target": {"backend", "connection", "key_layout"},
     "validation": {"checksum_sample_percent", "full_comparison_threshold"},
     "rollback": {"backup_enabled", "backup_path"},
 }
@@ -214,6 +219,14 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
             where,
             "target.connection holds a password",
             "Remove it from the plan; put it in LLMSPELL_MIGRATE_PASSWORD or .dlt/secrets.toml.",
+        )
+    key_layout = target.get("key_layout", LLMSPELL)
+    if key_layout not in LAYOUTS:
+        raise _fail(
+            where,
+            f"'target.key_layout' is {key_layout!r}, not one of {', '.join(LAYOUTS)}",
+            "Set key_layout: llmspell (rows where llmspell's PostgreSQL backend looks them "
+            "up) or verbatim (every SQLite column unchanged).",
         )
     tenants = source.get("tenants")
     if tenants is not None and (
@@ -300,6 +313,7 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         full_comparison_threshold=threshold,
         backup_enabled=backup_enabled,
         backup_path=backup_path,
+        key_layout=key_layout,
         created_at=str(created) if created else utc_now(),
         version="1.0",
     )

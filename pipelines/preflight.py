@@ -17,7 +17,9 @@ from psycopg import sql
 from destinations.target_schema import TENANT_SETTING
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
+from sources import json_numbers, key_routing
 from sources.components import UUID, Component
+from sources.key_routing import KeyMapper, Reachability
 from sources.record_checks import BadRecord, RecordChecker
 from sources.sqlite_reader import SourceDB
 from validation.canonical import uuid_key
@@ -48,6 +50,14 @@ class PreflightReport:
     warnings: list[str] = field(default_factory=list)
     bad_records: list[BadRecord] = field(default_factory=list)
     left_behind: list[str] = field(default_factory=list)  # non-empty tables not planned
+    key_layout: str = key_routing.LLMSPELL
+    reachability: dict[str, Reachability] = field(default_factory=dict)
+    number_changes: dict[str, int] = field(default_factory=dict)  # per component
+    number_examples: list[str] = field(default_factory=list)
+
+    @property
+    def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
+        return {name: r.keep_verbatim for name, r in self.reachability.items()}
 
     @property
     def source_records(self) -> int:
@@ -61,6 +71,10 @@ class PreflightReport:
             "components": [c.to_dict() for c in self.components],
             "warnings": self.warnings,
             "left_behind": self.left_behind,
+            "key_layout": self.key_layout,
+            "reachability": {n: r.to_dict() for n, r in self.reachability.items()},
+            "number_changes": self.number_changes,
+            "number_examples": self.number_examples,
         }
 
 
@@ -93,6 +107,57 @@ def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
     return report
 
 
+def classify_source(
+    db: SourceDB, comps: list[Component], tenants: list[str] | None, layout: str
+) -> dict[str, Reachability]:
+    """Where llmspell's PostgreSQL backend will find each record (reads key columns only)."""
+    return key_routing.classify_db(db, comps, tenants, layout)
+
+
+def reachability_lines(reach: dict[str, Reachability], limit: int = MAX_LISTED) -> list[str]:
+    """Warnings: per component, the records llmspell reads only under another key."""
+    lines = []
+    for name, r in reach.items():
+        if r.elsewhere:
+            lines.append(
+                f"{name}: {len(r.elsewhere)} record(s) are read by llmspell's PostgreSQL "
+                "backend only under a different key (old key -> key it answers to):"
+            )
+            lines += [f"  {x.tenant_id} {x.key} -> {x.answers_to}" for x in r.elsewhere[:limit]]
+            if len(r.elsewhere) > limit:
+                lines.append(
+                    f"  ... and {len(r.elsewhere) - limit} more (all in the backup's key-map.json)"
+                )
+    return lines
+
+
+def check_reachability(report: PreflightReport, allow: bool) -> None:
+    """Records no PostgreSQL key reaches stop the run before anything is written, unless
+    the user allows them (then they are copied with their SQLite columns and listed)."""
+    listed = [x for r in report.reachability.values() for x in r.unreachable]
+    report.warnings += reachability_lines(report.reachability)
+    if not listed:
+        return
+    details = [f"{x.component} {x.tenant_id} {x.key}: {x.reason}" for x in listed]
+    if allow:
+        report.warnings.append(
+            f"{len(listed)} record(s) copied with their SQLite columns although llmspell's "
+            "PostgreSQL backend will not find them (--allow-unreachable):"
+        )
+        report.warnings += [f"  {d}" for d in details[:MAX_LISTED]]
+        return
+    raise PreflightError(
+        f"{len(listed)} record(s) would be unreachable for llmspell after the migration: its "
+        "PostgreSQL backend maps these keys to rows differently from its SQLite backend",
+        "Re-save or rename them with llmspell (a session saved in kv_store is found again "
+        "once llmspell saves it on PostgreSQL), leave their component or tenant out of the "
+        "plan, or pass --allow-unreachable to copy them unchanged (llmspell will not find "
+        "them on PostgreSQL); nothing was written.",
+        details=details[:MAX_LISTED]
+        + ([f"... and {len(details) - MAX_LISTED} more"] if len(details) > MAX_LISTED else []),
+    )
+
+
 def natural_key_of(comp: Component):
     """A function giving a reader row's natural key, in the target's text form (sessions'
     UUIDs canonical), with the column position looked up once, not per record."""
@@ -103,22 +168,32 @@ def natural_key_of(comp: Component):
 
 
 def scan_source(
-    db: SourceDB, plan: Plan, existing: dict[str, set[tuple[str, str]]]
+    db: SourceDB,
+    plan: Plan,
+    existing: dict[str, set[tuple[str, str]]],
+    report: PreflightReport | None = None,
 ) -> dict[str, set[tuple[str, str]]]:
-    """One pass over every record: check it is storable, and find the records whose
-    (tenant, key) already exists in the target. Memory stays bounded by the batch."""
+    """One pass over every record, as the key layout writes it: check it is storable, count
+    the numbers JSONB rewrites, and find the records whose (tenant, key) already exists in
+    the target. Memory stays bounded by the batch."""
     overlaps: dict[str, set[tuple[str, str]]] = {}
     bad: list[BadRecord] = []
     bad_total = 0
+    keep = report.keep_verbatim if report else {}
     for cp in plan.components:
         comp = cp.component
         checker = RecordChecker(comp)
+        mapper = KeyMapper(comp, plan.key_layout, keep.get(comp.name))
         tenant_at = 1 + comp.column_names.index("tenant_id")
         in_target = existing.get(comp.name) or set()
         key_of = natural_key_of(comp)
         found: set[tuple[str, str]] = set()
+        json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
         for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
+            rows = mapper.rows(rows)
             problems = checker.check_rows(rows)
+            if report is not None and checker.number_texts:
+                _count_number_changes(comp, rows, json_at, checker.number_texts, report)
             if problems:
                 bad_total += len(problems)
                 bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
@@ -137,6 +212,39 @@ def scan_source(
             + ([f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
         )
     return overlaps
+
+
+def _count_number_changes(
+    comp: Component, rows: list[tuple], json_at: list[int], texts: set[int], report
+) -> None:
+    """Numbers llmspell will decode differently after JSONB (`1e16` -> integer, `-0` -> 0),
+    in the JSON texts the record checks flagged (`texts`: their ids)."""
+    tenant_at = 1 + comp.column_names.index("tenant_id")
+    for at in json_at:
+        for row in rows:
+            if id(row[at]) not in texts:
+                continue
+            for found in json_numbers.scan(row[at]):
+                if found.after_jsonb is None:
+                    continue  # refused by the record checks
+                report.number_changes[comp.name] = report.number_changes.get(comp.name, 0) + 1
+                if len(report.number_examples) < MAX_LISTED:
+                    report.number_examples.append(
+                        f"{comp.name} {row[tenant_at]} {row[0]}: {comp.column_names[at - 1]} "
+                        f"{found.path} {found.written} -> {found.after_jsonb}"
+                    )
+
+
+def number_change_lines(report: PreflightReport) -> list[str]:
+    total = sum(report.number_changes.values())
+    if not total:
+        return []
+    per = ", ".join(f"{n}: {c}" for n, c in report.number_changes.items())
+    return [
+        f"{total} JSON number(s) change form in PostgreSQL's JSONB ({per}): llmspell decodes "
+        "them as integers instead of floats (a whole number in exponent form) or as 0 "
+        "(-0) after the migration; values are otherwise equal:"
+    ] + [f"  {e}" for e in report.number_examples]
 
 
 def _per_tenant_query(

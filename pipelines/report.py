@@ -22,6 +22,7 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         "",
         "Plan summary:",
         f"  Source: sqlite → Target: postgres ({result.target})",
+        f"  Key layout: {plan['target'].get('key_layout', 'llmspell')}",
         f"  Components: {len(plan['components'])}",
     ]
     for c in plan["components"]:
@@ -78,6 +79,17 @@ def render_validation(report: ValidationReport, threshold: int) -> list[str]:
             lines.append(
                 f"    {m.tenant_id} {m.key}: {m.column}: source={m.source} target={m.target}"
             )
+        rb = c.readback
+        if rb is not None:
+            mark = OK if rb.mismatch_count == 0 else FAIL
+            skipped = (
+                f", {rb.skipped_unreachable} unreachable not read" if rb.skipped_unreachable else ""
+            )
+            lines.append(
+                f"  Read-back as llmspell ({rb.role}): {mark} {rb.matched}/{rb.compared} keys "
+                f"return the SQLite value{skipped}"
+            )
+            lines += [f"    {m}" for m in rb.mismatches[:10]]
     return lines
 
 
@@ -90,6 +102,7 @@ def render_execute(result: ExecuteResult) -> list[str]:
             "==========================",
             "Status: SUCCESS (dry-run, no data modified)",
             f"Components: {', '.join(result.components)}",
+            f"Key layout: {_layout(result)}",
             f"Source Records: {result.source_records} (would migrate "
             f"{result.source_records - present}, {present} already in target)",
             "Target Records: unchanged (dry-run)",
@@ -107,6 +120,7 @@ def render_execute(result: ExecuteResult) -> list[str]:
         "================",
         f"Status: {result.status}",
         f"Components: {', '.join(result.components)}",
+        f"Key layout: {_layout(result)}",
         f"Source Records: {result.source_records}",
         f"Target Records: {result.target_records}",
         f"Duration: {_duration(result.duration)}",
@@ -128,6 +142,7 @@ def render_execute(result: ExecuteResult) -> list[str]:
             f"  {OK} {v.checksum_samples} checksum samples validated",
             f"  {OK if v.errors == 0 else FAIL} {v.errors} errors",
         ]
+    lines += _reachability(result)
     left = result.preflight.left_behind if result.preflight else []
     if result.status == "SUCCESS":
         if left:
@@ -136,6 +151,32 @@ def render_execute(result: ExecuteResult) -> list[str]:
         else:
             lines += ["", "All data migrated successfully!"]
     return lines
+
+
+def _layout(result: ExecuteResult) -> str:
+    return result.preflight.key_layout if result.preflight else "llmspell"
+
+
+def _reachability(result: ExecuteResult) -> list[str]:
+    """The records llmspell's PostgreSQL backend reads under another key, or not at all."""
+    if result.preflight is None:
+        return []
+    lines = []
+    for name, r in result.preflight.reachability.items():
+        if r.elsewhere:
+            lines.append(
+                f"  ! {name}: {len(r.elsewhere)} record(s) answer to another key in llmspell "
+                "(key map in the backup's key-map.json)"
+            )
+        if r.unreachable:
+            lines.append(
+                f"  ! {name}: {len(r.unreachable)} record(s) copied unchanged that llmspell's "
+                "PostgreSQL backend cannot find (--allow-unreachable)"
+            )
+    changed = sum(result.preflight.number_changes.values())
+    if changed:
+        lines.append(f"  ! {changed} JSON number(s) changed form in JSONB (listed as warnings)")
+    return ["", "Reachability:"] + lines if lines else []
 
 
 def _render_failed(result: ExecuteResult) -> list[str]:

@@ -15,6 +15,7 @@ class PlanResult:
     per_tenant: dict[str, dict[str, int]]
     target: str
     warnings: list[str] = field(default_factory=list)
+    reachability: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -23,6 +24,7 @@ class PlanResult:
             "per_tenant": self.per_tenant,
             "target": self.target,
             "warnings": self.warnings,
+            "reachability": self.reachability,
         }
 
 

@@ -23,7 +23,9 @@ from pipelines.backup import read_metadata
 from pipelines.errors import MigrateError, RollbackRefused, UsageError
 from sources import components as registry
 from sources.components import BLOB, Component
+from sources.key_routing import VERBATIM, classify_db, mappers
 from sources.sample_db import create_schema
+from sources.sqlite_reader import SourceDB
 from validation.stage import Validator
 
 
@@ -73,9 +75,15 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
 
 
 def changed_since(
-    folder: Path, target: connection.Target, run_id: str, comps: list[Component], bypass: bool
+    folder: Path,
+    target: connection.Target,
+    run_id: str,
+    comps: list[Component],
+    bypass: bool,
+    layout: str = VERBATIM,
 ) -> list[str]:
-    """Rows the run wrote that no longer match the backup."""
+    """Rows the run wrote that no longer match the backup, written under `layout` (the
+    backup's records are re-keyed the way the run wrote them)."""
     scratch = settings.scratch_dir("rollback")
     try:
         db_path = scratch / "backup.db"
@@ -84,7 +92,12 @@ def changed_since(
         count = 0
         with connection.connect(target) as conn:
             keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass) for c in comps}
-        with Validator(str(db_path), target.dsn, bypass, comps) as validator:
+        with SourceDB(db_path, snapshot=False) as db:
+            reach = classify_db(db, [c for c in comps if db.has(c)], None, layout)
+        keep = {n: r.keep_verbatim for n, r in reach.items()}
+        with Validator(
+            str(db_path), target.dsn, bypass, comps, None, mappers(comps, layout, keep)
+        ) as validator:
             for comp in comps:
                 if not keys[comp.name]:
                     continue
@@ -125,7 +138,11 @@ def rollback(
             result.status = "already_rolled_back"
             return result
         if folder and not force:
-            count, result.changed_rows = changed_since(folder, resolved, run_id, comps, bypass)
+            # Backups older than key layouts were written with every SQLite column unchanged.
+            layout = meta.get("key_layout", VERBATIM)
+            count, result.changed_rows = changed_since(
+                folder, resolved, run_id, comps, bypass, layout
+            )
             if count:
                 raise RollbackRefused(
                     f"Rollback refused: {count} row(s) written by run {run_id} were changed "

@@ -16,6 +16,7 @@ from pipelines.errors import UsageError
 from pipelines.plan import Plan
 from sources import components as registry
 from sources.components import AGENT_STATE, Component
+from sources.key_routing import classify_db, mappers
 from sources.record_checks import RecordChecker
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
 from validation.stage import ValidationReport, Validator
@@ -26,7 +27,9 @@ MAX_LISTED = 20
 def verify(
     plan: Plan, *, source: str | None = None, target: str | None = None, full: bool = False
 ) -> ValidationReport:
-    """Compare the plan's source and target now: counts, checksums, JSON content."""
+    """Compare the plan's source and target now: counts, checksums, JSON content, and what
+    llmspell's PostgreSQL backend returns for each compared key (rows as the plan's key
+    layout writes them, whatever the tool's own run records say)."""
     comps = [cp.component for cp in plan.components]
     resolved = connection.resolve(target, plan.target_connection)
     prepare_target(resolved)
@@ -37,9 +40,22 @@ def verify(
         for comp in comps:
             db.require(comp)
         db.require_tenants(comps, plan.tenants)
-        with Validator(str(db.read_path), resolved.dsn, bypass, comps, plan.tenants) as v:
+        reach = classify_db(db, comps, plan.tenants, plan.key_layout)
+        keep = {n: r.keep_verbatim for n, r in reach.items()}
+        with Validator(
+            str(db.read_path),
+            resolved.dsn,
+            bypass,
+            comps,
+            plan.tenants,
+            mappers(comps, plan.key_layout, keep),
+        ) as v:
             return v.validate(
-                comps, 100 if full else plan.checksum_sample_percent, plan.full_comparison_threshold
+                comps,
+                100 if full else plan.checksum_sample_percent,
+                plan.full_comparison_threshold,
+                None,
+                reach,
             )
 
 

@@ -49,7 +49,7 @@ class Component:
     sqlite_table: str
     pg_table: str  # unqualified, in schema `llmspell`
     key_column: str  # natural key with tenant_id
-    key_sql: str  # SQLite/PostgreSQL expression giving the llmspell storage key
+    key_sql: str  # SQLite expression giving the key llmspell's SQLite backend lists
     columns: tuple[Column, ...]
 
     @property
@@ -75,7 +75,7 @@ AGENT_STATE = Component(
     sqlite_table="agent_states",
     pg_table="agent_states",
     key_column="agent_id",
-    key_sql="'agent:' || agent_type || ':' || agent_id",
+    key_sql="'agent:' || agent_id",  # as llmspell's SQLite backend lists it
     columns=(
         Column("state_id", HEXID),
         _TENANT,

@@ -2,9 +2,10 @@
 
 Arrow is dlt's fast path: extract writes each table to parquet, normalize only links the
 file, and the destination receives the same columns and types back in batches. Every table
-carries `llmspell_key` (the storage key: `agent:<type>:<id>`, `session:<uuid>`, ...) next to
-the component's columns, with SQLite's values unchanged (JSON as text, epoch seconds as
-integers, BLOBs as bytes); types are converted only inside PostgreSQL.
+carries `llmspell_key` (the key llmspell's SQLite backend lists: `agent:<id>`, `session:<uuid>`,
+...) next to the component's columns, with SQLite's values unchanged (JSON as text, epoch
+seconds as integers, BLOBs as bytes) except the key columns a key layout re-keys (see
+`sources.key_routing`); types are converted only inside PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dlt
 import pyarrow as pa
 
 from sources.components import BLOB, COMPONENTS, EPOCH, INT, Component
+from sources.key_routing import KeyMapper
 from sources.sqlite_reader import SourceDB
 
 KEY_COLUMN = "llmspell_key"
@@ -54,13 +56,15 @@ def read_component(
     tenants: list[str] | None = None,
     on_batch: Callable[[int], None] | None = None,
     snapshot: bool = True,
+    mapper: KeyMapper | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield the component's records in natural-key order, one Arrow table per batch."""
+    """Yield the component's records in natural-key order, one Arrow table per batch, each
+    row as `mapper` (the key layout) says it is written."""
     with SourceDB(path, snapshot=snapshot, raw_text=True) as db:
         for rows in db.iter_batches(comp, batch_size, tenants):
             if on_batch:
                 on_batch(len(rows))
-            yield rows_to_arrow(comp, rows)
+            yield rows_to_arrow(comp, mapper.rows(rows) if mapper else rows)
 
 
 @dlt.source(name="llmspell_sqlite", max_table_nesting=0)
@@ -70,15 +74,18 @@ def llmspell_sqlite(
     batch_size: int = 1000,
     tenants: list[str] | None = None,
     snapshot: bool = True,
+    mappers: dict[str, KeyMapper] | None = None,
 ):
     """All (or the named) components of one llmspell SQLite database.
 
-    `snapshot=False` only when `path` already is a private snapshot (the engine's)."""
+    `snapshot=False` only when `path` already is a private snapshot (the engine's);
+    `mappers` re-key rows per component (default: every SQLite column unchanged)."""
     names = list(COMPONENTS) if components is None else components
     for name in names:
         comp = COMPONENTS[name]
+        mapper = (mappers or {}).get(name)
         yield dlt.resource(
-            read_component(path, comp, batch_size, tenants, snapshot=snapshot),
+            read_component(path, comp, batch_size, tenants, snapshot=snapshot, mapper=mapper),
             name=comp.name,
             write_disposition="append",
         )

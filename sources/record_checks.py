@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sources import json_numbers
 from sources.components import BLOB, EPOCH, HEXID, INT, JSON, TEXT, UUID, Component
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -24,6 +26,11 @@ _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _INT32 = (-(2**31), 2**31 - 1)
 # to_timestamp() accepts roughly 4713 BC .. 294276 AD; keep well inside it.
 _EPOCH_RANGE = (-210_866_803_200, 9_224_318_016_000)
+
+
+def storable_uuid(text) -> bool:
+    """True when PostgreSQL's UUID type accepts `text`."""
+    return isinstance(text, str) and _UUID.match(text) is not None
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,35 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-_STRICT = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity are not JSON
+# The decoder flags number tokens that llmspell may decode differently after JSONB, or not
+# at all (an exponent, -0, 309+ digits): only those documents get a closer look
+# (`json_numbers.scan`), so the check costs nothing for documents without them. The numbers'
+# values are not needed here: they are decoded as 0.
+_FLAG = threading.local()
+
+
+def _int_token(token: str) -> int:
+    if len(token) > 308 or token == "-0":
+        _FLAG.hit = True
+    return 0
+
+
+def _float_token(token: str) -> float:
+    if "e" in token or "E" in token or (token[0] == "-" and float(token) == 0):
+        _FLAG.hit = True
+    return 0.0
+
+
+_STRICT = json.JSONDecoder(  # NaN/Infinity are not JSON
+    parse_constant=_reject_constant, parse_int=_int_token, parse_float=_float_token
+)
+
+
+def _decode(text: str):
+    """(parsed, whether a number needs a closer look)."""
+    _FLAG.hit = False
+    parsed = _STRICT.decode(text)
+    return parsed, _FLAG.hit
 
 
 def _bad_strings(value) -> str | None:
@@ -87,12 +122,26 @@ def check_json(text) -> str | None:
     if _SURROGATE.search(text):
         return "is not valid UTF-8"
     try:
-        parsed = _STRICT.decode(text)
+        parsed, numbers = _decode(text)
     except (ValueError, RecursionError) as exc:
         return f"is not valid JSON ({str(exc).split(':')[0]})"
     lowered = text.lower()
     if "\\u0000" in lowered or "\\ud" in lowered:
-        return _bad_strings(parsed)
+        problem = _bad_strings(parsed)
+        if problem:
+            return problem
+    return undecodable_number(text) if numbers else None
+
+
+def undecodable_number(text: str) -> str | None:
+    """A number llmspell's decoder (serde_json, f64) refuses after JSONB, by JSON path."""
+    for found in json_numbers.scan(text):
+        if found.after_jsonb is None:
+            shown = found.written if len(found.written) <= 24 else found.written[:21] + "..."
+            return (
+                f"has the number {shown} at {found.path}, outside the range llmspell can "
+                "decode (f64): PostgreSQL would store it, llmspell could not read the record"
+            )
     return None
 
 
@@ -181,14 +230,17 @@ class RecordChecker:
 
     def check_rows(self, rows: list[tuple]) -> list[BadRecord]:
         """Check a batch. Each column is first checked as a whole with C-speed operations;
-        only a column that fails that is checked record by record, to name the records."""
+        only a column that fails that is checked record by record, to name the records.
+        Afterwards `number_texts` holds the ids of the JSON texts whose numbers JSONB may
+        change for llmspell (see `json_numbers.scan`)."""
+        self.number_texts: set[int] = set()
         if not rows:
             return []
         columns = list(zip(*rows))
         suspect = [
             entry
             for entry, col in zip(self._checks, self.comp.columns)
-            if not _column_ok(col, columns[entry[0]])
+            if not _column_ok(col, columns[entry[0]], self.number_texts)
         ]
         if not suspect:
             return []
@@ -214,8 +266,9 @@ class RecordChecker:
         return bad
 
 
-def _column_ok(col, values: tuple) -> bool:
-    """True when every value of the column is certainly storable (the fast path)."""
+def _column_ok(col, values: tuple, number_texts: set[int] | None = None) -> bool:
+    """True when every value of the column is certainly storable (the fast path); JSON texts
+    with numbers worth a closer look are added to `number_texts` (by id)."""
     types = set(map(type, values))
     if type(None) in types:
         if not col.nullable:
@@ -245,9 +298,14 @@ def _column_ok(col, values: tuple) -> bool:
         look_closer = _REFUSED_ESCAPE.search(joined) is not None
         try:
             for text in values:
-                parsed = _STRICT.decode(text)
+                parsed, numbers = _decode(text)
                 if look_closer and _REFUSED_ESCAPE.search(text) and _bad_strings(parsed):
                     return False
+                if numbers:
+                    if undecodable_number(text):
+                        return False
+                    if number_texts is not None:
+                        number_texts.add(id(text))
         except (ValueError, RecursionError):
             return False
         return True

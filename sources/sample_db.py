@@ -315,6 +315,8 @@ class _Gen:
     # -- agent_states --------------------------------------------------------------------------
 
     def agents(self) -> Iterator[tuple]:
+        """Rows as llmspell's SQLite backend writes `set("agent:<type>:agent-N")`: agent_id is
+        everything after `agent:` (`<type>:agent-N`), agent_type the third part (`agent-N`)."""
         group = 0
         while True:
             group += 1
@@ -326,8 +328,8 @@ class _Gen:
                 yield (
                     self.hex_id(),
                     tenant,
+                    f"{agent_type}:{agent_id}",
                     agent_id,
-                    agent_type,
                     state_data,
                     self.between(1, 3),
                     self.between(1, 20),

@@ -36,12 +36,18 @@ def test_round_trip_every_column(tmp_path, sample_sqlite, target_db, as_app):
     result = api.execute(plan)
     assert result.status == "SUCCESS"
     assert result.validation.passed
+    for c in result.validation.components:  # llmspell's get() replayed for the same sample
+        assert c.readback.role == "llmspell_app" and c.readback.mismatch_count == 0
+        assert c.readback.compared == c.readback.matched == c.compared > 0
     with target_db.connect() as conn:
+        # The llmspell key layout: SQLite's `agent:<type>:<id>` row (agent_id `<type>:<id>`)
+        # lands where llmspell's PostgreSQL backend looks it up; every other column as is.
         src = _source_rows(
             sample_sqlite,
-            "SELECT state_id, tenant_id, agent_id, agent_type, state_data, "
+            "SELECT state_id, tenant_id, substr(agent_id, instr(agent_id, ':') + 1) AS id, "
+            "substr(agent_id, 1, instr(agent_id, ':') - 1), state_data, "
             "schema_version, data_version, checksum, created_at, updated_at "
-            "FROM agent_states ORDER BY tenant_id, agent_id",
+            "FROM agent_states ORDER BY tenant_id, id",
         )
         tgt = conn.execute(
             "SELECT replace(state_id::text, '-', ''), tenant_id, agent_id, agent_type, "
@@ -126,9 +132,10 @@ def test_llmspell_reader_finds_records_under_rls(tmp_path, sample_sqlite, target
     )[0]
     with target_db.connect(app=True) as conn:
         conn.execute("SELECT set_config('app.current_tenant_id', %s, false)", (tenant,))
+        # SQLite key agent:<agent_id>; PostgreSQL's get reads its third part as agent_id
         row = conn.execute(
             "SELECT state_data FROM llmspell.agent_states WHERE tenant_id = %s AND agent_id = %s",
-            (tenant, agent_id),
+            (tenant, f"agent:{agent_id}".split(":")[2]),
         ).fetchone()
         assert row[0] == json.loads(state)
         others = conn.execute(

@@ -137,7 +137,8 @@ def test_constraint_violation_mid_batch_rolls_back(tmp_path, sample_sqlite, targ
         victim = (
             sqlite3.connect(sample_sqlite)
             .execute(
-                "SELECT agent_id FROM agent_states ORDER BY tenant_id, agent_id LIMIT 1 OFFSET 70"
+                "SELECT substr(agent_id, instr(agent_id, ':') + 1) FROM agent_states "
+                "ORDER BY tenant_id, agent_id LIMIT 1 OFFSET 70"
             )
             .fetchone()[0]
         )

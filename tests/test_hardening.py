@@ -447,7 +447,10 @@ def _literal(text: str) -> str:
 def _last_agent(src: Path) -> str:
     return (
         sqlite3.connect(src)
-        .execute("SELECT agent_id FROM agent_states ORDER BY tenant_id DESC, agent_id DESC LIMIT 1")
+        .execute(  # the agent_id the llmspell key layout writes for it
+            "SELECT substr(agent_id, instr(agent_id, ':') + 1) FROM agent_states "
+            "ORDER BY tenant_id DESC, agent_id DESC LIMIT 1"
+        )
         .fetchone()[0]
     )
 
@@ -467,7 +470,10 @@ def test_sampled_verify_says_it_checked_a_sample(tmp_path, target_db, capsys):
 def test_preflight_failure_prints_no_run_id(tmp_path, src, target_db, capsys):
     first = (
         sqlite3.connect(src)
-        .execute("SELECT tenant_id, agent_id FROM agent_states LIMIT 1")
+        .execute(  # the agent_id the llmspell key layout writes for it
+            "SELECT tenant_id, substr(agent_id, instr(agent_id, ':') + 1) FROM agent_states "
+            "LIMIT 1"
+        )
         .fetchone()
     )
     with target_db.connect(autocommit=True) as conn:  # a different row under the same key

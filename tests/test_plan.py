@@ -382,7 +382,11 @@ def test_plan_writes_the_guides_yaml_shape_with_true_counts(tmp_path, small_db, 
     created = dt.datetime.strptime(data["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert before <= created <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     assert data["source"] == {"backend": "sqlite", "path": str(src.resolve())}
-    assert data["target"] == {"backend": "postgres", "connection": UNREACHABLE}
+    assert data["target"] == {
+        "backend": "postgres",
+        "connection": UNREACHABLE,
+        "key_layout": "llmspell",
+    }
     assert data["components"] == [
         {"name": "agent_state", "estimated_count": counts["agent_state"], "batch_size": 500},
         {"name": "workflow_state", "estimated_count": counts["workflow_state"], "batch_size": 500},

@@ -80,7 +80,7 @@ def _first_workflow(src):
 def _case_invalid_json(src):
     tenant, kind, agent = _first_agent(src)
     _sql(src, "UPDATE agent_states SET state_data = '{\"a\": 1,' WHERE agent_id = ?", (agent,))
-    return tenant, f"agent:{kind}:{agent}", "state_data is not valid JSON"
+    return tenant, f"agent:{agent}", "state_data is not valid JSON"
 
 
 def _case_nan(src):
@@ -90,7 +90,7 @@ def _case_nan(src):
         'UPDATE agent_states SET state_data = \'{"score": NaN, "ok": true}\' WHERE agent_id = ?',
         (agent,),
     )
-    return tenant, f"agent:{kind}:{agent}", "state_data is not valid JSON"
+    return tenant, f"agent:{agent}", "state_data is not valid JSON"
 
 
 def _case_nul_in_json_string(src):
@@ -124,8 +124,14 @@ def _case_session_id_not_uuid(src):
 def _case_agent_type_too_long(src):
     tenant, _, agent = _first_agent(src)
     long_type = "t" * 101
-    _sql(src, "UPDATE agent_states SET agent_type = ? WHERE agent_id = ?", (long_type, agent))
-    return tenant, f"agent:{long_type}:{agent}", "agent_type is 101 characters, over VARCHAR(100)"
+    # A two-part key (`agent:lonely`) keeps its SQLite columns in every key layout.
+    _sql(
+        src,
+        "UPDATE agent_states SET agent_type = ?, agent_id = 'lonely' "
+        "WHERE agent_id = ? AND tenant_id = ?",
+        (long_type, agent, tenant),
+    )
+    return tenant, "agent:lonely", "agent_type is 101 characters, over VARCHAR(100)"
 
 
 def _case_kv_metadata_not_json(src):

@@ -189,7 +189,7 @@ def test_sampling_catches_a_corruption_only_in_the_sample(migrated, tmp_path):
     sample_plan.write_text(
         text.replace("checksum_sample_percent: 10", "checksum_sample_percent: 30")
     )
-    keys = [(T1 if i % 2 else T2, f"agent:llm:agent-{i}", f"agent-{i}") for i in range(30)]
+    keys = [(T1 if i % 2 else T2, f"agent:agent-{i}", f"agent-{i}") for i in range(30)]
     inside = next(k for k in keys if sampled(k[0], k[1], 30))
     outside = next(k for k in keys if not sampled(k[0], k[1], 30))
     _corrupt(db, "agent_states", f"agent_id = '{outside[2]}'", "state_data = state_data #- '{a,s}'")
@@ -227,7 +227,7 @@ def test_mismatch_report_is_actionable_in_json(migrated, capsys):
     doc = json.loads(capsys.readouterr().out)
     m = doc["components"][0]["mismatches"][0]
     assert m["component"] == "agent_state" and m["tenant_id"] == T1
-    assert m["key"] == "agent:llm:agent-3" and m["column"].startswith("state_data $.a.s")
+    assert m["key"] == "agent:agent-3" and m["column"].startswith("state_data $.a.s")
     assert "changed" in m["column"]
 
 
@@ -299,5 +299,5 @@ def test_validate_sqlite_backend_lists_bad_records(tmp_path, capsys):
     assert code == 1
     doc = json.loads(capsys.readouterr().out)
     problems = doc["components"][0]["problems"]
-    assert any("agent:llm:agent-1" in p and "checksum" in p for p in problems)
-    assert any("agent:llm:agent-2" in p and "not valid JSON" in p for p in problems)
+    assert any("agent:agent-1" in p and "checksum" in p for p in problems)
+    assert any("agent:agent-2" in p and "not valid JSON" in p for p in problems)

@@ -21,6 +21,7 @@ import xxhash
 from psycopg import sql
 
 from sources.components import BLOB, EPOCH, HEXID, JSON, UUID, Component
+from sources.key_routing import KeyMapper
 from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
 
 NULL = "\x01"
@@ -124,19 +125,25 @@ class ComponentResult:
     mismatch_count: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     seconds: float = 0.0
+    readback: object | None = None  # validation.readback.Readback: llmspell's get() replayed
 
     @property
     def counts_ok(self) -> bool:
         return self.missing_count == 0 and self.source_count == self.target_count
 
     @property
+    def readback_ok(self) -> bool:
+        return self.readback is None or self.readback.mismatch_count == 0
+
+    @property
     def passed(self) -> bool:
-        return self.counts_ok and self.mismatch_count == 0
+        return self.counts_ok and self.mismatch_count == 0 and self.readback_ok
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "mismatches"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("mismatches", "readback")}
         d["seconds"] = round(self.seconds, 3)
         d["mismatches"] = [m.to_dict() for m in self.mismatches]
+        d["readback"] = self.readback.to_dict() if self.readback is not None else None
         d["passed"] = self.passed
         return d
 
@@ -151,9 +158,11 @@ class ComponentComparer:
         comp: Component,
         targets: dict[str, str | None],
         tenants: list[str] | None = None,
+        mapper: KeyMapper | None = None,
     ):
         self.con = con
         self.comp = comp
+        self.mapper = mapper  # the key layout: source rows are compared as they are written
         self.targets = targets
         self.tenants = tenants
         self.kinds = [c.kind for c in comp.columns]
@@ -189,6 +198,8 @@ class ComponentComparer:
             tenants, nkeys, lkeys, picks, fps = [], [], [], [], []
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for row in zip(*columns):
+                if self.mapper is not None:
+                    row = self.mapper.row(row)
                 lkey, values = row[0], row[1:]
                 tenant = values[self.tenant_index]
                 nkey = self._natural_key(values[self.key_index])
@@ -315,6 +326,8 @@ class ComponentComparer:
             f"FROM src.{self.comp.sqlite_table} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
             [tenant, lkey],
         ).fetchone()
+        if src is not None and self.mapper is not None:
+            src = self.mapper.row((lkey, *src))[1:]
         batches = list(self.target_rows([(tenant, nkey)]))
         tgt_table = pa.Table.from_batches(batches) if batches else None
         tgt = None

@@ -7,12 +7,16 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import psycopg
 import pyarrow as pa
 
 from sources import components as registry
 from sources.components import Component
+from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
+from sources.sqlite_reader import SourceDB
 from validation import duck
 from validation.compare import ComponentComparer, ComponentResult
+from validation.readback import readback
 
 
 @dataclass
@@ -72,9 +76,13 @@ class Validator:
         bypass_rls: bool,
         comps: list[Component],
         tenants: list[str] | None = None,
+        mappers: dict[str, KeyMapper] | None = None,
     ):
         self.con = duck.connect(source_read_path)
+        self.source_read_path = source_read_path
+        self.target_dsn = target_dsn
         self.tenants = tenants
+        self.mappers = mappers or {}  # the key layout's re-keying, per component
         if bypass_rls:
             self.targets: dict[str, str | None] = {"tgt": None}
         else:
@@ -94,7 +102,9 @@ class Validator:
         only: set[tuple[str, str]] | None = None,
         source_prints: pa.Table | None = None,
     ) -> ComponentResult:
-        comparer = ComponentComparer(self.con, comp, self.targets, self.tenants)
+        comparer = ComponentComparer(
+            self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name)
+        )
         return comparer.run(percent, threshold, only, source_prints)
 
     def validate(
@@ -103,17 +113,29 @@ class Validator:
         percent: float,
         threshold: int,
         source_print_files: dict[str, str] | None = None,
+        reach: dict[str, Reachability] | None = None,
     ) -> ValidationReport:
         """Validate each component; `source_print_files` (from `source_prints_to_files`) are
-        read one component at a time, memory-mapped."""
+        read one component at a time, memory-mapped. With `reach` (the key routing of every
+        record), llmspell's PostgreSQL `get` is also replayed for the compared keys."""
         started = time.perf_counter()
         report = ValidationReport()
         for comp in comps:
             path = (source_print_files or {}).get(comp.name)
             prints = pa.ipc.open_file(pa.memory_map(path)).read_all() if path else None
-            report.components.append(self.compare(comp, percent, threshold, None, prints))
+            result = self.compare(comp, percent, threshold, None, prints)
+            if reach is not None and comp.name in reach:
+                result.readback = self.readback(comp, reach[comp.name], result.sample_percent)
+            report.components.append(result)
         report.seconds = time.perf_counter() - started
         return report
+
+    def readback(self, comp: Component, reach: Reachability, percent: float):
+        """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
+        with SourceDB(self.source_read_path, snapshot=False) as db, psycopg.connect(
+            self.target_dsn
+        ) as conn:
+            return readback(db, conn, comp, reach, percent, self.tenants)
 
     def close(self) -> None:
         self.con.close()
@@ -132,6 +154,8 @@ def source_prints_to_files(
     percent: float,
     threshold: int,
     out_dir: str,
+    layout: str | None = None,
+    keep_verbatim: dict[str, set[tuple[str, str]]] | None = None,
 ) -> dict[str, str]:
     """Compute the source side's fingerprints into Arrow files, one per component.
 
@@ -139,9 +163,18 @@ def source_prints_to_files(
     server, so the source side of validation costs no wall time there (the second core)."""
     con = duck.connect(source_read_path)
     out: dict[str, str] = {}
+    comps = [registry.get(n) for n in comp_names]
+    mapped: dict[str, KeyMapper] = {}
+    if layout:
+        if keep_verbatim is None:  # started before pre-flight: classify on its own
+            with SourceDB(source_read_path, snapshot=False) as db:
+                reach = classify_db(db, comps, tenants, layout)
+            keep_verbatim = {n: r.keep_verbatim for n, r in reach.items()}
+        mapped = mappers(comps, layout, keep_verbatim)
     try:
-        for name in comp_names:
-            comparer = ComponentComparer(con, registry.get(name), {}, tenants)
+        for comp in comps:
+            name = comp.name
+            comparer = ComponentComparer(con, comp, {}, tenants, mapped.get(name))
             table = comparer.source_fingerprints(
                 comparer.effective_percent(percent, threshold), None
             )
