@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import migrate
+from pipelines import migrate, settings
 from pipelines.errors import PlanError
 from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
 from sources.sample_db import SampleSpec, generate
@@ -297,7 +297,7 @@ def test_missing_plan_file(tmp_path, capsys):
     assert migrate.run(["execute", "--plan", str(missing)]) == 2
     err = capsys.readouterr().err
     _assert_one_error(err, "Plan file not found", "nope.toml")
-    assert "pipelines.migrate plan" in err  # the fix line says how to make one
+    assert f"{settings.cli_command()} plan" in err  # the fix line says how to make one
 
 
 @pytest.mark.parametrize(
