@@ -27,10 +27,23 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
-from sources.components import BLOB, EPOCH, HEXID, INT, JSON, UUID, Component
+from sources.components import (
+    BLOB,
+    EPOCH,
+    EPOCH_OPEN,
+    HEXID,
+    INT,
+    JSON,
+    SCOPE,
+    UUID,
+    VECTOR,
+    Component,
+)
+from sources.memory_values import OPEN_END, PG_SCOPE_SQL, vector_text
 
-# Staging columns hold SQLite's raw values; `cast_expr` converts them in the INSERT ... SELECT.
-STAGE_TYPES = {EPOCH: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
+# Staging columns hold SQLite's raw values (vectors as pgvector text); `cast_expr` converts
+# them in the INSERT ... SELECT.
+STAGE_TYPES = {EPOCH: "BIGINT", EPOCH_OPEN: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
 
 
 def cast_expr(col) -> sql.Composable:
@@ -41,6 +54,14 @@ def cast_expr(col) -> sql.Composable:
         return sql.SQL("{}::uuid").format(ident)
     if col.kind == EPOCH:
         return sql.SQL("to_timestamp({})").format(ident)
+    if col.kind == EPOCH_OPEN:
+        return sql.SQL(
+            "CASE WHEN {c} = {end} THEN 'infinity'::timestamptz ELSE to_timestamp({c}) END"
+        ).format(c=ident, end=sql.Literal(OPEN_END))
+    if col.kind == VECTOR:
+        return sql.SQL("{}::vector").format(ident)
+    if col.kind == SCOPE:
+        return sql.SQL(PG_SCOPE_SQL).format(col=ident)
     if col.kind == INT:
         return sql.SQL("{}::integer").format(ident)
     return ident
@@ -60,6 +81,10 @@ def csv_for_copy(comp: Component, batch: pa.RecordBatch | pa.Table) -> memoryvie
         if col.kind == BLOB:
             values = pa.array(
                 [None if v is None else "\\x" + v.hex() for v in values.to_pylist()], pa.string()
+            )
+        elif col.kind == VECTOR:
+            values = pa.array(
+                [None if v is None else vector_text(v) for v in values.to_pylist()], pa.string()
             )
         arrays.append(values)
     table = pa.Table.from_arrays(arrays, names=comp.column_names)
@@ -103,6 +128,9 @@ class ComponentStatements:
             conv=sql.SQL(", ").join(cast_expr(c) for c in comp.columns),
             stage=self.stage,
             key=key,
+            conflict_cols=sql.SQL(", ").join(
+                map(sql.Identifier, comp.conflict or ("tenant_id", comp.key_column))
+            ),
         )
         self.inserts = {
             (skip, per_tenant): self._insert(parts, skip, per_tenant)
@@ -120,7 +148,7 @@ class ComponentStatements:
             "RETURNING tenant_id, {key}::text AS k"
         ).format(
             where=sql.SQL(" WHERE tenant_id = %(tenant)s") if per_tenant else sql.SQL(""),
-            conflict=sql.SQL(" ON CONFLICT (tenant_id, {}) DO NOTHING").format(parts["key"])
+            conflict=sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(parts["conflict_cols"])
             if skip_existing
             else sql.SQL(""),
             **parts,

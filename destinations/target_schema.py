@@ -49,6 +49,8 @@ _TRIGGER_BODIES = {
         NEW.last_accessed_at := now();""",
     "kv_store": """
         NEW.updated_at := now();""",
+    "procedural_patterns": """
+        NEW.updated_at := now();""",
 }
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
@@ -292,7 +294,7 @@ def ensure_schema(
     reported as a warning rather than changed.
     """
     report = SchemaReport()
-    tables = [c.pg_table for c in COMPONENTS.values()]
+    tables = list(dict.fromkeys(c.pg_table for c in COMPONENTS.values()))
     try:
         with conn.transaction():
             before = {t: _table_exists(conn, "llmspell", t) for t in tables}
@@ -302,7 +304,7 @@ def ensure_schema(
                     conn.execute(statement)
             if bookkeeping:
                 ensure_bookkeeping(conn)
-            for comp in COMPONENTS.values():
+            for comp in {c.pg_table: c for c in COMPONENTS.values()}.values():
                 table = comp.pg_table
                 if before[table]:
                     report.existing.append(f"llmspell.{table}")
@@ -320,7 +322,8 @@ def ensure_schema(
                         )
                 else:
                     report.created.append(f"llmspell.{table}")
-                    _ensure_trigger(conn, table)
+                    if table in _TRIGGER_BODIES:
+                        _ensure_trigger(conn, table)
                     _ensure_rls(conn, table)
             if not _role_exists(conn, APP_ROLE):
                 stmt = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(
@@ -353,7 +356,10 @@ def expected_columns(component: Component) -> dict[str, str]:
     out = {}
     for col in component.columns:
         t = col.pg_type
-        out[col.name] = "varchar" if t.startswith("VARCHAR") else udt[t]
+        if t.startswith("VECTOR"):
+            out[col.name] = "vector"
+        else:
+            out[col.name] = "varchar" if t.startswith("VARCHAR") else udt[t]
     return out
 
 

@@ -32,7 +32,7 @@ import duckdb
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from pipelines.settings import cli_command, make_private, private_dir
-from sources.components import BLOB, Component
+from sources.components import BLOB, VECTOR, Component
 from sources.sqlite_reader import SourceDB
 from validation import duck
 
@@ -148,7 +148,7 @@ class BackupWriter:
             errors="surrogateescape",
         )
         self.counts[comp.name] = 0
-        self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
+        self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind in (BLOB, VECTOR)]
 
     def add_rows(self, comp: Component, rows: list[tuple]) -> None:
         out = self._files[comp.name]
@@ -193,7 +193,7 @@ class BackupWriter:
         fields = []
         for c in comp.columns:
             col = f'"{c.name}"'
-            if c.kind == BLOB:
+            if c.kind in (BLOB, VECTOR):  # exact bytes: vectors as llmspell stored them
                 b64 = f"struct_pack(base64 := to_base64({col}))"
                 col = f"CASE WHEN {col} IS NULL THEN NULL ELSE {b64} END"
             fields.append(f'"{c.name}" := {col}')
@@ -204,7 +204,8 @@ class BackupWriter:
         path = self.partial / "source" / f"{comp.name}.jsonl"
         query = (
             f'COPY (SELECT tenant_id, {comp.key_sql} AS "key", struct_pack({", ".join(fields)}) '
-            f"AS \"row\" FROM src.{comp.sqlite_table}{where}) TO '{path}' (FORMAT json)"
+            f"AS \"row\" FROM {comp.source_from('src.', duck.source_tables(con))}{where}) "
+            f"TO '{path}' (FORMAT json)"
         )
         count = con.execute(query, params).fetchone()[0]
         with open(path, "rb") as f:

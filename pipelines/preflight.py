@@ -18,8 +18,9 @@ from destinations.target_schema import TENANT_SETTING
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from sources import json_numbers, key_routing
-from sources.components import UUID, Component
+from sources.components import HEXID, UUID, Component
 from sources.key_routing import KeyMapper, Reachability
+from sources.memory_checks import cross_record_problems
 from sources.record_checks import BadRecord, RecordChecker
 from sources.sqlite_reader import SourceDB
 from validation.canonical import uuid_key
@@ -162,7 +163,7 @@ def natural_key_of(comp: Component):
     """A function giving a reader row's natural key, in the target's text form (sessions'
     UUIDs canonical), with the column position looked up once, not per record."""
     at = 1 + comp.column_names.index(comp.key_column)
-    if comp.column(comp.key_column).kind == UUID:
+    if comp.column(comp.key_column).kind in (UUID, HEXID):
         return lambda row: uuid_key(row[at])
     return lambda row: row[at]
 
@@ -203,6 +204,10 @@ def scan_source(
                     if key in in_target:
                         found.add(key)
         overlaps[comp.name] = found
+        problems = cross_record_problems(db, comp, plan.tenants)
+        if problems:
+            bad_total += len(problems)
+            bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
     if bad_total:
         raise PreflightError(
             f"{bad_total} source record(s) cannot be stored in PostgreSQL",

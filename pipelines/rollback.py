@@ -22,8 +22,9 @@ from pipelines import settings
 from pipelines.backup import read_metadata
 from pipelines.errors import MigrateError, RollbackRefused, UsageError
 from sources import components as registry
-from sources.components import BLOB, Component
+from sources.components import BLOB, VECTOR, Component
 from sources.key_routing import VERBATIM, classify_db, mappers
+from sources.memory_stores import RESTORERS
 from sources.sample_db import create_schema
 from sources.sqlite_reader import SourceDB
 from validation.stage import Validator
@@ -51,7 +52,8 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
             if not src.exists():
                 continue
             names = comp.column_names
-            blob_cols = [c.name for c in comp.columns if c.kind == BLOB]
+            blob_cols = [c.name for c in comp.columns if c.kind in (BLOB, VECTOR)]
+            restore = RESTORERS.get(comp.name)
             insert = (
                 f"INSERT INTO {comp.sqlite_table} ({', '.join(names)}) "
                 f"VALUES ({', '.join('?' * len(names))})"
@@ -63,15 +65,22 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
                     for c in blob_cols:
                         if isinstance(row.get(c), dict):
                             row[c] = base64.b64decode(row[c]["base64"])
-                    batch.append([row[n] for n in names])
+                    batch.append(row if restore else [row[n] for n in names])
                     if len(batch) >= 5000:
-                        conn.executemany(insert, batch)
+                        _insert(conn, comp, insert, batch, restore)
                         batch.clear()
             if batch:
-                conn.executemany(insert, batch)
+                _insert(conn, comp, insert, batch, restore)
         conn.commit()
     finally:
         conn.close()
+
+
+def _insert(conn: sqlite3.Connection, comp: Component, insert: str, batch: list, restore) -> None:
+    if restore:  # a store whose rows span tables (vectors) writes them its own way
+        restore(conn, comp, batch)
+    else:
+        conn.executemany(insert, batch)
 
 
 def changed_since(

@@ -18,6 +18,9 @@ HEXID = "hexid"  # TEXT 32 hex chars -> UUID
 UUID = "uuid"  # TEXT uuid (session id) -> UUID
 INT = "int"  # INTEGER -> INTEGER
 BLOB = "blob"  # BLOB -> BYTEA
+VECTOR = "vector"  # BLOB: JSON text of an f32 list, or raw little-endian f32 -> vector(n)
+EPOCH_OPEN = "epoch_open"  # INTEGER unix seconds, 9999999999 = open end -> 'infinity'
+SCOPE = "scope"  # llmspell's SQLite scope namespace -> StateScope's display form
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,18 @@ class Column:
     max_length: int | None = None
     minimum: int | None = None  # for INT columns: CHECK (col >= minimum)
     allowed: tuple[str, ...] | None = None  # for status columns: CHECK (col IN ...)
+    dimension: int | None = None  # for VECTOR columns: vector(dimension)
 
     @property
     def pg_type(self) -> str:
-        if self.kind == TEXT:
+        if self.kind in (TEXT, SCOPE):
             return f"VARCHAR({self.max_length})" if self.max_length else "TEXT"
+        if self.kind == VECTOR:
+            return f"VECTOR({self.dimension})"
         return {
             JSON: "JSONB",
             EPOCH: "TIMESTAMPTZ",
+            EPOCH_OPEN: "TIMESTAMPTZ",
             HEXID: "UUID",
             UUID: "UUID",
             INT: "INTEGER",
@@ -51,6 +58,23 @@ class Component:
     key_column: str  # natural key with tenant_id
     key_sql: str  # SQLite expression giving the key llmspell's SQLite backend lists
     columns: tuple[Column, ...]
+    # SQL giving the rows when they are not one table's (a join): `{p}` is the table prefix
+    # (`src.` in DuckDB); an optional table may be missing: its empty stand-in replaces it.
+    source_sql: str | None = None
+    optional_tables: tuple[tuple[str, str], ...] = ()  # (table, empty stand-in SELECT)
+    # ON CONFLICT target for a re-delivered row: None = (tenant_id, key), () = any constraint
+    conflict: tuple[str, ...] | None = None
+    group: str | None = None  # the CLI name this component is a part of (episodic_memory)
+
+    def source_from(self, prefix: str = "", tables: set[str] | None = None) -> str:
+        """The FROM item that yields this component's source rows (SQLite or DuckDB)."""
+        if self.source_sql is None:
+            return f"{prefix}{self.sqlite_table}"
+        sql = self.source_sql
+        for table, stand_in in self.optional_tables:
+            if tables is not None and table not in tables:
+                sql = sql.replace(f"{{p}}{table}", f"({stand_in})")
+        return f"({sql.replace('{p}', prefix)}) AS src_rows"
 
     @property
     def column_names(self) -> list[str]:
@@ -151,23 +175,32 @@ KV_STORE = Component(
 COMPONENTS: dict[str, Component] = {
     c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)
 }
-SUPPORTED = tuple(COMPONENTS)
+# Stores moved as several parts (one per PostgreSQL table): CLI name -> part names.
+GROUPS: dict[str, tuple[str, ...]] = {}
+
+
+def register(*comps: Component) -> None:
+    """Add components (store modules call this); parts of a group are listed under it."""
+    for comp in comps:
+        COMPONENTS[comp.name] = comp
+        if comp.group:
+            GROUPS[comp.group] = (*GROUPS.get(comp.group, ()), comp.name)
+
+
+from sources import memory_stores  # noqa: E402  (registers the memory stores)
+
+del memory_stores
+# The names a user passes: plain components and groups, in registry order.
+SUPPORTED = tuple(dict.fromkeys(c.group or c.name for c in COMPONENTS.values()))
 # Components the llmspell guide names for later phases: recognised, refused with a clear message.
 LATER_PHASES = {
-    "episodic_memory": "Phase 2",
-    "semantic_memory": "Phase 2",
-    "procedural_memory": "Phase 2",
     "artifacts": "Phase 3",
     "events": "Phase 3",
     "hooks": "Phase 3",
 }
 # The SQLite tables each not-yet-migrated store keeps its records in (the first one counts
-# them), so `plan` can say what a plan leaves behind. `vec_embeddings_<dim>` tables hold the
-# vectors of `vector_metadata` rows.
+# them), so `plan` can say what a plan leaves behind.
 LATER_TABLES = {
-    "episodic_memory": ("vector_metadata",),
-    "semantic_memory": ("entities", "relationships"),
-    "procedural_memory": ("procedural_patterns",),
     "artifacts": ("artifacts", "artifact_content"),
     "events": ("event_log",),
     "hooks": ("hook_history",),
@@ -179,6 +212,11 @@ def get(name: str) -> Component:
     """The component called `name`, or a UsageError naming the supported ones."""
     if name in COMPONENTS:
         return COMPONENTS[name]
+    if name in GROUPS:
+        raise UsageError(
+            f"{name} is migrated in parts: {', '.join(GROUPS[name])}",
+            f"Make the plan with `plan --components {name}`; it lists the parts.",
+        )
     if name == "api_keys":
         raise UsageError(
             "api_keys: llmspell keeps no API keys in SQLite, so there is nothing to migrate",
@@ -199,6 +237,8 @@ def parse_list(text: str) -> list[Component]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == [ALL]:
         return list(COMPONENTS.values())
+    if len(set(names)) == len(names):
+        names = [part for n in names for part in GROUPS.get(n, (n,))]
     if not names:
         raise UsageError(
             "No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}"

@@ -16,12 +16,18 @@ from pathlib import Path
 import dlt
 import pyarrow as pa
 
-from sources.components import BLOB, COMPONENTS, EPOCH, INT, Component
+from sources.components import BLOB, COMPONENTS, EPOCH, EPOCH_OPEN, INT, VECTOR, Component
 from sources.key_routing import KeyMapper
 from sources.sqlite_reader import SourceDB
 
 KEY_COLUMN = "llmspell_key"
-_ARROW_TYPES = {EPOCH: pa.int64(), INT: pa.int64(), BLOB: pa.binary()}
+_ARROW_TYPES = {
+    EPOCH: pa.int64(),
+    EPOCH_OPEN: pa.int64(),
+    INT: pa.int64(),
+    BLOB: pa.binary(),
+    VECTOR: pa.binary(),
+}
 
 
 def arrow_schema(comp: Component) -> pa.Schema:

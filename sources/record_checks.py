@@ -16,7 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sources import json_numbers
-from sources.components import BLOB, EPOCH, HEXID, INT, JSON, TEXT, UUID, Component
+from sources.components import (
+    BLOB,
+    EPOCH,
+    EPOCH_OPEN,
+    HEXID,
+    INT,
+    JSON,
+    SCOPE,
+    TEXT,
+    UUID,
+    VECTOR,
+    Component,
+)
+from sources.memory_values import pg_scope, vector_problem
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _UUID = re.compile(r"^\{?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}\}?$")
@@ -191,7 +204,26 @@ def _column_check(col) -> Callable[[object], str | None]:
             return None
 
         return int_check
-    if kind == EPOCH:
+    if kind == SCOPE:
+
+        def scope_check(v):
+            problem = check_text(v, None)
+            if problem is None:
+                problem = check_text(pg_scope(v), col.max_length)
+                if problem:
+                    problem = f"as llmspell's PostgreSQL scope {pg_scope(v)!r} {problem}"
+            return problem
+
+        return scope_check
+    if kind == VECTOR:
+
+        def vector_check(v):
+            if not isinstance(v, (bytes, str)):
+                return f"is {type(v).__name__}, not an embedding BLOB"
+            return vector_problem(v, col.dimension)
+
+        return vector_check
+    if kind in (EPOCH, EPOCH_OPEN):
 
         def epoch_check(v):
             if isinstance(v, bool) or not isinstance(v, int):
@@ -224,6 +256,11 @@ class RecordChecker:
             (i + 1, col.name, col.nullable, _column_check(col))
             for i, col in enumerate(comp.columns)
         ]
+        self._null_problem = {
+            col.name: f"is missing: no vector with this rowid in vec_embeddings_{col.dimension}"
+            for col in comp.columns
+            if col.kind == VECTOR
+        }
 
     def check(self, row: tuple) -> list[BadRecord]:
         return self._check_columns(row, self._checks)
@@ -254,7 +291,9 @@ class RecordChecker:
         for index, name, nullable, check in checks:
             value = row[index]
             if value is None:
-                problem = None if nullable else "is NULL, but the PostgreSQL column is NOT NULL"
+                problem = None if nullable else self._null_problem.get(
+                    name, "is NULL, but the PostgreSQL column is NOT NULL"
+                )
             else:
                 problem = check(value)
             if problem:
@@ -277,7 +316,11 @@ def _column_ok(col, values: tuple, number_texts: set[int] | None = None) -> bool
         types.discard(type(None))
         if not values:
             return True
-    if col.kind in (TEXT, JSON, HEXID, UUID):
+    if col.kind == VECTOR:
+        return False  # every vector is decoded and measured on its own
+    if col.kind == SCOPE and types == {str}:
+        values = tuple(map(pg_scope, values))
+    if col.kind in (TEXT, SCOPE, JSON, HEXID, UUID):
         if types != {str}:
             return False
         joined = "\x1f".join(values)
@@ -287,7 +330,7 @@ def _column_ok(col, values: tuple, number_texts: set[int] | None = None) -> bool
             joined.encode("utf-8")  # fails on a surrogate: invalid UTF-8 or a lone surrogate
         except UnicodeEncodeError:
             return False
-        if col.kind == TEXT:
+        if col.kind in (TEXT, SCOPE):
             if col.max_length is not None and max(map(len, values)) > col.max_length:
                 return False
             return not (col.allowed and not set(values) <= set(col.allowed))
@@ -309,7 +352,7 @@ def _column_ok(col, values: tuple, number_texts: set[int] | None = None) -> bool
         except (ValueError, RecursionError):
             return False
         return True
-    if col.kind in (INT, EPOCH):
+    if col.kind in (INT, EPOCH, EPOCH_OPEN):
         if types != {int}:  # bool is its own type, so True/False land here too
             return False
         lo, hi = _INT32 if col.kind == INT else _EPOCH_RANGE

@@ -116,6 +116,71 @@ CREATE TABLE IF NOT EXISTS kv_store (
     UNIQUE (tenant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idx_kv_store_tenant ON kv_store(tenant_id);
+
+CREATE TABLE IF NOT EXISTS vector_metadata (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    dimension INTEGER NOT NULL CHECK (dimension IN (384, 768, 1536, 3072)),
+    metadata TEXT NOT NULL DEFAULT '{{}}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_vector_metadata_tenant_scope ON vector_metadata(tenant_id, scope);
+CREATE INDEX IF NOT EXISTS idx_vector_metadata_dimension ON vector_metadata(dimension);
+
+CREATE TABLE IF NOT EXISTS entities (
+    entity_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{{}}',
+    valid_time_start INTEGER NOT NULL,
+    valid_time_end INTEGER NOT NULL DEFAULT 9999999999,
+    transaction_time_start INTEGER NOT NULL DEFAULT {_NOW},
+    transaction_time_end INTEGER NOT NULL DEFAULT 9999999999,
+    created_at INTEGER NOT NULL DEFAULT {_NOW},
+    CHECK (valid_time_start < valid_time_end),
+    CHECK (transaction_time_start < transaction_time_end)
+);
+CREATE INDEX IF NOT EXISTS idx_entities_tenant ON entities(tenant_id);
+
+CREATE TABLE IF NOT EXISTS relationships (
+    relationship_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    from_entity TEXT NOT NULL,
+    to_entity TEXT NOT NULL,
+    relationship_type TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{{}}',
+    valid_time_start INTEGER NOT NULL,
+    valid_time_end INTEGER NOT NULL DEFAULT 9999999999,
+    transaction_time_start INTEGER NOT NULL DEFAULT {_NOW},
+    transaction_time_end INTEGER NOT NULL DEFAULT 9999999999,
+    created_at INTEGER NOT NULL DEFAULT {_NOW},
+    FOREIGN KEY (from_entity) REFERENCES entities(entity_id) ON DELETE CASCADE,
+    FOREIGN KEY (to_entity) REFERENCES entities(entity_id) ON DELETE CASCADE,
+    CHECK (valid_time_start < valid_time_end),
+    CHECK (transaction_time_start < transaction_time_end)
+);
+CREATE INDEX IF NOT EXISTS idx_relationships_tenant ON relationships(tenant_id);
+CREATE INDEX IF NOT EXISTS idx_relationships_from ON relationships(from_entity);
+
+CREATE TABLE IF NOT EXISTS procedural_patterns (
+    pattern_id TEXT PRIMARY KEY DEFAULT {_RANDOM_HEX_ID},
+    tenant_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    frequency INTEGER NOT NULL DEFAULT 1,
+    first_seen INTEGER NOT NULL DEFAULT {_NOW},
+    last_seen INTEGER NOT NULL DEFAULT {_NOW},
+    created_at INTEGER NOT NULL DEFAULT {_NOW},
+    updated_at INTEGER NOT NULL DEFAULT {_NOW},
+    UNIQUE(tenant_id, scope, key, value),
+    CHECK (frequency > 0)
+);
+CREATE INDEX IF NOT EXISTS idx_procedural_patterns_tenant ON procedural_patterns(tenant_id);
 """
 
 # llmspell's schema versions V1..V15, as recorded in `_migrations`.

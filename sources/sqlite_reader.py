@@ -81,7 +81,7 @@ class SourceDB:
             self.close()
             raise SourceError(
                 f"{self.path} is not an llmspell database (it has none of the tables "
-                + ", ".join(c.sqlite_table for c in COMPONENTS.values())
+                + ", ".join(dict.fromkeys(c.sqlite_table for c in COMPONENTS.values()))
                 + ")",
                 f"Point --source at the SQLite file llmspell writes (default {DEFAULT_PATH}).",
             )
@@ -217,7 +217,7 @@ class SourceDB:
         self.require(comp)
         where, args = self._where(tenants)
         rows = self.conn.execute(
-            f"SELECT tenant_id, count(*) FROM {comp.sqlite_table}{where} "
+            f"SELECT tenant_id, count(*) FROM {comp.source_from('', self.tables)}{where} "
             "GROUP BY tenant_id ORDER BY tenant_id",
             args,
         ).fetchall()
@@ -231,7 +231,8 @@ class SourceDB:
         where, args = self._where(tenants)
         cols = ", ".join(comp.column_names)
         return (
-            f"SELECT {comp.key_sql} AS llmspell_key, {cols} FROM {comp.sqlite_table}{where} "
+            f"SELECT {comp.key_sql} AS llmspell_key, {cols} "
+            f"FROM {comp.source_from('', self.tables)}{where} "
             f"ORDER BY tenant_id, {comp.key_column}",
             args,
         )

@@ -20,9 +20,9 @@ def src(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
     generate(path, SPEC)
     with sqlite3.connect(path) as conn:  # a store llmspell-migrate does not move yet
-        conn.execute("CREATE TABLE vector_metadata (id TEXT, tenant_id TEXT, dimension INT)")
+        conn.execute("CREATE TABLE hook_history (execution_id TEXT, tenant_id TEXT)")
         conn.executemany(
-            "INSERT INTO vector_metadata VALUES (?, 'default', 384)", [(f"v{i}",) for i in range(3)]
+            "INSERT INTO hook_history VALUES (?, 'default')", [(f"h{i}",) for i in range(3)]
         )
         conn.execute("CREATE TABLE event_log (id TEXT)")  # empty: not worth a warning
     return path
@@ -34,7 +34,7 @@ def test_plan_and_report_name_what_is_left_behind(tmp_path, src, target_db, caps
     assert migrate.run([*argv, "--target", target_db.dsn]) == 0
     out = capsys.readouterr().out
     assert "WARNING: kv_store: 4 records not in this plan" in out
-    assert "WARNING: episodic_memory: 3 vector_metadata rows not in this plan" in out
+    assert "WARNING: hooks: 3 hook_history rows not in this plan" in out
     assert "events" not in out
     assert migrate.run(["execute", "--plan", str(plan)]) == 0
     out = capsys.readouterr().out
@@ -51,8 +51,8 @@ def test_components_all_plans_every_component_with_data(tmp_path, src, target_db
     out = capsys.readouterr().out
     names = [c["name"] for c in yaml.safe_load(plan.read_text())["components"]]
     assert names == ["agent_state", "workflow_state", "sessions", "kv_store"]
-    assert "records not in this plan" not in out.replace("vector_metadata rows", "")
-    assert "episodic_memory: 3 vector_metadata rows" in out
+    assert "records not in this plan" not in out.replace("hook_history rows", "")
+    assert "hooks: 3 hook_history rows" in out
 
 
 def test_api_keys_explains_there_is_nothing_in_sqlite(tmp_path, src, capsys):

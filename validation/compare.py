@@ -20,9 +20,21 @@ import pyarrow as pa
 import xxhash
 from psycopg import sql
 
-from sources.components import BLOB, EPOCH, HEXID, JSON, UUID, Component
+from sources.components import (
+    BLOB,
+    EPOCH,
+    EPOCH_OPEN,
+    HEXID,
+    JSON,
+    SCOPE,
+    UUID,
+    VECTOR,
+    Component,
+)
 from sources.key_routing import KeyMapper
+from sources.memory_values import OPEN_END, pg_scope, vector_hex
 from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
+from validation.duck import source_tables
 
 NULL = "\x01"
 _NULL_BYTES = NULL.encode()
@@ -68,8 +80,14 @@ def _source_canon(kind: str, value) -> str:
             return canonical_uuid(value)
         if kind == BLOB:
             return (value.encode("utf-8") if isinstance(value, str) else bytes(value)).hex()
-        if kind == EPOCH:
+        if kind == EPOCH_OPEN and value == OPEN_END:
+            return "infinity"
+        if kind in (EPOCH, EPOCH_OPEN):
             return str(int(value)) if float(value).is_integer() else repr(value)
+        if kind == VECTOR:
+            return vector_hex(value)
+        if kind == SCOPE:
+            return pg_scope(value)
     except (ValueError, TypeError, AttributeError):
         return f"\x02{value!r}"  # not storable: can never match a stored value
     return str(value)
@@ -80,6 +98,13 @@ def target_expr(col) -> sql.Composable:
     ident = sql.Identifier(col.name)
     if col.kind == EPOCH:
         return sql.SQL("trim_scale(extract(epoch FROM {}))::text").format(ident)
+    if col.kind == EPOCH_OPEN:  # 'infinity' is the open end on both sides
+        return sql.SQL(
+            "CASE WHEN isfinite({c}) THEN trim_scale(extract(epoch FROM {c}))::text "
+            "ELSE {c}::text END"
+        ).format(c=ident)
+    if col.kind == VECTOR:  # the f32 values, big-endian, after vector_send's 4-byte header
+        return sql.SQL("encode(substr(vector_send({}), 5), 'hex')").format(ident)
     if col.kind == BLOB:
         return sql.SQL("encode({}, 'hex')").format(ident)
     return sql.SQL("{}::text").format(ident)
@@ -169,7 +194,8 @@ class ComponentComparer:
         self.names = comp.column_names
         self.key_index = self.names.index(comp.key_column)
         self.tenant_index = self.names.index("tenant_id")
-        self.key_is_uuid = comp.column(comp.key_column).kind == UUID
+        self.key_is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
+        self.source = comp.source_from("src.", source_tables(con))
 
     # source side -------------------------------------------------------------------------
     def _source_batches(self) -> Iterator[pa.RecordBatch]:
@@ -181,7 +207,7 @@ class ComponentComparer:
             params = list(self.tenants)
         query = (
             f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} "
-            f"FROM src.{self.comp.sqlite_table}{where}"
+            f"FROM {self.source}{where}"
         )
         reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
@@ -323,7 +349,7 @@ class ComponentComparer:
         """Which columns of one record differ; an empty list means equal in content."""
         src = self.con.execute(
             f"SELECT {', '.join(chr(34) + n + chr(34) for n in self.names)} "
-            f"FROM src.{self.comp.sqlite_table} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
+            f"FROM {self.source} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
             [tenant, lkey],
         ).fetchone()
         if src is not None and self.mapper is not None:
@@ -365,7 +391,7 @@ class ComponentComparer:
     def effective_percent(self, percent: float, full_threshold: int) -> float:
         """100 when the component is below the full-comparison threshold, else `percent`."""
         count = self.con.execute(
-            f"SELECT count(*) FROM src.{self.comp.sqlite_table}"
+            f"SELECT count(*) FROM {self.source}"
             + (
                 f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
                 if self.tenants

@@ -81,3 +81,9 @@ def attach_target(
 
 def detach(con: duckdb.DuckDBPyConnection, alias: str) -> None:
     con.execute(f"DETACH {alias}")
+
+
+def source_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The tables of the attached SQLite source (a store's optional tables may be missing)."""
+    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'src'")
+    return {r[0] for r in rows.fetchall()}

@@ -61,6 +61,8 @@ def source_tenants(con, comps: list[Component], tenants: list[str] | None) -> li
         return sorted(tenants)
     found: set[str] = set()
     for comp in comps:
+        if comp.sqlite_table not in duck.source_tables(con):
+            continue
         rows = con.execute(f"SELECT DISTINCT tenant_id FROM src.{comp.sqlite_table}").fetchall()
         found.update(r[0] for r in rows)
     return sorted(found)
