@@ -33,6 +33,7 @@ from pipelines.preflight import reachability_lines
 from pipelines.results import ExecuteResult, PlanResult
 from sources import components as registry
 from sources.key_routing import check_layout, classify_db
+from sources.memory_stores import HNSW_NOTE
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
 
 Emit = Callable[[str], None]
@@ -128,6 +129,8 @@ def make_plan(
             "The password in --target was not written to the plan; give it with "
             f"{connection.ENV_PASSWORD} or .dlt/secrets.toml when you execute."
         )
+    if any(c.group == "episodic_memory" for c in comps):
+        warnings.append(HNSW_NOTE)
     for comp_plan in planned:
         if comp_plan.estimated_count == 0:
             warnings.append(f"{comp_plan.name}: no records in the source (nothing to migrate)")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from destinations import embedded_server
 from pipelines import migrate, settings
-from sources.sample_db import SampleSpec, generate
+from sources.memory_sample import MemorySpec
+from sources.sample_db import SampleSpec, generate, tenant_ids
 
 
 def step(args: list[str]) -> int:
@@ -43,13 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(root)
 
     db = root / "llmspell.db"
-    counts = generate(db, SampleSpec.scaled(args.total))
+    spec = SampleSpec.scaled(args.total)
+    spec.memory = MemorySpec(
+        vectors={384: 200, 768: 100},
+        entities=120,
+        relationships=160,
+        patterns=80,
+        tenants=("default", *tenant_ids(spec.tenants)),
+    )
+    counts = generate(db, spec)
     print(f"Sample llmspell database: {db}")
     for name, n in counts.items():
         print(f"  {name}: {n} records")
 
     plan = "migration.toml"
-    components = "agent_state,workflow_state,sessions,kv_store"
+    components = "all"
     for cmd in (
         [
             "plan",

@@ -21,6 +21,7 @@ from pipelines.errors import PlanError, UsageError
 from pipelines.settings import cli_command
 from sources import components as registry
 from sources.key_routing import LAYOUTS, LLMSPELL
+from sources.memory_stores import HNSW_NOTE
 
 PLAN_VERSION = "1.0"
 BATCH_MIN, BATCH_MAX = 100, 100_000
@@ -119,6 +120,8 @@ class Plan:
             "#   llmspell-migrate execute --plan <this file> --dry-run\n"
             "# Passwords never go here: use LLMSPELL_MIGRATE_PASSWORD or .dlt/secrets.toml.\n"
         )
+        if any(c.name.startswith("episodic_memory_") for c in self.components):
+            header += f"# Note: {HNSW_NOTE}.\n"
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | Path) -> Path:

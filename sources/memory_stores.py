@@ -132,6 +132,14 @@ PROCEDURAL = Component(
     conflict=("pattern_id",),
 )
 
+# Said in every plan that moves vectors: the SQLite vector backend's HNSW index files are built
+# from the vectors (and rebuilt from them when missing), so they are not data to copy.
+HNSW_NOTE = (
+    "episodic_memory: llmspell's HNSW index files kept beside the SQLite database are derived "
+    "from the vectors and are not copied; PostgreSQL gets pgvector HNSW indexes on "
+    "vector_embeddings_384/768/1536 (3072 dimensions exceed HNSW's 2000, as upstream)"
+)
+
 VECTOR_PARTS = tuple(vector_part(d) for d in DIMENSIONS)
 register(*VECTOR_PARTS, ENTITIES, RELATIONSHIPS, PROCEDURAL)
 

@@ -36,6 +36,7 @@ from sources.components import (
     WORKFLOW_STATUSES,
     Component,
 )
+from sources.memory_sample import MemorySpec, add_memory
 
 BASE_EPOCH = 1_735_689_600  # 2025-01-01T00:00:00Z; every timestamp is this plus an offset.
 CHUNK = 5_000
@@ -267,6 +268,7 @@ class SampleSpec:
     kv: int
     tenants: int = 3
     seed: int = 42
+    memory: MemorySpec | None = None  # episodic/semantic/procedural memory rows, if any
 
     @classmethod
     def scaled(cls, total: int, tenants: int = 3, seed: int = 42) -> SampleSpec:
@@ -696,12 +698,13 @@ def generate(path: str | Path, spec: SampleSpec, *, overwrite: bool = False) -> 
         for sql, chunk in chunks:
             with conn:
                 conn.executemany(sql, chunk)
+        memory = add_memory(conn, spec.memory) if spec.memory else {}
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
         counts = {
             c.name: conn.execute(f"SELECT count(*) FROM {c.sqlite_table}").fetchone()[0]
             for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)
-        }
+        } | memory
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         if hasattr(chunks, "close"):
@@ -724,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--total", type=int, help="split N records into the default mix")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--memory", action="store_true", help="add episodic, semantic and procedural memory"
+    )
     args = parser.parse_args(argv)
     if args.total is not None:
         spec = SampleSpec.scaled(args.total, tenants=args.tenants, seed=args.seed)
@@ -731,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = SampleSpec(
             args.agents, args.workflows, args.sessions, args.kv, args.tenants, args.seed
         )
+    if args.memory:
+        spec.memory = MemorySpec(tenants=("default", *tenant_ids(max(1, spec.tenants))))
     try:
         counts = generate(args.path, spec, overwrite=args.overwrite)
     except FileExistsError as exc:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from pipelines import api, migrate
+from sources import components as registry
 from sources.sample_db import SampleSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
-SUPPORTED_MSG = "Only agent_state, workflow_state, sessions, kv_store are supported."
+SUPPORTED_MSG = f"Only {', '.join(registry.SUPPORTED)} are supported."
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def test_component_dropped_after_planning_is_refused_by_execute(tmp_path, small_
     "components,needle",
     [
         ("artifacts", f"{SUPPORTED_MSG} Got: artifacts"),
-        ("agent_state,episodic_memory", f"{SUPPORTED_MSG} Got: episodic_memory"),
+        ("agent_state,events", f"{SUPPORTED_MSG} Got: events"),
         ("agent_states", f"{SUPPORTED_MSG} Got: agent_states"),
         ("agent_state,agent_state", "named twice"),
         (",", "No component given"),

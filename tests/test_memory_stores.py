@@ -324,3 +324,94 @@ def test_bad_input_is_refused_by_id_nothing_written(tmp_path, target_db, case):
         for table in ("vector_embeddings_384", "vector_embeddings_768", "entities",
                       "relationships", "procedural_patterns"):  # fmt: skip
             assert pg.execute(f"SELECT count(*) FROM llmspell.{table}").fetchone()[0] == 0
+
+
+def test_init_target_creates_the_memory_tables_as_upstream(target_db):
+    with target_db.connect() as conn:
+        cols = dict(
+            conn.execute(
+                "SELECT table_name || '.' || column_name, format_type(atttypid, atttypmod) "
+                "FROM information_schema.columns c JOIN pg_attribute a "
+                "ON a.attrelid = ('llmspell.' || c.table_name)::regclass "
+                "AND a.attname = c.column_name WHERE table_schema = 'llmspell'"
+            ).fetchall()
+        )
+        for dim in (384, 768, 1536, 3072):
+            assert cols[f"vector_embeddings_{dim}.embedding"] == f"vector({dim})"
+            assert cols[f"vector_embeddings_{dim}.id"] == "uuid"
+        assert cols["entities.valid_time_end"] == "timestamp with time zone"
+        assert cols["procedural_patterns.scope"] == "character varying(500)"
+        indexes = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'llmspell'"
+            )
+        }
+        for dim in (384, 768, 1536):
+            assert "USING hnsw (embedding vector_cosine_ops)" in indexes[f"idx_vector_{dim}_hnsw"]
+        assert "idx_vector_3072_hnsw" not in indexes  # pgvector's HNSW stops at 2000 dims
+        assert "USING gist" in indexes["idx_entities_valid_time"]
+        pkeys = dict(
+            conn.execute(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE contype = 'p' AND connamespace = 'llmspell'::regnamespace"
+            ).fetchall()
+        )
+        assert pkeys["llmspell.entities"] == "PRIMARY KEY (entity_id, transaction_time_start)"
+        assert pkeys["llmspell.relationships"] == (
+            "PRIMARY KEY (relationship_id, transaction_time_start)"
+        )
+        forced = conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'llmspell'::regnamespace "
+            "AND relkind = 'r' AND NOT (relrowsecurity AND relforcerowsecurity)"
+        ).fetchall()
+        assert forced == []
+    # as llmspell_app, under RLS, another tenant's rows are invisible
+    with target_db.connect(autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO llmspell.procedural_patterns (tenant_id, scope, key, value) "
+            "VALUES ('other', 's', 'k', 'v')"
+        )
+    with _app(target_db, "default") as conn:
+        assert conn.execute("SELECT count(*) FROM llmspell.procedural_patterns").fetchone()[0] == 0
+
+
+def test_one_changed_float_is_found_by_verify(migrated):
+    src, target_db, result = migrated
+    plan = Path(result.backup_path) / "plan.toml"
+    with target_db.connect(autocommit=True) as conn:
+        vid, vec = conn.execute(
+            "SELECT id, embedding::real[] FROM llmspell.vector_embeddings_768 ORDER BY id LIMIT 1"
+        ).fetchone()
+        vec[100] = float(np.nextafter(np.float32(vec[100]), np.float32(2)))  # one ulp
+        conn.execute(
+            "UPDATE llmspell.vector_embeddings_768 SET embedding = %s::real[]::vector "
+            "WHERE id = %s",
+            (vec, vid),
+        )
+    report = api.verify(plan, full=True)
+    assert not report.passed
+    bad = [m for c in report.components for m in c.mismatches]
+    assert [m.column for m in bad] == ["embedding"] and bad[0].key == str(vid)
+
+
+def test_sigkill_then_rerun_resumes_memory(tmp_path, target_db):
+    from tests.test_faults import spawn, wait_for
+
+    src = _memory_db(
+        tmp_path / "kill.db",
+        MemorySpec(vectors={384: 600, 768: 40}, entities=30, relationships=30, patterns=20),
+    )
+    plan = tmp_path / "plan.toml"
+    api.make_plan(MEMORY, output=plan, source=src, target=target_db.app_dsn, batch_size=100)
+    proc = spawn(plan, tmp_path)
+    wait_for(proc, "Progress:", 1)
+    proc.kill()  # SIGKILL: no chance to roll back
+    proc.wait()
+    result = api.execute(plan)
+    assert result.status == "SUCCESS" and result.resumed_run
+    assert api.verify(plan, full=True).passed
+    assert target_db.count("vector_embeddings_384") == 600
+    undo = api.rollback(backup=result.backup_path)
+    assert undo.deleted["episodic_memory_384"] == 600
+    assert target_db.count("vector_embeddings_384") == 0

@@ -16,11 +16,14 @@ import yaml
 from pipelines import migrate, settings
 from pipelines.errors import PlanError
 from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
+from sources import components as registry
 from sources.sample_db import SampleSpec, generate
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
 SECRET = "S3cretPw"
 SECRET_DSN = f"postgresql://u:{SECRET}@127.0.0.1:1/x"
+
+ONLY = f"Only {', '.join(registry.SUPPORTED)} are supported."
 
 
 @pytest.fixture
@@ -182,12 +185,11 @@ BAD_PLANS = {
     ),
     "unknown component": (
         _set(("components", 0, "name"), "agnet_state"),
-        "'components[0].name': Only agent_state, workflow_state, sessions, kv_store are "
-        "supported. Got: agnet_state",
+        f"'components[0].name': {ONLY} Got: agnet_state",
     ),
     "later-phase component": (
         _set(("components", 1, "name"), "artifacts"),
-        "Only agent_state, workflow_state, sessions, kv_store are supported. Got: artifacts",
+        f"{ONLY} Got: artifacts",
     ),
     "component listed twice": (
         _set(("components", 1, "name"), "agent_state"),
@@ -232,9 +234,7 @@ def test_later_phase_component_message_is_the_guides(tmp_path, capsys):
     path = _write(tmp_path / "plan.toml", data)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    _assert_one_error(
-        err, "Only agent_state, workflow_state, sessions, kv_store are supported. Got: artifacts"
-    )
+    _assert_one_error(err, f"{ONLY} Got: artifacts")
     assert "Phase 3" in err  # the fix line says when it comes
 
 

@@ -149,6 +149,7 @@ class ComponentResult:
     json_compared: int = 0
     mismatch_count: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    knn_queries: int = 0  # vector tables: nearest-neighbour queries compared
     seconds: float = 0.0
     readback: object | None = None  # validation.readback.Readback: llmspell's get() replayed
 

@@ -11,12 +11,13 @@ import psycopg
 import pyarrow as pa
 
 from sources import components as registry
-from sources.components import Component
+from sources.components import VECTOR, Component
 from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
 from sources.sqlite_reader import SourceDB
 from validation import duck
-from validation.compare import ComponentComparer, ComponentResult
+from validation.compare import MAX_REPORTED, ComponentComparer, ComponentResult
 from validation.readback import readback
+from validation.vector_knn import knn_check
 
 
 @dataclass
@@ -107,7 +108,13 @@ class Validator:
         comparer = ComponentComparer(
             self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name)
         )
-        return comparer.run(percent, threshold, only, source_prints)
+        result = comparer.run(percent, threshold, only, source_prints)
+        if only is None and any(c.kind == VECTOR for c in comp.columns):
+            knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
+            result.knn_queries = knn.queries
+            result.mismatch_count += len(knn.problems)
+            result.mismatches.extend(knn.problems[: max(0, MAX_REPORTED - len(result.mismatches))])
+        return result
 
     def validate(
         self,
