@@ -11,12 +11,13 @@ with PostgreSQL's stored `vector`. Scopes: SQLite stores its own namespace form 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
 OPEN_END = 9_999_999_999
 _SCOPE_PREFIXES = ("user:", "session:", "agent:", "tool:", "workflow:", "hook:", "custom:")
-_F32_MAX = float(np.finfo(np.float32).max)
+_JSONISH = re.compile(rb"[\s\[\],.0-9eE+\-a-zA-Z\"]*\Z")
 
 
 def _reject_constant(name: str):
@@ -48,27 +49,34 @@ def _raw(value) -> bytes:
 
 
 def decode_vector(value) -> np.ndarray:
-    """The f32 vector llmspell reads from an embedding BLOB; ValueError says why not."""
+    """The f32 vector in an embedding BLOB; ValueError says why there is none.
+
+    JSON text when it starts with `[` (as llmspell's reader decides) and holds only characters
+    JSON number lists are made of; raw little-endian f32 otherwise: raw f32 bytes can start
+    with 0x5B (`[`) too, and they are still the vector. Broken JSON is refused, never read as
+    f32."""
     raw = _raw(value)
-    if raw.lstrip()[:1] == b"[":
-        try:
-            items = _STRICT.decode(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"is not a JSON number list ({str(exc).split(':')[0]})") from None
-        if not isinstance(items, list) or not all(
-            type(v) in (int, float) for v in items
-        ):  # serde writes NaN/Inf as null
-            raise ValueError("holds a non-number (NaN or Infinity is stored as null)")
-        wide = np.array(items, dtype=np.float64)
-        if wide.size and float(np.max(np.abs(wide))) > _F32_MAX:
-            raise ValueError("holds a value outside float32's range")
-        vec = wide.astype(np.float32)
-    else:
-        if len(raw) % 4:
-            raise ValueError(f"is {len(raw)} bytes, not a whole number of f32 values")
-        vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if raw.lstrip()[:1] == b"[" and _JSONISH.match(raw):
+        return _json_vector(raw)
+    if len(raw) % 4:
+        raise ValueError(f"is {len(raw)} bytes, not a whole number of f32 values")
+    vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     if not np.all(np.isfinite(vec)):
         raise ValueError("holds NaN or Infinity, which pgvector refuses")
+    return vec
+
+
+def _json_vector(raw: bytes) -> np.ndarray:
+    try:
+        items = _STRICT.decode(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"is not a JSON number list ({str(exc).split(':')[0]})") from None
+    if not isinstance(items, list) or not all(type(v) in (int, float) for v in items):
+        raise ValueError("holds a non-number (serde_json writes NaN and Infinity as null)")
+    with np.errstate(over="ignore"):
+        vec = np.array(items, dtype=np.float64).astype(np.float32)
+    if not np.all(np.isfinite(vec)):
+        raise ValueError("holds a value outside float32's range")
     return vec
 
 

@@ -415,3 +415,18 @@ def test_sigkill_then_rerun_resumes_memory(tmp_path, target_db):
     undo = api.rollback(backup=result.backup_path)
     assert undo.deleted["episodic_memory_384"] == 600
     assert target_db.count("vector_embeddings_384") == 0
+
+
+def test_embedding_blob_forms():
+    vec = np.array([0.1, -2.5, 1e-7, 3.4028235e38], dtype=np.float32)
+    assert decode_vector(f32_json(vec)).tobytes() == vec.tobytes()
+    assert decode_vector(vec.astype("<f4").tobytes()).tobytes() == vec.tobytes()
+    raw = np.frombuffer(b"[\x00\x00\x00" + vec.astype("<f4").tobytes()[4:], "<f4")
+    assert decode_vector(raw.tobytes()).tobytes() == raw.astype(np.float32).tobytes()  # "[" raw
+    for bad in (b"[0.5,null]", b"[0.5,", b"[1e39]", b"\x00\x00\xc0\x7f"):  # ... NaN as raw f32
+        with pytest.raises(ValueError):
+            decode_vector(bad)
+    assert pg_scope("__global__") == "global"
+    assert pg_scope("tenant:acme") == "custom:tenant:acme"
+    assert pg_scope("custom:notes") == "custom:notes"
+    assert pg_scope("user:alice") == "user:alice"
