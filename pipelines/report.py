@@ -75,6 +75,13 @@ def render_validation(report: ValidationReport, threshold: int) -> list[str]:
                 lines.append(f"  Semantic validation: ✓ JSON content equivalent{scope}")
             else:
                 lines.append(f"  Semantic validation: {FAIL} {c.mismatch_count} record(s) differ")
+        if c.knn_queries:
+            mark = OK if c.knn_failed == 0 else FAIL
+            lines.append(
+                f"  Vectors: {mark} float32 bits compared in every checked record; "
+                f"{c.knn_queries - c.knn_failed}/{c.knn_queries} nearest-neighbour queries "
+                "return the source's ids"
+            )
         for m in c.mismatches[:10]:
             lines.append(
                 f"    {m.tenant_id} {m.key}: {m.column}: source={m.source} target={m.target}"

@@ -430,3 +430,30 @@ def test_embedding_blob_forms():
     assert pg_scope("tenant:acme") == "custom:tenant:acme"
     assert pg_scope("custom:notes") == "custom:notes"
     assert pg_scope("user:alice") == "user:alice"
+
+
+def test_swapped_vectors_fail_the_nearest_neighbour_check(migrated):
+    import xxhash
+
+    src, target_db, result = migrated
+    by_name = {c.component: c for c in result.validation.components}
+    assert by_name["episodic_memory_384"].knn_queries == 2 * 3  # 3 queries per tenant
+    assert by_name["episodic_memory_384"].knn_failed == 0
+    with target_db.connect(autocommit=True) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id::text FROM llmspell.vector_embeddings_384 WHERE tenant_id = 'default'"
+            )
+        ]
+        query = min(ids, key=lambda i: xxhash.xxh3_64_intdigest(i.encode()))  # a picked query
+        other = next(i for i in ids if i != query)
+        conn.execute(
+            "UPDATE llmspell.vector_embeddings_384 v SET embedding = w.embedding "
+            "FROM llmspell.vector_embeddings_384 w WHERE (v.id, w.id) IN ((%s, %s), (%s, %s))",
+            (query, other, other, query),
+        )
+    report = api.verify(Path(result.backup_path) / "plan.toml", full=True)
+    part = next(c for c in report.components if c.component == "episodic_memory_384")
+    assert part.knn_failed >= 1
+    assert any(m.key == query and "nearest" in m.column for m in part.mismatches)

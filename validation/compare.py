@@ -150,6 +150,7 @@ class ComponentResult:
     mismatch_count: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     knn_queries: int = 0  # vector tables: nearest-neighbour queries compared
+    knn_failed: int = 0
     seconds: float = 0.0
     readback: object | None = None  # validation.readback.Readback: llmspell's get() replayed
 

@@ -112,6 +112,7 @@ class Validator:
         if only is None and any(c.kind == VECTOR for c in comp.columns):
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
             result.knn_queries = knn.queries
+            result.knn_failed = len(knn.problems)
             result.mismatch_count += len(knn.problems)
             result.mismatches.extend(knn.problems[: max(0, MAX_REPORTED - len(result.mismatches))])
         return result
