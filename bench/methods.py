@@ -23,7 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from destinations.postgres_writer import STAGE_TYPES, cast_expr
 from destinations.target_schema import TENANT_SETTING
-from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, JSON, UUID, Component
+from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, JSON, UUID, VECTOR, Component
+from sources.memory_values import vector_text
 
 READ_CHUNK = 10_000
 
@@ -50,8 +51,11 @@ def present_components(source: str) -> list[Component]:
     con = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         out = []
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for comp in COMPONENTS.values():
-            n = con.execute(f"SELECT count(*) FROM {comp.sqlite_table}").fetchone()[0]
+            if comp.sqlite_table not in tables:
+                continue
+            n = con.execute(f"SELECT count(*) FROM {comp.source_from('', tables)}").fetchone()[0]
             if n:
                 out.append(comp)
         return out
@@ -61,7 +65,8 @@ def present_components(source: str) -> list[Component]:
 
 def _rows(con: sqlite3.Connection, comp: Component, limit: int | None = None):
     cols = ", ".join(comp.column_names)
-    query = f"SELECT {cols} FROM {comp.sqlite_table}"
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    query = f"SELECT {cols} FROM {comp.source_from('', tables)}"
     if limit:
         query += f" ORDER BY tenant_id, {comp.key_column} LIMIT {int(limit)}"
     cur = con.execute(query)
@@ -73,9 +78,11 @@ def _rows(con: sqlite3.Connection, comp: Component, limit: int | None = None):
 
 
 def _blob_fixer(comp: Component):
-    """SQLite may hold a BLOB column's value as TEXT; PostgreSQL wants bytes."""
+    """SQLite may hold a BLOB column's value as TEXT; PostgreSQL wants bytes. Vectors go as
+    pgvector text (JSON as stored, raw f32 printed), nothing checked: the limit path."""
     idx = [i for i, c in enumerate(comp.columns) if c.kind == BLOB]
-    if not idx:
+    vec = [i for i, c in enumerate(comp.columns) if c.kind == VECTOR]
+    if not idx and not vec:
         return None
 
     def fix(row):
@@ -83,13 +90,15 @@ def _blob_fixer(comp: Component):
         for i in idx:
             if isinstance(row[i], str):
                 row[i] = row[i].encode("utf-8")
+        for i in vec:
+            row[i] = vector_text(row[i])
         return row
 
     return fix
 
 
 def _tenants(con: sqlite3.Connection, comp: Component) -> list[str]:
-    rows = con.execute(f"SELECT DISTINCT tenant_id FROM {comp.sqlite_table} ORDER BY 1")
+    rows = con.execute(f"SELECT DISTINCT tenant_id FROM {comp.sqlite_table} ORDER BY 1")  # superset
     return [r[0] for r in rows]
 
 

@@ -17,6 +17,7 @@ from pipelines.plan import Plan
 from sources import components as registry
 from sources.components import AGENT_STATE, Component
 from sources.key_routing import classify_db, mappers
+from sources.memory_checks import cross_record_problems
 from sources.record_checks import RecordChecker
 from sources.sqlite_reader import DEFAULT_PATH, SourceDB
 from validation.stage import ValidationReport, Validator
@@ -123,6 +124,8 @@ def _check_sqlite_component(
                     continue  # already reported as invalid UTF-8
                 if digest != row[checksum_at[0]]:
                     note(f"{where}: checksum is not the SHA-256 of state_data")
+    for p in cross_record_problems(db, comp, tenants):
+        note(f"{p.tenant_id} {p.key!r}: {p.column} {p.problem}")
     return out
 
 

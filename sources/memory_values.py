@@ -91,9 +91,15 @@ def vector_problem(value, dimension: int) -> str | None:
 
 
 def vector_text(value) -> str:
-    """pgvector's text input for the exact f32 vector (each value printed so that strtof
-    gives back the same f32)."""
-    vec = decode_vector(value)
+    """pgvector's text input for the vector. JSON text goes as it is (whitespace dropped):
+    pgvector reads each number with strtof, which for the shortest f32 digits serde_json
+    writes gives the f32 llmspell reads (through f64); validation compares every vector's
+    bits with `float32(float64(token))`, so a number where the two could differ is caught,
+    never kept. Raw f32 is printed so that strtof gives back the same bits."""
+    raw = _raw(value)
+    if raw.lstrip()[:1] == b"[" and _JSONISH.match(raw):
+        return raw.translate(None, b" \t\r\n").decode("ascii")
+    vec = decode_vector(raw)
     return "[" + ",".join(map(repr, vec.astype(np.float64).tolist())) + "]"
 
 

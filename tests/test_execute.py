@@ -11,6 +11,7 @@ import pytest
 
 from pipelines import api
 from pipelines.plan import load
+from sources import components as registry
 
 ALL = "agent_state,workflow_state,sessions,kv_store"
 
@@ -118,7 +119,7 @@ def test_round_trip_every_column(tmp_path, sample_sqlite, target_db, as_app):
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'llmspell'"
             )
         }
-        assert tables == {"agent_states", "workflow_states", "sessions", "kv_store"}
+        assert tables == {c.pg_table for c in registry.COMPONENTS.values()}
 
 
 def test_llmspell_reader_finds_records_under_rls(tmp_path, sample_sqlite, target_db):

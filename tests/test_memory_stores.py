@@ -5,6 +5,8 @@ time travel, pattern lookup)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from pathlib import Path
 
@@ -77,6 +79,15 @@ def test_plan_counts_per_dimension_and_tenant(tmp_path, memory_sqlite, target_db
     assert counts["procedural_memory"] > 5
     assert made.per_tenant["episodic_memory_384"] == {"default": 6, "tenant-acme": 6}
     assert made.per_tenant["semantic_memory_relationships"] == {"default": 6, "tenant-acme": 6}
+    assert any("HNSW index files" in w for w in made.warnings)
+    assert "HNSW index files" in (tmp_path / "p.toml").read_text()  # said in the plan
+    dry = api.dry_run(_plan(tmp_path, memory_sqlite, target_db.app_dsn))
+    assert dry.status == "DRY_RUN"
+    with target_db.connect() as conn:
+        for table in ("vector_embeddings_384", "entities", "procedural_patterns"):
+            assert conn.execute(f"SELECT count(*) FROM llmspell.{table}").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM llmspell_migrate.runs").fetchone()[0] == 0
+    assert not (tmp_path / "backups").exists()
 
 
 def test_vectors_arrive_bit_exact_and_search_matches_brute_force(migrated):
@@ -218,7 +229,7 @@ def test_graph_time_travel_and_traversal_equal_on_both_sides(migrated):
 
 
 def test_patterns_lookup_as_llmspell(migrated):
-    src, target_db, _ = migrated
+    src, target_db, result = migrated
     for tenant in TENANTS:
         with _app(target_db, tenant) as conn:
             # PostgresProceduralStorage::get_learned_patterns
@@ -236,10 +247,25 @@ def test_patterns_lookup_as_llmspell(migrated):
                 (tenant, 2),
             )
             assert pg == lite and pg
+    # a re-run finds every record already there, identical: nothing written
+    again = api.execute(Path(result.backup_path) / "plan.toml")
+    assert again.status == "SUCCESS" and sum(again.written.values()) == 0
 
 
 def test_rollback_removes_only_this_runs_rows(migrated):
     src, target_db, result = migrated
+    # the backup holds every vector exactly as llmspell stored it
+    query = (
+        "SELECT m.id, e.embedding FROM vector_metadata m JOIN vec_embeddings_384 e "
+        "ON e.rowid = m.rowid AND m.dimension = 384"
+    )
+    blobs = dict(_sqlite(src, query))
+    lines = (Path(result.backup_path) / "source" / "episodic_memory_384.jsonl").read_text()
+    backed = {
+        json.loads(ln)["row"]["id"]: base64.b64decode(json.loads(ln)["row"]["embedding"]["base64"])
+        for ln in lines.splitlines()
+    }
+    assert backed == blobs
     with target_db.connect() as conn:
         assert (
             conn.execute("SELECT count(*) FROM llmspell.vector_embeddings_384").fetchone()[0] == 12
@@ -315,6 +341,8 @@ def test_bad_input_is_refused_by_id_nothing_written(tmp_path, target_db, case):
                 (bad_id.upper(), OPEN_END, OPEN_END),
             )
     conn.close()
+    check = api.validate_backend("sqlite", MEMORY, source=str(src))
+    assert any(bad_id in p.lower() for c in check.components for p in c.problems)
     plan = _plan(tmp_path, src, target_db.app_dsn)
     with pytest.raises(PreflightError) as err:
         api.execute(plan)
