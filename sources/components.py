@@ -62,7 +62,7 @@ class Component:
     # (`src.` in DuckDB); an optional table may be missing: its empty stand-in replaces it.
     source_sql: str | None = None
     optional_tables: tuple[tuple[str, str], ...] = ()  # (table, empty stand-in SELECT)
-    # ON CONFLICT target for a re-delivered row: None = (tenant_id, key), () = any constraint
+    # ON CONFLICT target that skips a re-delivered row (default: tenant_id and the key)
     conflict: tuple[str, ...] | None = None
     group: str | None = None  # the CLI name this component is a part of (episodic_memory)
 
