@@ -119,7 +119,11 @@ class Delivery:
         for comp in comps:
             if comp.name in skip:
                 self._start(comp)
-                self.emit(f"All {totals[comp.name]} records already migrated; nothing to copy")
+                self.emit(
+                    f"All {totals[comp.name]} records already migrated; nothing to copy"
+                    if totals[comp.name]
+                    else "No records in the source; nothing to copy"
+                )
                 self.progress[comp.name].finished = True
 
     def _start(self, comp: Component) -> Progress:

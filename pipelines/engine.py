@@ -513,11 +513,9 @@ class Engine:
             self.emit("Discarded an unfinished dlt load package from an interrupted run")
         comps = [cp.component for cp in self.plan.components]
         totals = {c.name: c.source_count for c in report.components}
-        done = {
-            c.name
-            for c in report.components
-            if c.source_count and c.already_present == c.source_count
-        }
+        # nothing to copy: every record already there, or none in the source (an empty
+        # component in the dlt run would leave it without a load, so without its completion)
+        done = {c.name for c in report.components if c.already_present == c.source_count}
 
         def completed() -> None:
             writer.close()  # every batch is committed: the connections are done
