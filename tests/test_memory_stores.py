@@ -65,7 +65,9 @@ def migrated(tmp_path, memory_sqlite, target_db):
 
 
 def test_plan_counts_per_dimension_and_tenant(tmp_path, memory_sqlite, target_db):
-    made = api.make_plan(MEMORY, output=tmp_path / "p.toml", source=memory_sqlite)
+    made = api.make_plan(
+        MEMORY, output=tmp_path / "p.toml", source=memory_sqlite, target=target_db.dsn
+    )
     counts = {c["name"]: c["estimated_count"] for c in made.plan["components"]}
     assert counts == {
         "episodic_memory_384": 12,
