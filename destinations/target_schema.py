@@ -20,7 +20,7 @@ from psycopg import sql
 
 from pipelines.errors import TargetError
 from pipelines.settings import cli_command
-from sources.components import COMPONENTS, Component
+from sources.components import COMPONENTS, VECTOR, Component
 
 APP_ROLE = "llmspell_app"
 TENANT_SETTING = "app.current_tenant_id"
@@ -284,6 +284,34 @@ def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
     return bool(row[0]), bool(row[1])
 
 
+def _vector_tables_without_extension(
+    conn: psycopg.Connection, before: dict[str, bool], report: SchemaReport
+) -> set[str]:
+    """Create pgvector's extension for the vector tables still missing; when this role may
+    not (or the server lacks pgvector), those tables are skipped with a warning saying what
+    to do, and every other table is still created."""
+    missing = {
+        c.pg_table
+        for c in COMPONENTS.values()
+        if any(col.kind == VECTOR for col in c.columns) and not before[c.pg_table]
+    }
+    if not missing:
+        return set()
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return set()
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the rest of the work intact
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        return set()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFile) as exc:
+        report.warnings.append(
+            f"{', '.join(sorted(missing))} not created: {exc.diag.message_primary}; "
+            "as a superuser run CREATE EXTENSION vector; in this database (pgvector must be "
+            "installed on the server), then init-target again"
+        )
+        return missing
+
+
 def ensure_schema(
     conn: psycopg.Connection, app_password: str | None = None, bookkeeping: bool = True
 ) -> SchemaReport:
@@ -298,14 +326,17 @@ def ensure_schema(
     try:
         with conn.transaction():
             before = {t: _table_exists(conn, "llmspell", t) for t in tables}
+            skipped = _vector_tables_without_extension(conn, before, report)
             # An existing table is left exactly as it is: no index, trigger or policy added.
             for table, statement in _ddl_statements():
-                if not before.get(table):
+                if not before.get(table) and table not in skipped:
                     conn.execute(statement)
             if bookkeeping:
                 ensure_bookkeeping(conn)
             for comp in {c.pg_table: c for c in COMPONENTS.values()}.values():
                 table = comp.pg_table
+                if table in skipped:
+                    continue
                 if before[table]:
                     report.existing.append(f"llmspell.{table}")
                     problems = _column_problems(conn, comp)

@@ -487,3 +487,25 @@ def test_swapped_vectors_fail_the_nearest_neighbour_check(migrated):
     part = next(c for c in report.components if c.component == "episodic_memory_384")
     assert part.knn_failed >= 1
     assert any(m.key == query and "nearest" in m.column for m in part.mismatches)
+
+
+def test_init_target_without_pgvector_rights_creates_the_rest_and_says_why(empty_db):
+    owner = "llmspell_memory_owner_test"
+    with empty_db.connect(autocommit=True) as conn:
+        conn.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') "
+            f"THEN CREATE ROLE {owner} LOGIN; END IF; END $$"
+        )
+        conn.execute(f'ALTER DATABASE "{empty_db.name}" OWNER TO {owner}')
+    from destinations import target_schema
+    from tests.conftest import with_params
+
+    with psycopg.connect(with_params(empty_db.dsn, options=f"-c role={owner}")) as conn:
+        report = target_schema.ensure_schema(conn, bookkeeping=False)
+    assert any("CREATE EXTENSION vector" in w for w in report.warnings)
+    assert "llmspell.entities" in report.created
+    assert not any("vector_embeddings" in t for t in report.created)
+    with empty_db.connect() as conn:
+        assert conn.execute("SELECT to_regclass('llmspell.vector_embeddings_384')").fetchone() == (
+            None,
+        )
