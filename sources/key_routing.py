@@ -193,6 +193,10 @@ class Reachability:
         }
 
 
+# The components llmspell reads through storage keys (the only ones key routing concerns).
+ROUTED = frozenset((AGENT_STATE.name, WORKFLOW_STATE.name, SESSIONS.name, KV_STORE.name))
+
+
 def key_columns(comp: Component) -> list[str]:
     """The columns that decide a record's key (what `classify` reads)."""
     return {
@@ -339,6 +343,8 @@ def classify_db(
     """`classify` every planned component of a source database (reads key columns only)."""
     out = {}
     for comp in comps:
+        if comp.name not in ROUTED:  # memory stores: llmspell reads them by id, not by key
+            continue
         db.require(comp)
         cols = key_columns(comp)
         where, args = db._where(tenants)
