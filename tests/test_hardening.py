@@ -76,7 +76,8 @@ def test_plan_output_refuses_the_source(tmp_path, src, capsys, how):
 def test_plan_output_keeps_a_file_that_is_not_a_plan(tmp_path, src, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    argv = ["plan", "--components", "agent_state", "--source", str(src), "-o", str(notes)]
+    argv = ["plan", "--components", "agent_state", "--source", str(src), "-o", str(notes),
+            "--target", "postgresql://nobody@127.0.0.1:1/x"]  # fmt: skip  (no embedded server)
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     one_line_error(err, "is not a migration plan")
