@@ -217,3 +217,125 @@ CREATE INDEX IF NOT EXISTS idx_procedural_patterns_last_seen
     ON llmspell.procedural_patterns (last_seen DESC);
 CREATE INDEX IF NOT EXISTS idx_procedural_patterns_lookup
     ON llmspell.procedural_patterns (tenant_id, scope, key, value) WHERE frequency >= 3;
+
+-- V11: the event log, partitioned by month on its timestamp. The partition functions and the
+-- current months' partitions come with it (destinations/store_ddl.py).
+CREATE TABLE IF NOT EXISTS llmspell.event_log (
+    tenant_id VARCHAR(255) NOT NULL,
+    event_id UUID NOT NULL,
+    event_type VARCHAR(255) NOT NULL,
+    correlation_id UUID NOT NULL,
+    timestamp TIMESTAMPTZ NOT NULL,
+    sequence BIGINT NOT NULL,
+    language VARCHAR(50) NOT NULL,
+    payload JSONB NOT NULL,
+    PRIMARY KEY (tenant_id, timestamp, event_id)
+) PARTITION BY RANGE (timestamp);
+CREATE INDEX IF NOT EXISTS idx_event_log_correlation
+    ON llmspell.event_log (correlation_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_event_log_type ON llmspell.event_log (event_type, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_event_log_sequence ON llmspell.event_log (sequence DESC);
+CREATE INDEX IF NOT EXISTS idx_event_log_tenant_time
+    ON llmspell.event_log (tenant_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_event_log_payload ON llmspell.event_log USING GIN (payload);
+
+-- V13: hook execution history; execution_id is unique across tenants here.
+CREATE TABLE IF NOT EXISTS llmspell.hook_history (
+    execution_id UUID PRIMARY KEY,
+    tenant_id VARCHAR(255) NOT NULL,
+    hook_id VARCHAR(255) NOT NULL,
+    hook_type VARCHAR(255) NOT NULL,
+    correlation_id UUID NOT NULL,
+    hook_context BYTEA NOT NULL,
+    result_data JSONB NOT NULL,
+    timestamp TIMESTAMPTZ NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    triggering_component VARCHAR(255) NOT NULL,
+    component_id VARCHAR(255) NOT NULL,
+    modified_operation BOOLEAN NOT NULL DEFAULT false,
+    tags TEXT[] DEFAULT ARRAY[]::TEXT[],
+    retention_priority INTEGER NOT NULL DEFAULT 0,
+    context_size INTEGER NOT NULL,
+    contains_sensitive_data BOOLEAN NOT NULL DEFAULT false,
+    metadata JSONB NOT NULL DEFAULT '{}'::JSONB,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idx_hook_history_hook_time
+    ON llmspell.hook_history (hook_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_hook_history_correlation ON llmspell.hook_history (correlation_id);
+CREATE INDEX IF NOT EXISTS idx_hook_history_type ON llmspell.hook_history (hook_type);
+CREATE INDEX IF NOT EXISTS idx_hook_history_tenant_time
+    ON llmspell.hook_history (tenant_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_hook_history_retention
+    ON llmspell.hook_history (retention_priority, timestamp);
+CREATE INDEX IF NOT EXISTS idx_hook_history_metadata ON llmspell.hook_history USING GIN (metadata);
+CREATE INDEX IF NOT EXISTS idx_hook_history_tags ON llmspell.hook_history USING GIN (tags);
+
+-- V10: content-addressed artifact content (bytea below 1 MiB, a large object from 1 MiB) and
+-- the artifacts referring to it; reference-count triggers in destinations/store_ddl.py.
+CREATE TABLE IF NOT EXISTS llmspell.artifact_content (
+    tenant_id VARCHAR(255) NOT NULL,
+    content_hash VARCHAR(64) NOT NULL,
+    storage_type VARCHAR(20) NOT NULL,
+    data BYTEA,
+    large_object_oid OID,
+    size_bytes BIGINT NOT NULL,
+    is_compressed BOOLEAN NOT NULL DEFAULT false,
+    original_size_bytes BIGINT,
+    reference_count INTEGER NOT NULL DEFAULT 1,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_accessed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, content_hash),
+    CONSTRAINT valid_storage_type CHECK (storage_type IN ('bytea', 'large_object')),
+    CONSTRAINT positive_reference_count CHECK (reference_count > 0),
+    CONSTRAINT bytea_storage_valid CHECK (
+        (storage_type = 'bytea' AND data IS NOT NULL AND large_object_oid IS NULL)
+        OR (storage_type = 'large_object' AND large_object_oid IS NOT NULL AND data IS NULL)),
+    CONSTRAINT max_artifact_size CHECK (size_bytes <= 104857600)
+);
+CREATE INDEX IF NOT EXISTS idx_artifact_content_tenant ON llmspell.artifact_content (tenant_id);
+CREATE INDEX IF NOT EXISTS idx_artifact_content_refcount
+    ON llmspell.artifact_content (reference_count) WHERE reference_count = 0;
+CREATE INDEX IF NOT EXISTS idx_artifact_content_large_objects
+    ON llmspell.artifact_content (large_object_oid) WHERE large_object_oid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_artifact_content_accessed
+    ON llmspell.artifact_content (last_accessed_at DESC);
+
+CREATE TABLE IF NOT EXISTS llmspell.artifacts (
+    tenant_id VARCHAR(255) NOT NULL,
+    artifact_id VARCHAR(512) NOT NULL,
+    session_id UUID NOT NULL,
+    sequence BIGINT NOT NULL,
+    content_hash VARCHAR(64) NOT NULL,
+    metadata JSONB NOT NULL,
+    name VARCHAR(255) NOT NULL,
+    artifact_type VARCHAR(50) NOT NULL,
+    mime_type VARCHAR(255) NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    created_by VARCHAR(255),
+    version INTEGER NOT NULL DEFAULT 1,
+    parent_artifact_id VARCHAR(512),
+    tags TEXT[],
+    stored_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, artifact_id),
+    FOREIGN KEY (tenant_id, content_hash)
+        REFERENCES llmspell.artifact_content (tenant_id, content_hash) ON DELETE RESTRICT,
+    FOREIGN KEY (tenant_id, session_id)
+        REFERENCES llmspell.sessions (tenant_id, session_id) ON DELETE CASCADE,
+    CONSTRAINT unique_session_sequence UNIQUE (tenant_id, session_id, sequence),
+    CONSTRAINT positive_version CHECK (version > 0),
+    CONSTRAINT non_negative_sequence CHECK (sequence >= 0)
+);
+CREATE INDEX IF NOT EXISTS idx_artifacts_session
+    ON llmspell.artifacts (tenant_id, session_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_artifacts_type ON llmspell.artifacts (artifact_type, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_artifacts_content ON llmspell.artifacts (tenant_id, content_hash);
+CREATE INDEX IF NOT EXISTS idx_artifacts_name ON llmspell.artifacts (name);
+CREATE INDEX IF NOT EXISTS idx_artifacts_created ON llmspell.artifacts (created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_artifacts_size ON llmspell.artifacts (size_bytes DESC);
+CREATE INDEX IF NOT EXISTS idx_artifacts_tags ON llmspell.artifacts USING GIN (tags);
+CREATE INDEX IF NOT EXISTS idx_artifacts_metadata ON llmspell.artifacts USING GIN (metadata);
+CREATE INDEX IF NOT EXISTS idx_artifacts_tenant_type
+    ON llmspell.artifacts (tenant_id, artifact_type, created_at DESC);

@@ -28,13 +28,16 @@ from psycopg import sql
 
 from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
 from sources.components import (
+    BIGINT,
     BLOB,
+    BOOL,
     EPOCH,
     EPOCH_OPEN,
     HEXID,
     INT,
     JSON,
     SCOPE,
+    TEXT_ARRAY,
     UUID,
     VECTOR,
     Component,
@@ -43,7 +46,14 @@ from sources.memory_values import OPEN_END, PG_SCOPE_SQL, vector_text
 
 # Staging columns hold SQLite's raw values (vectors as pgvector text); `cast_expr` converts
 # them in the INSERT ... SELECT.
-STAGE_TYPES = {EPOCH: "BIGINT", EPOCH_OPEN: "BIGINT", INT: "BIGINT", BLOB: "BYTEA"}
+STAGE_TYPES = {
+    EPOCH: "BIGINT",
+    EPOCH_OPEN: "BIGINT",
+    INT: "BIGINT",
+    BLOB: "BYTEA",
+    BOOL: "BIGINT",
+    BIGINT: "BIGINT",
+}
 
 
 def cast_expr(col) -> sql.Composable:
@@ -64,6 +74,16 @@ def cast_expr(col) -> sql.Composable:
         return sql.SQL(PG_SCOPE_SQL).format(col=ident)
     if col.kind == INT:
         return sql.SQL("{}::integer").format(ident)
+    if col.kind == BIGINT:
+        return sql.SQL("{}::bigint").format(ident)
+    if col.kind == BOOL:
+        return sql.SQL("({} <> 0)").format(ident)
+    if col.kind == TEXT_ARRAY:
+        # ARRAY() of no elements is '{}': that is what a NULL becomes unless NULL is kept.
+        array = sql.SQL("ARRAY(SELECT jsonb_array_elements_text({}::jsonb))").format(ident)
+        if col.empty_when_null:
+            return array
+        return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ident, array)
     return ident
 
 

@@ -18,6 +18,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from destinations.store_ddl import AFTER_CREATE
 from pipelines.errors import TargetError
 from pipelines.settings import cli_command
 from sources.components import COMPONENTS, VECTOR, Component
@@ -322,7 +323,8 @@ def ensure_schema(
     reported as a warning rather than changed.
     """
     report = SchemaReport()
-    tables = list(dict.fromkeys(c.pg_table for c in COMPONENTS.values()))
+    comps = {c.pg_table: c for c in COMPONENTS.values()}
+    tables = list(dict.fromkeys(t for t, _ in _ddl_statements() if t))
     try:
         with conn.transaction():
             before = {t: _table_exists(conn, "llmspell", t) for t in tables}
@@ -333,13 +335,13 @@ def ensure_schema(
                     conn.execute(statement)
             if bookkeeping:
                 ensure_bookkeeping(conn)
-            for comp in {c.pg_table: c for c in COMPONENTS.values()}.values():
-                table = comp.pg_table
+            for table in tables:
+                comp = comps.get(table)
                 if table in skipped:
                     continue
                 if before[table]:
                     report.existing.append(f"llmspell.{table}")
-                    problems = _column_problems(conn, comp)
+                    problems = _column_problems(conn, comp) if comp else []
                     if problems:
                         report.warnings.append(
                             f"llmspell.{table} does not have the columns the migration writes "
@@ -355,6 +357,8 @@ def ensure_schema(
                     report.created.append(f"llmspell.{table}")
                     if table in _TRIGGER_BODIES:
                         _ensure_trigger(conn, table)
+                    if table in AFTER_CREATE:
+                        conn.execute(AFTER_CREATE[table])
                     _ensure_rls(conn, table)
             if not _role_exists(conn, APP_ROLE):
                 stmt = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(
@@ -383,6 +387,9 @@ def expected_columns(component: Component) -> dict[str, str]:
         "INTEGER": "int4",
         "BYTEA": "bytea",
         "TEXT": "text",
+        "BOOLEAN": "bool",
+        "BIGINT": "int8",
+        "TEXT[]": "_text",
     }
     out = {}
     for col in component.columns:

@@ -29,7 +29,7 @@ from dlt.common.exceptions import SignalReceivedException
 from destinations import connection, run_ledger, target_schema
 from destinations.postgres_writer import WriterPool, role_bypasses_rls
 from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight, settings
+from pipelines import copy_stage, preflight, settings, store_steps
 from pipelines.errors import (
     MigrateError,
     MigrationFailed,
@@ -176,6 +176,7 @@ class Engine:
                     done.result()
         report.warnings += preflight.number_change_lines(report)
         self._check_conflicts(db, overlaps, bypass, report, result)
+        store_steps.refuse_collisions(db, conn, self.plan, bypass)
         return report
 
     def _mappers(self, report: preflight.PreflightReport) -> dict:
@@ -363,6 +364,8 @@ class Engine:
                     )
                     result.run_id = run_id  # only now does `rollback --run-id` know it
                 run_started = True
+                for line in store_steps.prepare_target(conn, db, self.plan):
+                    self.emit(line)
                 writer = self._writer(run_id, report, result)
                 self._copy(
                     db, writer, report, result, lambda: self._complete(db, bypass, printer, result)

@@ -21,6 +21,9 @@ BLOB = "blob"  # BLOB -> BYTEA
 VECTOR = "vector"  # BLOB: JSON text of an f32 list, or raw little-endian f32 -> vector(n)
 EPOCH_OPEN = "epoch_open"  # INTEGER unix seconds, 9999999999 = open end -> 'infinity'
 SCOPE = "scope"  # llmspell's SQLite scope namespace -> StateScope's display form
+BOOL = "bool"  # INTEGER 0/1 -> BOOLEAN
+BIGINT = "bigint"  # INTEGER -> BIGINT
+TEXT_ARRAY = "text_array"  # TEXT holding a JSON array of strings -> TEXT[]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Column:
     minimum: int | None = None  # for INT columns: CHECK (col >= minimum)
     allowed: tuple[str, ...] | None = None  # for status columns: CHECK (col IN ...)
     dimension: int | None = None  # for VECTOR columns: vector(dimension)
+    # TEXT_ARRAY only: NULL is stored as an empty array (llmspell's reader needs one).
+    empty_when_null: bool = False
 
     @property
     def pg_type(self) -> str:
@@ -47,6 +52,9 @@ class Column:
             UUID: "UUID",
             INT: "INTEGER",
             BLOB: "BYTEA",
+            BOOL: "BOOLEAN",
+            BIGINT: "BIGINT",
+            TEXT_ARRAY: "TEXT[]",
         }[self.kind]
 
 
@@ -75,6 +83,8 @@ class Component:
             if tables is not None and table not in tables:
                 sql = sql.replace(f"{{p}}{table}", f"({stand_in})")
         return f"({sql.replace('{p}', prefix)}) AS src_rows"
+    # The key is unique across tenants in PostgreSQL (not only per tenant as in SQLite).
+    global_key: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -172,8 +182,61 @@ KV_STORE = Component(
     ),
 )
 
+# Every event is kept with its source's id, type, correlation id, whole-second time and
+# per-tenant sequence (SQLite's; the PostgreSQL writer would have taken the payload's global
+# sequence and full-precision time, which SQLite did not keep).
+EVENTS = Component(
+    name="events",
+    sqlite_table="event_log",
+    pg_table="event_log",
+    key_column="event_id",
+    key_sql="'event:' || event_id",
+    columns=(
+        _TENANT,
+        Column("event_id", UUID),
+        Column("event_type", TEXT, max_length=255),
+        Column("correlation_id", UUID),
+        Column("timestamp", EPOCH),
+        Column("sequence", BIGINT),
+        Column("language", TEXT, max_length=50),
+        Column("payload", JSON),
+    ),
+    # PostgreSQL's primary key includes the partition column.
+    conflict=("tenant_id", "timestamp", "event_id"),
+)
+
+HOOKS = Component(
+    name="hooks",
+    sqlite_table="hook_history",
+    pg_table="hook_history",
+    key_column="execution_id",
+    key_sql="'hook:' || execution_id",
+    columns=(
+        Column("execution_id", UUID),
+        _TENANT,
+        Column("hook_id", TEXT, max_length=255),
+        Column("hook_type", TEXT, max_length=255),
+        Column("correlation_id", UUID),
+        Column("hook_context", BLOB),  # lz4, size-prepended: copied byte for byte
+        Column("result_data", JSON),
+        Column("timestamp", EPOCH),
+        Column("duration_ms", INT),
+        Column("triggering_component", TEXT, max_length=255),
+        Column("component_id", TEXT, max_length=255),
+        Column("modified_operation", BOOL),
+        Column("tags", TEXT_ARRAY, nullable=True, empty_when_null=True),
+        Column("retention_priority", INT),
+        Column("context_size", INT),
+        Column("contains_sensitive_data", BOOL),
+        Column("metadata", JSON),
+        Column("created_at", EPOCH),
+    ),
+    conflict=("execution_id",),
+    global_key=True,
+)
+
 COMPONENTS: dict[str, Component] = {
-    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)
+    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS)
 }
 # Stores moved as several parts (one per PostgreSQL table): CLI name -> part names.
 GROUPS: dict[str, tuple[str, ...]] = {}
@@ -195,15 +258,11 @@ SUPPORTED = tuple(dict.fromkeys(c.group or c.name for c in COMPONENTS.values()))
 # Components the llmspell guide names for later phases: recognised, refused with a clear message.
 LATER_PHASES = {
     "artifacts": "Phase 3",
-    "events": "Phase 3",
-    "hooks": "Phase 3",
 }
 # The SQLite tables each not-yet-migrated store keeps its records in (the first one counts
 # them), so `plan` can say what a plan leaves behind.
 LATER_TABLES = {
     "artifacts": ("artifacts", "artifact_content"),
-    "events": ("event_log",),
-    "hooks": ("hook_history",),
 }
 ALL = "all"
 

@@ -16,7 +16,17 @@ from pathlib import Path
 import dlt
 import pyarrow as pa
 
-from sources.components import BLOB, COMPONENTS, EPOCH, EPOCH_OPEN, INT, VECTOR, Component
+from sources.components import (
+    BIGINT,
+    BLOB,
+    BOOL,
+    COMPONENTS,
+    EPOCH,
+    EPOCH_OPEN,
+    INT,
+    VECTOR,
+    Component,
+)
 from sources.key_routing import KeyMapper
 from sources.sqlite_reader import SourceDB
 
@@ -25,6 +35,8 @@ _ARROW_TYPES = {
     EPOCH: pa.int64(),
     EPOCH_OPEN: pa.int64(),
     INT: pa.int64(),
+    BIGINT: pa.int64(),
+    BOOL: pa.int64(),
     BLOB: pa.binary(),
     VECTOR: pa.binary(),
 }

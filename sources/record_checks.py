@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from sources import json_numbers
 from sources.components import (
+    BIGINT,
     BLOB,
+    BOOL,
     EPOCH,
     EPOCH_OPEN,
     HEXID,
@@ -25,6 +27,7 @@ from sources.components import (
     JSON,
     SCOPE,
     TEXT,
+    TEXT_ARRAY,
     UUID,
     VECTOR,
     Component,
@@ -37,6 +40,7 @@ _UUID = re.compile(r"^\{?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}\}?$")
 _REFUSED_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 # to_timestamp() accepts roughly 4713 BC .. 294276 AD; keep well inside it.
 _EPOCH_RANGE = (-210_866_803_200, 9_224_318_016_000)
 
@@ -170,10 +174,37 @@ def check_text(text, max_length: int | None) -> str | None:
     return None
 
 
+def check_text_array(text) -> str | None:
+    """A JSON array of strings, as TEXT[] holds it."""
+    problem = check_json(text)
+    if problem:
+        return problem
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "is not a JSON array of strings (PostgreSQL column is TEXT[])"
+    return None
+
+
 def _column_check(col) -> Callable[[object], str | None]:
     kind = col.kind
     if kind == JSON:
         return check_json
+    if kind == TEXT_ARRAY:
+        return check_text_array
+    if kind == BOOL:
+
+        def bool_check(v):
+            return None if v in (0, 1) and not isinstance(v, bool) else f"is {v!r}, not 0 or 1"
+
+        return bool_check
+    if kind == BIGINT:
+
+        def bigint_check(v):
+            if isinstance(v, bool) or not isinstance(v, int):
+                return f"is {v!r}, not an integer"
+            return None if _INT64[0] <= v <= _INT64[1] else f"is {v}, outside BIGINT"
+
+        return bigint_check
     if kind == TEXT:
 
         def text_check(v):
@@ -352,6 +383,12 @@ def _column_ok(col, values: tuple, number_texts: set[int] | None = None) -> bool
         except (ValueError, RecursionError):
             return False
         return True
+    if col.kind == BOOL:
+        return types == {int} and set(values) <= {0, 1}
+    if col.kind == BIGINT:
+        return types == {int}  # SQLite integers are 64-bit
+    if col.kind == TEXT_ARRAY:
+        return all(check_text_array(v) is None for v in values)
     if col.kind in (INT, EPOCH, EPOCH_OPEN):
         if types != {int}:  # bool is its own type, so True/False land here too
             return False

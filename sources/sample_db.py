@@ -27,8 +27,11 @@ from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any
 
+from sources import sample_phase3
 from sources.components import (
     AGENT_STATE,
+    EVENTS,
+    HOOKS,
     KV_STORE,
     SESSION_STATUSES,
     SESSIONS,
@@ -269,6 +272,10 @@ class SampleSpec:
     tenants: int = 3
     seed: int = 42
     memory: MemorySpec | None = None  # episodic/semantic/procedural memory rows, if any
+    events: int = 0  # Phase 3 stores (sources/sample_phase3.py)
+    hooks: int = 0
+    artifacts: int = 0
+    large_artifact: bool = False  # one artifact of 1 MiB or more (a large object in PostgreSQL)
 
     @classmethod
     def scaled(cls, total: int, tenants: int = 3, seed: int = 42) -> SampleSpec:
@@ -298,6 +305,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     so the file looks like one the llmspell storage crate has migrated."""
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(SCHEMA_SQL)
+    conn.executescript(sample_phase3.SCHEMA_SQL)
     rows = [
         (
             version,
@@ -699,11 +707,27 @@ def generate(path: str | Path, spec: SampleSpec, *, overwrite: bool = False) -> 
             with conn:
                 conn.executemany(sql, chunk)
         memory = add_memory(conn, spec.memory) if spec.memory else {}
+        sample_phase3.add(
+            conn,
+            spec.seed,
+            tenant_ids(spec.tenants),
+            events_count=spec.events,
+            hooks_count=spec.hooks,
+            artifacts_count=spec.artifacts,
+            large_artifact=spec.large_artifact,
+            end=BASE_EPOCH,
+        )
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
+        tables = {c.name: c.sqlite_table for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)}
+        # Phase 3 stores are counted when the spec asks for them (their tables always exist).
+        wanted = {EVENTS: spec.events, HOOKS: spec.hooks}
+        tables.update({c.name: c.sqlite_table for c, n in wanted.items() if n})
+        if spec.artifacts:
+            tables["artifacts"] = "artifacts"
         counts = {
-            c.name: conn.execute(f"SELECT count(*) FROM {c.sqlite_table}").fetchone()[0]
-            for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE)
+            name: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for name, table in tables.items()
         } | memory
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -24,7 +24,6 @@ def src(tmp_path) -> Path:
         conn.executemany(
             "INSERT INTO hook_history VALUES (?, 'default')", [(f"h{i}",) for i in range(3)]
         )
-        conn.execute("CREATE TABLE event_log (id TEXT)")  # empty: not worth a warning
     return path
 
 

@@ -15,6 +15,8 @@ from pipelines import api, migrate
 from pipelines.errors import TargetError
 
 TABLES = ("agent_states", "workflow_states", "sessions", "kv_store")
+# Phase 3 tables (tests/test_phase3_stores.py checks them); created in this order.
+ALL_TABLES = (*TABLES, "event_log", "hook_history", "artifact_content", "artifacts")
 
 # (column, udt, varchar length, nullable) in table order, written from llmspell-schema.md.
 EXPECTED_COLUMNS = {
@@ -163,9 +165,10 @@ def test_creates_the_four_tables_with_the_documented_columns(initialised):
             r[0]
             for r in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'llmspell'"
+                " AND table_name NOT LIKE 'event\\_log\\_%'"  # the event log's partitions
             )
         }
-        assert tables >= set(TABLES)  # and the memory stores' (tests/test_memory_stores.py)
+        assert tables >= set(ALL_TABLES)  # and the memory stores' (tests/test_memory_stores.py)
         for table in TABLES:
             assert columns(conn, table) == EXPECTED_COLUMNS[table], table
             keys = {
@@ -451,7 +454,7 @@ def test_ensure_schema_on_a_connection(empty_db):
     with psycopg.connect(empty_db.dsn, autocommit=True) as conn:
         report = target_schema.ensure_schema(conn)
         target_schema.check_schema(conn, [])  # bookkeeping tables exist
-    assert len(report.created) == 4 + 7  # Phase 1's four, the memory stores' seven
+    assert len(report.created) == 4 + 7 + 4  # Phase 1's four, memory's seven, Phase 3's four
 
 
 # -- row-level security in practice -----------------------------------------------------------

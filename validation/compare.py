@@ -22,11 +22,13 @@ from psycopg import sql
 
 from sources.components import (
     BLOB,
+    BOOL,
     EPOCH,
     EPOCH_OPEN,
     HEXID,
     JSON,
     SCOPE,
+    TEXT_ARRAY,
     UUID,
     VECTOR,
     Component,
@@ -70,12 +72,22 @@ def short(value, limit: int = 60) -> str:
 
 
 # -- canonical values ----------------------------------------------------------------------
+_ARRAY_NOT_NULL = "text_array_not_null"  # a TEXT_ARRAY whose NULL is stored as '{}'
+
+
+def canon_kind(col) -> str:
+    """The column's kind as the canonical form sees it."""
+    return _ARRAY_NOT_NULL if col.kind == TEXT_ARRAY and col.empty_when_null else col.kind
+
+
 def _source_canon(kind: str, value) -> str:
     if value is None:
-        return NULL
+        return "[]" if kind == _ARRAY_NOT_NULL else NULL
     try:
-        if kind == JSON:
+        if kind in (JSON, TEXT_ARRAY, _ARRAY_NOT_NULL):
             return jsonb_text(value)
+        if kind == BOOL:
+            return "true" if int(value) else "false"
         if kind in (HEXID, UUID):
             return canonical_uuid(value)
         if kind == BLOB:
@@ -107,6 +119,8 @@ def target_expr(col) -> sql.Composable:
         return sql.SQL("encode(substr(vector_send({}), 5), 'hex')").format(ident)
     if col.kind == BLOB:
         return sql.SQL("encode({}, 'hex')").format(ident)
+    if col.kind == TEXT_ARRAY:
+        return sql.SQL("to_jsonb({})::text").format(ident)
     return sql.SQL("{}::text").format(ident)
 
 
@@ -192,7 +206,7 @@ class ComponentComparer:
         self.mapper = mapper  # the key layout: source rows are compared as they are written
         self.targets = targets
         self.tenants = tenants
-        self.kinds = [c.kind for c in comp.columns]
+        self.kinds = [canon_kind(c) for c in comp.columns]
         self.names = comp.column_names
         self.key_index = self.names.index(comp.key_column)
         self.tenant_index = self.names.index("tenant_id")

@@ -1,0 +1,116 @@
+"""Steps only some stores need, at the fixed points where the generic engine calls them.
+
+- Pre-flight (`refuse_collisions`): a key PostgreSQL holds unique across tenants (hook
+  execution ids) while SQLite kept it unique per tenant is refused by id when two tenants
+  share it, in the source or between source and target.
+- Before the first write (`prepare_target`): the event log's month partitions for every
+  month the source's events fall in, made by the schema's own
+  `llmspell.create_event_log_partition` (SECURITY DEFINER, so `llmspell_app` may call it).
+  A partition is DDL, not a row: rollback leaves the (then empty) partitions in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+
+from pipelines.errors import PreflightError
+from pipelines.plan import Plan
+from sources.components import EVENTS, Component
+from sources.sqlite_reader import SourceDB
+from validation.canonical import uuid_key
+
+MAX_LISTED = 20
+_CHUNK = 5_000
+
+
+def _source_keys(db: SourceDB, comp: Component, tenants: list[str] | None) -> Iterator[list]:
+    where, args = db._where(tenants)
+    query = f"SELECT tenant_id, {comp.key_column} FROM {comp.sqlite_table}{where}"
+    cur = db.conn.execute(query, args)
+    while rows := cur.fetchmany(_CHUNK):
+        yield [(t, uuid_key(k)) for t, k in rows]
+
+
+def collisions(
+    db: SourceDB, conn: psycopg.Connection, comp: Component, tenants: list[str] | None, bypass: bool
+) -> list[str]:
+    """One line per key of `comp` held by two tenants (source and source, or source and
+    target). The target's other tenants are visible only to a role that bypasses RLS; for
+    `llmspell_app` a collision there fails the INSERT (and the run rolls back)."""
+    owners: dict[str, str] = {}
+    found: list[str] = []
+    for rows in _source_keys(db, comp, None):  # every tenant: a collision may be outside --tenant
+        for tenant, key in rows:
+            other = owners.setdefault(key, tenant)
+            if other != tenant:
+                found.append(f"{comp.name} {comp.key_column} {key}: held by tenants {other!r} "
+                             f"and {tenant!r} in the source")
+    if not bypass:
+        return found
+    query = sql.SQL(
+        "SELECT {k}::text, tenant_id FROM llmspell.{t} WHERE {k} = ANY(%s::uuid[])"
+    ).format(k=sql.Identifier(comp.key_column), t=sql.Identifier(comp.pg_table))
+    for rows in _source_keys(db, comp, tenants):
+        mine = dict((k, t) for t, k in rows)
+        for key, tenant in conn.execute(query, (list(mine),)).fetchall():
+            if tenant != mine[key]:
+                found.append(f"{comp.name} {comp.key_column} {key}: tenant {mine[key]!r} in the "
+                             f"source, already held by tenant {tenant!r} in the target")
+    conn.commit()
+    return found
+
+
+def refuse_collisions(db: SourceDB, conn: psycopg.Connection, plan: Plan, bypass: bool) -> None:
+    found: list[str] = []
+    for cp in plan.components:
+        if cp.component.global_key:
+            found += collisions(db, conn, cp.component, plan.tenants, bypass)
+    if found:
+        raise PreflightError(
+            f"{len(found)} id(s) are unique per tenant in SQLite but would collide in "
+            "PostgreSQL, where they are unique across tenants",
+            "Remove or re-key those records in llmspell (or leave their tenant out with "
+            "--tenant); nothing was written.",
+            details=found[:MAX_LISTED],
+        )
+
+
+def event_months(db: SourceDB, tenants: list[str] | None) -> list[str]:
+    """The first day (UTC, `YYYY-MM-01`) of every month the source's events fall in."""
+    where, args = db._where(tenants)
+    rows = db.conn.execute(
+        "SELECT DISTINCT strftime('%Y-%m-01', timestamp, 'unixepoch') FROM event_log"
+        f"{where} ORDER BY 1",
+        args,
+    ).fetchall()
+    return [r[0] for r in rows if r[0]]
+
+
+def ensure_event_partitions(conn: psycopg.Connection, months: list[str]) -> list[str]:
+    """Create the missing month partitions (UTC months, named as llmspell names them);
+    returns the names of those created."""
+    created = []
+    with conn.transaction():
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")  # partition names and bounds in UTC
+        for month in months:
+            (result,) = conn.execute(
+                "SELECT llmspell.create_event_log_partition(%s::timestamptz, "
+                "%s::timestamptz + interval '1 month')",
+                (month, month),
+            ).fetchone()
+            if result.startswith("CREATED"):
+                created.append(result.split()[-1])
+    return created
+
+
+def prepare_target(conn: psycopg.Connection, db: SourceDB, plan: Plan) -> list[str]:
+    """Target objects the planned stores need before their rows arrive; returns what to say."""
+    messages = []
+    if any(cp.name == EVENTS.name for cp in plan.components):
+        made = ensure_event_partitions(conn, event_months(db, plan.tenants))
+        if made:
+            messages.append(f"Created event log partitions: {', '.join(made)}")
+    return messages
