@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from destinations.artifact_writer import unlink_recorded
 from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
 from pipelines.errors import LockBusy
-from sources.components import Component
+from sources.components import ARTIFACT_CONTENT, Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"llmspell-migrate").digest()[:4], "big") & 0x7FFFFFFF
@@ -160,14 +161,22 @@ def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
 def delete_written(
     conn: psycopg.Connection, run_id: str, comps: list[Component], bypass_rls: bool
 ) -> dict[str, int]:
-    """Delete every row the run inserted, in one transaction; returns rows deleted per component."""
+    """Delete every row the run inserted, in one transaction; returns rows deleted per component.
+
+    Latest-loaded first, so rows are gone before what they refer to (artifacts before their
+    content and sessions); then the large objects the run created are unlinked."""
+    tables: list[Component] = []
+    for comp in comps:
+        if comp.own_copy and comp.name == "artifacts":
+            tables.append(ARTIFACT_CONTENT)  # the artifacts' content, deleted after them
+        tables.append(comp)
     deleted: dict[str, int] = {}
     drop_ledger = sql.SQL(
         "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s"
     ).format(_BOOK)
     with conn.transaction():
         tenants = [None] if bypass_rls else _tenants(conn, run_id, False)
-        for comp in comps:
+        for comp in reversed(tables):
             args = {"run": run_id, "comp": comp.name}
             n = 0
             for tenant in tenants:
@@ -178,4 +187,6 @@ def delete_written(
                     n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
                 conn.execute(drop_ledger, args)  # this tenant's ledger rows (all, bypassing)
             deleted[comp.name] = n
+        if any(c is ARTIFACT_CONTENT for c in tables):
+            deleted["large_objects"] = unlink_recorded(conn, run_id, tenants)
     return deleted

@@ -29,6 +29,7 @@ from typing import IO
 
 import duckdb
 
+from pipelines.artifact_backup import FOLDER, export_content
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from pipelines.settings import cli_command, make_private, private_dir
@@ -186,6 +187,9 @@ class BackupWriter:
                     self.counts[comp.name] = self._duckdb_export(con, comp, tenants)
                 except duckdb.Error:
                     self._python_export(read_path, comp, tenants)
+                if comp.name == "artifacts":  # their content: one file per blob
+                    source = self.partial / "source"
+                    self.counts[FOLDER] = export_content(source, read_path, tenants)
         finally:
             con.close()
 

@@ -177,6 +177,7 @@ class Engine:
         report.warnings += preflight.number_change_lines(report)
         self._check_conflicts(db, overlaps, bypass, report, result)
         store_steps.refuse_collisions(db, conn, self.plan, bypass)
+        store_steps.refuse_dangling(db, conn, self.plan, bypass)
         return report
 
     def _mappers(self, report: preflight.PreflightReport) -> dict:
@@ -514,7 +515,8 @@ class Engine:
         t0 = time.perf_counter()
         if copy_stage.discard_pending():
             self.emit("Discarded an unfinished dlt load package from an interrupted run")
-        comps = [cp.component for cp in self.plan.components]
+        # Components with their own copy (artifacts) follow the dlt run, before validation.
+        comps = [cp.component for cp in self.plan.components if not cp.component.own_copy]
         totals = {c.name: c.source_count for c in report.components}
         # nothing to copy: every record already there, or none in the source (an empty
         # component in the dlt run would leave it without a load, so without its completion)
@@ -525,6 +527,10 @@ class Engine:
             inserted = writer.inserted
             for comp in comps:
                 result.written[comp.name] = inserted.get(comp.name, 0)
+            # Skipping rows already there: pre-flight proved any such row identical.
+            result.written.update(
+                store_steps.copy_own(self.target, db, self.plan, result.run_id, True, self.emit)
+            )
             result.stages["copy"] = time.perf_counter() - t0
             complete()
 
@@ -537,7 +543,7 @@ class Engine:
             delivery,
             db.read_path,
             todo,
-            max(cp.batch_size for cp in self.plan.components if cp.name not in done),
+            max(cp.batch_size for cp in self.plan.components if cp.component in todo),
             self.plan.tenants,
             self.workers,
             self._mappers(report),

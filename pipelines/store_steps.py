@@ -16,13 +16,18 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
+from destinations import artifact_writer, connection
+from destinations.postgres_writer import LlmspellWriter
+from pipelines import preflight
 from pipelines.errors import PreflightError
 from pipelines.plan import Plan
-from sources.components import EVENTS, Component
+from sources.components import ARTIFACTS, EVENTS, SESSIONS, Component
+from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
 from validation.canonical import uuid_key
 
 MAX_LISTED = 20
+MAX_ARTIFACT_BYTES = 104_857_600  # llmspell's CHECK (size_bytes <= 104857600), both backends
 _CHUNK = 5_000
 
 
@@ -114,3 +119,106 @@ def prepare_target(conn: psycopg.Connection, db: SourceDB, plan: Plan) -> list[s
         if made:
             messages.append(f"Created event log partitions: {', '.join(made)}")
     return messages
+
+
+# -- artifacts --------------------------------------------------------------------------------
+def _target_pairs(conn, query: sql.Composable, tenants: list[str], bypass: bool) -> set:
+    return {(t, str(k)) for t, k in preflight._per_tenant_query(conn, query, tenants, bypass)}
+
+
+def dangling_artifacts(
+    db: SourceDB, conn: psycopg.Connection, plan: Plan, bypass: bool
+) -> list[str]:
+    """Artifacts whose content or session neither the source nor the target holds (a session
+    only in the source counts as held only when this plan migrates sessions), and content
+    over llmspell's 100 MiB limit: one line each, by id."""
+    where, args = db._where(plan.tenants)
+    tenants = sorted(db.counts_by_tenant(ARTIFACTS, plan.tenants))
+    if not tenants:
+        return []
+    content_q = sql.SQL(
+        "SELECT tenant_id, content_hash FROM llmspell.artifact_content WHERE tenant_id = ANY(%s)"
+    )
+    sessions_q = sql.SQL(
+        "SELECT tenant_id, session_id::text FROM llmspell.sessions WHERE tenant_id = ANY(%s)"
+    )
+    contents = _target_pairs(conn, content_q, tenants, bypass)
+    sessions = _target_pairs(conn, sessions_q, tenants, bypass)
+    contents |= set(db.conn.execute(f"SELECT tenant_id, content_hash FROM artifact_content{where}",
+                                    args).fetchall())
+    migrating_sessions = any(cp.name == SESSIONS.name for cp in plan.components)
+    in_source_sessions = set()
+    if SESSIONS.sqlite_table in db.tables:
+        for t, s in db.conn.execute(f"SELECT tenant_id, session_id FROM sessions{where}", args):
+            in_source_sessions.add((t, uuid_key(s)))
+    found = []
+    for tenant, artifact_id, session, digest in db.conn.execute(
+        f"SELECT tenant_id, artifact_id, session_id, content_hash FROM artifacts{where} "
+        "ORDER BY tenant_id, artifact_id",
+        args,
+    ):
+        if (tenant, digest) not in contents:
+            found.append(f"artifacts {tenant} {artifact_id!r}: content {digest} is in neither "
+                         "the source nor the target")
+        key = (tenant, uuid_key(session))
+        if key not in sessions:
+            if key in in_source_sessions and not migrating_sessions:
+                found.append(f"artifacts {tenant} {artifact_id!r}: session {session} is not in "
+                             "the target and this plan does not migrate sessions")
+            elif key not in in_source_sessions:
+                found.append(f"artifacts {tenant} {artifact_id!r}: session {session} is in "
+                             "neither the source nor the target")
+    for tenant, digest, length in db.conn.execute(
+        f"SELECT tenant_id, content_hash, length(data) FROM artifact_content{where}", args
+    ):
+        if length > MAX_ARTIFACT_BYTES:
+            found.append(f"artifact_content {tenant} {digest}: {length:,} bytes, over llmspell's "
+                         f"{MAX_ARTIFACT_BYTES:,}-byte limit (PostgreSQL CHECK max_artifact_size)")
+    conn.commit()
+    return found
+
+
+def refuse_dangling(db: SourceDB, conn: psycopg.Connection, plan: Plan, bypass: bool) -> None:
+    if not any(cp.name == ARTIFACTS.name for cp in plan.components):
+        return
+    found = dangling_artifacts(db, conn, plan, bypass)
+    if found:
+        raise PreflightError(
+            f"{len(found)} artifact record(s) cannot be stored: their foreign keys or size "
+            "would fail in PostgreSQL",
+            "Add the missing sessions to the plan (or the target), or remove those artifacts "
+            "in llmspell; nothing was written.",
+            details=found[:MAX_LISTED],
+        )
+
+
+def copy_own(
+    target,
+    db: SourceDB,
+    plan: Plan,
+    run_id: str,
+    skip_existing: bool,
+    emit,
+) -> dict[str, int]:
+    """Copy the components the dlt copy leaves out (artifacts), after it, so the sessions
+    they refer to are in place: content first (bytea or streamed large objects), then the
+    artifact rows through the same writer as every other component. Returns rows written."""
+    written: dict[str, int] = {}
+    for cp in plan.components:
+        if cp.name != ARTIFACTS.name:
+            continue
+        tenants = sorted(db.counts_by_tenant(ARTIFACTS, plan.tenants))
+        emit("")
+        emit(f"Migrating component: {cp.name} (content streamed, then artifact rows)")
+        with connection.connect(target) as conn:
+            content = artifact_writer.copy_content(conn, db.conn, run_id, tenants, cp.batch_size)
+            emit(
+                f"Content: {content.inserted} rows ({content.bytes:,} bytes), "
+                f"{len(content.large_objects)} as large objects"
+            )
+            writer = LlmspellWriter(conn, run_id, skip_existing)
+            for rows in db.iter_batches(ARTIFACTS, cp.batch_size, plan.tenants):
+                writer.write_batch(ARTIFACTS, rows_to_arrow(ARTIFACTS, rows))
+            written[cp.name] = writer.inserted.get(ARTIFACTS.name, 0)
+            emit(f"Artifacts: {written[cp.name]} rows")
+    return written

@@ -85,6 +85,9 @@ class Component:
         return f"({sql.replace('{p}', prefix)}) AS src_rows"
     # The key is unique across tenants in PostgreSQL (not only per tenant as in SQLite).
     global_key: bool = False
+    # Copied by its own store module after the dlt copy, not by the dlt copy itself
+    # (artifacts: blobs are streamed, and rows need their sessions and content first).
+    own_copy: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -235,8 +238,58 @@ HOOKS = Component(
     global_key=True,
 )
 
+# Artifacts: `artifacts` rows refer to a session and to content-addressed `artifact_content`.
+# The component's records are the artifacts; their content travels with them (see
+# destinations/artifact_writer.py): bytea below 1 MiB, a large object from 1 MiB.
+ARTIFACTS = Component(
+    name="artifacts",
+    sqlite_table="artifacts",
+    pg_table="artifacts",
+    key_column="artifact_id",
+    key_sql="artifact_id",
+    columns=(
+        _TENANT,
+        Column("artifact_id", TEXT, max_length=512),
+        Column("session_id", UUID),
+        Column("sequence", BIGINT),
+        Column("content_hash", TEXT, max_length=64),
+        Column("metadata", JSON),
+        Column("name", TEXT, max_length=255),
+        Column("artifact_type", TEXT, max_length=50),
+        Column("mime_type", TEXT, max_length=255),
+        Column("size_bytes", BIGINT),
+        Column("created_at", EPOCH),
+        Column("created_by", TEXT, nullable=True, max_length=255),
+        Column("version", INT, minimum=1),
+        Column("parent_artifact_id", TEXT, nullable=True, max_length=512),
+        Column("tags", TEXT_ARRAY, nullable=True),
+        Column("stored_at", EPOCH),
+        Column("updated_at", EPOCH),
+    ),
+    own_copy=True,
+)
+# The content rows, without `data` (streamed on its own) and without the columns PostgreSQL's
+# convention sets: storage_type (by size), reference_count (1 + one per artifact, kept by
+# its triggers) and last_accessed_at (set by the same triggers).
+ARTIFACT_CONTENT = Component(
+    name="artifact_content",
+    sqlite_table="artifact_content",
+    pg_table="artifact_content",
+    key_column="content_hash",
+    key_sql="content_hash",
+    columns=(
+        _TENANT,
+        Column("content_hash", TEXT, max_length=64),
+        Column("size_bytes", BIGINT),
+        Column("is_compressed", BOOL),
+        Column("original_size_bytes", BIGINT, nullable=True),
+        Column("created_at", EPOCH),
+    ),
+)
+
 COMPONENTS: dict[str, Component] = {
-    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS)
+    c.name: c
+    for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS, ARTIFACTS)
 }
 # Stores moved as several parts (one per PostgreSQL table): CLI name -> part names.
 GROUPS: dict[str, tuple[str, ...]] = {}
@@ -256,14 +309,10 @@ del memory_stores
 # The names a user passes: plain components and groups, in registry order.
 SUPPORTED = tuple(dict.fromkeys(c.group or c.name for c in COMPONENTS.values()))
 # Components the llmspell guide names for later phases: recognised, refused with a clear message.
-LATER_PHASES = {
-    "artifacts": "Phase 3",
-}
+LATER_PHASES: dict[str, str] = {}
 # The SQLite tables each not-yet-migrated store keeps its records in (the first one counts
 # them), so `plan` can say what a plan leaves behind.
-LATER_TABLES = {
-    "artifacts": ("artifacts", "artifact_content"),
-}
+LATER_TABLES: dict[str, tuple[str, ...]] = {}
 ALL = "all"
 
 

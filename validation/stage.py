@@ -4,17 +4,19 @@ compared through one DuckDB session attached to both databases."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
 import psycopg
 import pyarrow as pa
 
+from destinations import connection
 from sources import components as registry
 from sources.components import VECTOR, Component
 from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
 from sources.sqlite_reader import SourceDB
-from validation import duck
+from validation import artifact_content, duck
 from validation.compare import MAX_REPORTED, ComponentComparer, ComponentResult
 from validation.readback import readback
 from validation.vector_knn import knn_check
@@ -137,6 +139,8 @@ class Validator:
             if reach is not None and comp.name in reach:
                 result.readback = self.readback(comp, reach[comp.name], result.sample_percent)
             report.components.append(result)
+            if comp.name == "artifacts":  # and the content they refer to, bytes included
+                report.components.append(self.compare_content(comps, percent, threshold))
         report.seconds = time.perf_counter() - started
         return report
 
@@ -146,6 +150,18 @@ class Validator:
             self.target_dsn
         ) as conn:
             return readback(db, conn, comp, reach, percent, self.tenants)
+
+    def compare_content(
+        self, comps: list[Component], percent: float, threshold: int
+    ) -> ComponentResult:
+        """Artifact content, compared through psycopg and sqlite3 (bytes streamed)."""
+        src = sqlite3.connect(f"file:{self.source_read_path}?mode=ro", uri=True)
+        try:
+            with connection.connect(self.target_dsn) as conn:
+                tenants = source_tenants(self.con, comps, self.tenants)
+                return artifact_content.compare(src, conn, tenants, percent, threshold)
+        finally:
+            src.close()
 
     def close(self) -> None:
         self.con.close()
