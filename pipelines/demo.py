@@ -8,6 +8,7 @@ would type, followed by what it prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         patterns=80,
         tenants=("default", *tenant_ids(spec.tenants)),
     )
+    # Plus the Phase 3 stores: events over several past months, hook history, and artifacts
+    # with one of 1 MiB or more (a large object in PostgreSQL).
+    spec = dataclasses.replace(spec, events=300, hooks=80, artifacts=40, large_artifact=True)
     counts = generate(db, spec)
     print(f"Sample llmspell database: {db}")
     for name, n in counts.items():

@@ -201,7 +201,7 @@ def artifacts(
     arts = []
     next_seq: dict[tuple[str, str], int] = {}
     for i in range(count):
-        tenant, session = sessions[i % len(sessions)]
+        tenant, session = rng.choice(sessions)
         shared = [k for k in contents if k[0] == tenant]
         if shared and rng.random() < 0.25:  # the same bytes stored again: one content row
             key = rng.choice(shared)

@@ -83,7 +83,9 @@ def compare(
         f"SELECT count(*) FROM artifact_content WHERE tenant_id IN ({marks})", tenants
     ).fetchone()[0]
     pct = 100.0 if percent >= 100 or total < threshold else float(percent)
-    result = ComponentResult(NAME, mode="full" if pct >= 100 else "sample", sample_percent=pct)
+    result = ComponentResult(
+        NAME, mode="full" if pct >= 100 else "sample", sample_percent=pct, records=False
+    )
     for tenant in tenants:
         with conn.transaction():
             conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))

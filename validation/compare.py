@@ -167,6 +167,9 @@ class ComponentResult:
     knn_failed: int = 0
     seconds: float = 0.0
     readback: object | None = None  # validation.readback.Readback: llmspell's get() replayed
+    # False for a table checked along with a component (artifact_content with artifacts):
+    # its rows are not the plan's records, so run totals leave them out.
+    records: bool = True
 
     @property
     def counts_ok(self) -> bool:

@@ -33,11 +33,11 @@ class ValidationReport:
 
     @property
     def source_records(self) -> int:
-        return sum(c.source_count for c in self.components)
+        return sum(c.source_count for c in self.components if c.records)
 
     @property
     def target_records(self) -> int:
-        return sum(c.target_count for c in self.components)
+        return sum(c.target_count for c in self.components if c.records)
 
     @property
     def checksum_samples(self) -> int:
