@@ -181,3 +181,22 @@ def test_events_and_hooks_roll_back_and_verify(tmp_path, src, target_db, capsys)
     assert "hook_context" in capsys.readouterr().err
     assert migrate.run([*backup, "--force"]) == 0  # ...unless forced
     assert target_db.count("event_log") == 0 and target_db.count("hook_history") == 0
+
+
+def test_unstorable_events_and_hooks_are_listed_by_key(tmp_path, src, target_db, capsys):
+    with sqlite3.connect(src) as conn:
+        (event_id,) = conn.execute("SELECT event_id FROM event_log LIMIT 1").fetchone()
+        conn.execute("UPDATE event_log SET correlation_id = 'nope' WHERE event_id = ?", (event_id,))
+        (exec_id,) = conn.execute("SELECT execution_id FROM hook_history LIMIT 1").fetchone()
+        conn.execute(
+            "UPDATE hook_history SET tags = '{\"a\": 1}', modified_operation = 2 "
+            "WHERE execution_id = ?",
+            (exec_id,),
+        )
+    plan = _plan(tmp_path, src, target_db.dsn)
+    capsys.readouterr()
+    assert migrate.run(["execute", "--plan", str(plan), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"'event:{event_id}': correlation_id is 'nope', not a UUID" in err
+    assert f"'hook:{exec_id}': tags is not a JSON array of strings" in err
+    assert f"'hook:{exec_id}': modified_operation is 2, not 0 or 1" in err
