@@ -41,7 +41,7 @@ def test_results_are_typed_and_serialisable(tmp_path, sample_sqlite, target_db):
 @pytest.mark.parametrize(
     "call,error",
     [
-        (lambda p: api.make_plan("artifacts", source=p), MigrateError),
+        (lambda p: api.make_plan("bogus_store", source=p), MigrateError),
         (lambda p: api.make_plan("agent_state", source=p.parent / "missing.db"), SourceError),
         (lambda p: api.dry_run(p.parent / "missing.toml"), PlanError),
     ],
@@ -55,12 +55,12 @@ def test_errors_are_typed_with_the_cli_message(tmp_path, sample_sqlite, capsys, 
 
 def test_api_and_cli_say_the_same(tmp_path, sample_sqlite, capsys):
     with pytest.raises(MigrateError) as err:
-        api.make_plan("agent_state,artifacts", source=sample_sqlite)
+        api.make_plan("agent_state,bogus_store", source=sample_sqlite)
     code = migrate.run(
         [
             "plan",
             "--components",
-            "agent_state,artifacts",
+            "agent_state,bogus_store",
             "--source",
             str(sample_sqlite),
             "--output",

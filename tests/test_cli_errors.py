@@ -125,8 +125,8 @@ def test_component_dropped_after_planning_is_refused_by_execute(tmp_path, small_
 @pytest.mark.parametrize(
     "components,needle",
     [
-        ("artifacts", f"{SUPPORTED_MSG} Got: artifacts"),
-        ("agent_state,events", f"{SUPPORTED_MSG} Got: events"),
+        ("bogus_store", f"{SUPPORTED_MSG} Got: bogus_store"),
+        ("agent_state,vectors", f"{SUPPORTED_MSG} Got: vectors"),
         ("agent_states", f"{SUPPORTED_MSG} Got: agent_states"),
         ("agent_state,agent_state", "named twice"),
         (",", "No component given"),
@@ -195,8 +195,8 @@ def test_json_errors_parse(tmp_path, small_db, case, capsys):
         argv = _plan_argv(tmp_path / "nope.db", "--json")
         needle = "SQLite database not found"
     elif case == "unsupported-component":
-        argv = _plan_argv(small_db, "--components", "artifacts", "--json")
-        needle = "Got: artifacts"
+        argv = _plan_argv(small_db, "--components", "bogus_store", "--json")
+        needle = "Got: bogus_store"
     elif case == "unreachable":
         api.make_plan("agent_state", output="p.toml", source=small_db, target=UNREACHABLE)
         argv = ["execute", "--plan", "p.toml", "--dry-run", "--json"]
@@ -251,9 +251,9 @@ def test_subprocess_missing_source_and_unsupported_component(tmp_path, small_db)
     r = _cli(tmp_path, *_plan_argv(tmp_path / "nope.db"))
     assert r.returncode == 2
     _clean_error(r.stderr, "SQLite database not found")
-    r = _cli(tmp_path, *_plan_argv(small_db, "--components", "artifacts"))
+    r = _cli(tmp_path, *_plan_argv(small_db, "--components", "bogus_store"))
     assert r.returncode == 2
-    _clean_error(r.stderr, f"{SUPPORTED_MSG} Got: artifacts")
+    _clean_error(r.stderr, f"{SUPPORTED_MSG} Got: bogus_store")
 
 
 def test_subprocess_unreachable_target_json(tmp_path, small_db):

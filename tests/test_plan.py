@@ -187,9 +187,9 @@ BAD_PLANS = {
         _set(("components", 0, "name"), "agnet_state"),
         f"'components[0].name': {ONLY} Got: agnet_state",
     ),
-    "later-phase component": (
-        _set(("components", 1, "name"), "artifacts"),
-        f"{ONLY} Got: artifacts",
+    "unknown component": (
+        _set(("components", 1, "name"), "bogus_store"),
+        f"{ONLY} Got: bogus_store",
     ),
     "component listed twice": (
         _set(("components", 1, "name"), "agent_state"),
@@ -230,12 +230,12 @@ def test_bad_plan_is_refused_with_one_line_naming_the_key(tmp_path, case, capsys
 
 def test_later_phase_component_message_is_the_guides(tmp_path, capsys):
     data = _good_plan()
-    data["components"] = [{"name": "artifacts", "estimated_count": 1, "batch_size": 1000}]
+    data["components"] = [{"name": "bogus_store", "estimated_count": 1, "batch_size": 1000}]
     path = _write(tmp_path / "plan.toml", data)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    _assert_one_error(err, f"{ONLY} Got: artifacts")
-    assert "Phase 3" in err  # the fix line says when it comes
+    _assert_one_error(err, f"{ONLY} Got: bogus_store")
+    assert "spelling" in err  # no store is left for a later phase: the fix line says so
 
 
 @pytest.mark.parametrize(
