@@ -204,13 +204,12 @@ def copy_own(
     they refer to are in place: content first (bytea or streamed large objects), then the
     artifact rows through the same writer as every other component. Returns rows written."""
     written: dict[str, int] = {}
-    n = len(plan.components)
-    for i, cp in enumerate(plan.components, 1):
+    for cp in plan.components:
         if cp.name != ARTIFACTS.name:
             continue
         tenants = sorted(db.counts_by_tenant(ARTIFACTS, plan.tenants))
         emit("")
-        emit(f"[{i}/{n}] Migrating component: {cp.name} (content streamed, then artifact rows)")
+        emit(f"Migrating component: {cp.name} (after the others: content, then artifact rows)")
         with connection.connect(target) as conn:
             content = artifact_writer.copy_content(conn, db.conn, run_id, tenants, cp.batch_size)
             emit(
