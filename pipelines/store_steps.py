@@ -19,7 +19,7 @@ from psycopg import sql
 from destinations import artifact_writer, connection
 from destinations.postgres_writer import LlmspellWriter
 from pipelines import preflight
-from pipelines.errors import PreflightError
+from pipelines.errors import MigrationFailed, PreflightError
 from pipelines.plan import Plan
 from sources.components import ARTIFACTS, EVENTS, SESSIONS, Component
 from sources.llmspell_source import rows_to_arrow
@@ -210,15 +210,25 @@ def copy_own(
         tenants = sorted(db.counts_by_tenant(ARTIFACTS, plan.tenants))
         emit("")
         emit(f"Migrating component: {cp.name} (after the others: content, then artifact rows)")
-        with connection.connect(target) as conn:
-            content = artifact_writer.copy_content(conn, db.conn, run_id, tenants, cp.batch_size)
-            emit(
-                f"Content: {content.inserted} rows ({content.bytes:,} bytes), "
-                f"{len(content.large_objects)} as large objects"
-            )
-            writer = LlmspellWriter(conn, run_id, skip_existing)
-            for rows in db.iter_batches(ARTIFACTS, cp.batch_size, plan.tenants):
-                writer.write_batch(ARTIFACTS, rows_to_arrow(ARTIFACTS, rows))
-            written[cp.name] = writer.inserted.get(ARTIFACTS.name, 0)
-            emit(f"Artifacts: {written[cp.name]} rows")
+        try:
+            with connection.connect(target) as conn:
+                content = artifact_writer.copy_content(
+                    conn, db.conn, run_id, tenants, cp.batch_size
+                )
+                emit(
+                    f"Content: {content.inserted} rows ({content.bytes:,} bytes), "
+                    f"{len(content.large_objects)} as large objects"
+                )
+                writer = LlmspellWriter(conn, run_id, skip_existing)
+                for rows in db.iter_batches(ARTIFACTS, cp.batch_size, plan.tenants):
+                    writer.write_batch(ARTIFACTS, rows_to_arrow(ARTIFACTS, rows))
+                written[cp.name] = writer.inserted.get(ARTIFACTS.name, 0)
+                emit(f"Artifacts: {written[cp.name]} rows")
+        except psycopg.Error as exc:
+            text = str(exc).strip().splitlines()
+            raise MigrationFailed(
+                f"Migration execution failed in {cp.name}: {type(exc).__name__}"
+                + (f": {text[0]}" if text else ""),
+                "Everything this run wrote was rolled back; fix the cause and re-run the plan.",
+            ) from exc
     return written

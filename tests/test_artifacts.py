@@ -151,7 +151,9 @@ def test_failed_run_rolls_back_its_large_objects(tmp_path, src, target_db, capsy
     plan = _plan(tmp_path, src, target_db.dsn, "artifacts", "a.toml")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan)]) == 1
-    assert "unique_session_sequence" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Migration execution failed in artifacts: UniqueViolation" in err
+    assert "unique_session_sequence" in err
     assert _large_objects(target_db) == before
     assert target_db.count("artifacts") == 1 and target_db.count("artifact_content") == 1
 

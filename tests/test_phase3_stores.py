@@ -55,6 +55,13 @@ def _rows(src: Path, sql: str) -> list[tuple]:
 
 def test_events_land_in_their_months_and_read_back_by_time_range(tmp_path, src, target_db):
     plan = _plan(tmp_path, src, target_db.app_dsn, "events")
+    partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'llmspell.event_log'::regclass"
+    with target_db.connect() as conn:
+        (before,) = conn.execute(partitions).fetchone()
+    dry = ["execute", "--plan", str(plan), "--target", target_db.app_dsn, "--dry-run"]
+    assert migrate.run(dry) == 0
+    with target_db.connect() as conn:  # a dry-run creates no partition
+        assert conn.execute(partitions).fetchone() == (before,)
     assert migrate.run(["execute", "--plan", str(plan), "--target", target_db.app_dsn]) == 0
     source = _rows(
         src,
