@@ -194,3 +194,38 @@ def test_validation_compares_large_object_bytes(tmp_path, src, target_db, capsys
     assert migrate.run(["verify", "--plan", str(plan), "--full"]) != 0
     out = capsys.readouterr().out
     assert "artifact_content" in out and "sha256" in out
+
+
+def test_sigkill_after_content_then_rerun_resumes(tmp_path, target_db):
+    """Killed (SIGKILL) once the content is in and the artifact rows are being written: the
+    same plan resumes the run, adds no second copy of any large object, and its rollback
+    still unlinks exactly the run's large objects."""
+    from tests.test_faults import spawn, wait_for
+
+    src = tmp_path / "many.db"
+    generate(
+        src,
+        SampleSpec(
+            agents=1, workflows=1, sessions=20, kv=1, tenants=2, seed=8, artifacts=3000,
+            large_artifact=True,
+        ),
+    )
+    before = _large_objects(target_db)
+    plan = tmp_path / "plan.toml"
+    argv = ["plan", "--components", "sessions,artifacts", "--source", str(src), "-o", str(plan)]
+    assert migrate.run([*argv, "--target", target_db.dsn, "--batch-size", "100"]) == 0
+    proc = spawn(plan, tmp_path)
+    wait_for(proc, "Content:")
+    proc.kill()
+    proc.wait()
+    with target_db.connect() as conn:
+        (status,) = conn.execute("SELECT status FROM llmspell_migrate.runs").fetchone()
+    assert status == "running"
+    assert target_db.count("artifacts") < 3000
+    assert migrate.run(["execute", "--plan", str(plan)]) == 0
+    assert target_db.count("artifacts") == 3000
+    assert len(_large_objects(target_db) - before) == 1
+    assert migrate.run(["verify", "--plan", str(plan), "--full"]) == 0
+    backup = next((tmp_path / "backups").iterdir())
+    assert migrate.run(["rollback", "--backup", str(backup)]) == 0
+    assert _large_objects(target_db) == before
