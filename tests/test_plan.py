@@ -187,7 +187,7 @@ BAD_PLANS = {
         _set(("components", 0, "name"), "agnet_state"),
         f"'components[0].name': {ONLY} Got: agnet_state",
     ),
-    "unknown component": (
+    "unknown component in a later slot": (
         _set(("components", 1, "name"), "bogus_store"),
         f"{ONLY} Got: bogus_store",
     ),
