@@ -32,8 +32,10 @@ TX_BYTES = 64 << 20  # commit a content batch once it carries this much
 LO_LEDGER = "artifact_content.large_objects"
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 
-_COLUMNS = "rowid, tenant_id, content_hash, size_bytes, is_compressed, original_size_bytes, " \
+_COLUMNS = (
+    "rowid, tenant_id, content_hash, size_bytes, is_compressed, original_size_bytes, "
     "created_at, length(data)"
+)
 _INSERT = (
     "INSERT INTO llmspell.artifact_content (tenant_id, content_hash, storage_type, data, "
     "large_object_oid, size_bytes, is_compressed, original_size_bytes, reference_count, "
@@ -148,9 +150,7 @@ def _copy_rows(conn, src, run_id: str, tenant: str, rows, app_owns: bool, out) -
                 ).fetchone()
                 if present:  # a resumed run: never stream a blob that is there already
                     continue
-                oid = write_large_object(
-                    conn, stream_blob(src, "artifact_content", "data", rowid)
-                )
+                oid = write_large_object(conn, stream_blob(src, "artifact_content", "data", rowid))
             inserted = conn.execute(
                 _INSERT,
                 (tenant_id, digest, kind, data, oid, size, bool(compressed), original, created),

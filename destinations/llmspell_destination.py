@@ -72,9 +72,7 @@ def sink(items: pa.RecordBatch, table: dict) -> None:
     except SignalReceivedException:
         raise
     except Exception as exc:
-        raise DestinationTerminalException(
-            f"{table['name']}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise DestinationTerminalException(f"{table['name']}: {type(exc).__name__}: {exc}") from exc
 
 
 class LlmspellClient(DestinationClient):

@@ -94,9 +94,9 @@ def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
     if not present:
         match = sql.SQL("tenant_id = current_setting({}, true)").format(sql.Literal(TENANT_SETTING))
         conn.execute(
-            sql.SQL(
-                "CREATE POLICY {} ON {}.written_keys USING ({m}) WITH CHECK ({m})"
-            ).format(sql.Identifier(_LEDGER_POLICY), _BOOK, m=match)
+            sql.SQL("CREATE POLICY {} ON {}.written_keys USING ({m}) WITH CHECK ({m})").format(
+                sql.Identifier(_LEDGER_POLICY), _BOOK, m=match
+            )
         )
 
 
@@ -155,6 +155,16 @@ def _grant_app(conn: psycopg.Connection, schema: str) -> None:
         )
     )
     conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, role))
+    # Partitions carry no row-level security of their own: read directly they would show every
+    # tenant's rows. The app reaches them only through their parent, where RLS applies (and
+    # PostgreSQL checks the parent's privileges, not the partition's).
+    partitions = conn.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relispartition AND c.relkind IN ('r', 'p')",
+        (schema,),
+    ).fetchall()
+    for (name,) in partitions:
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.SQL(name), role))
 
 
 def bookkeeping_blocker(conn: psycopg.Connection) -> str | None:

@@ -77,6 +77,13 @@ def test_events_land_in_their_months_and_read_back_by_time_range(tmp_path, src, 
         ).fetchall()
     assert len(placed) == len(source)
     assert all(part == f"llmspell.event_log_{month}" for part, month in placed)
+    with target_db.connect() as conn:  # months have no RLS of their own: the app may not read
+        readable = conn.execute(  # one directly (every tenant's rows), only via the parent
+            "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'llmspell.event_log'::regclass"
+            " AND has_table_privilege('llmspell_app', c.oid, 'SELECT')"
+        ).fetchall()
+    assert readable == []
     # Through the partitioned parent, as llmspell reads a tenant's events in a time range.
     tenant = source[0][0]
     mine = sorted((r for r in source if r[0] == tenant), key=lambda r: r[4])
@@ -95,7 +102,11 @@ def test_events_land_in_their_months_and_read_back_by_time_range(tmp_path, src, 
     for event_id, etype, corr, ts, seq, lang, payload in got:
         row = by_id[str(event_id)]
         assert (etype, str(corr), int(ts.timestamp()), seq, lang) == (
-            row[2], row[3], row[4], row[5], row[6]
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
         )
         assert payload == json.loads(row[7])
     assert [r[4] for r in got] == sorted(r[4] for r in got)  # ORDER BY sequence: per tenant
@@ -121,9 +132,12 @@ def test_hooks_keep_context_bytes_and_never_null_tags(tmp_path, src, target_db):
             assert row[5] == json.loads(result)
             assert int(row[6].timestamp()) == ts
     with target_db.connect() as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM llmspell.hook_history WHERE tags IS NULL"
-        ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM llmspell.hook_history WHERE tags IS NULL"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 def test_execution_id_shared_by_two_tenants_is_refused_by_id(tmp_path, src, target_db, capsys):
@@ -148,7 +162,7 @@ def test_execution_id_shared_by_two_tenants_is_refused_by_id(tmp_path, src, targ
 
 
 def test_execution_id_held_by_another_tenant_in_target_is_refused(tmp_path, src, target_db, capsys):
-    (tenant, exec_id), = _rows(src, "SELECT tenant_id, execution_id FROM hook_history LIMIT 1")
+    ((tenant, exec_id),) = _rows(src, "SELECT tenant_id, execution_id FROM hook_history LIMIT 1")
     with target_db.connect() as conn:
         conn.execute(
             "INSERT INTO llmspell.hook_history (execution_id, tenant_id, hook_id, hook_type, "
