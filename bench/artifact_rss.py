@@ -74,7 +74,11 @@ def run_child(args: list[str], env: dict) -> tuple[int, float, str]:
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss, open(os.devnull, "rb") as null:
         proc = subprocess.run(
             ["/usr/bin/time", "-f", "%M", "-o", rss.name, sys.executable, *args],
-            env=env, stdin=null, capture_output=True, text=True, check=False,
+            env=env,
+            stdin=null,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         peak_kib = int(rss.read().strip().splitlines()[-1])
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
@@ -134,32 +138,58 @@ def main(argv: list[str] | None = None) -> int:
         write_blob_db(small, args.mib * MIB)
         plan = str(root / "plan.toml")
         code, _, tail = run_child(
-            ["-m", "pipelines.migrate", "plan", "--components", "sessions,artifacts",
-             "--source", str(small), "-o", plan], env)
+            [
+                "-m",
+                "pipelines.migrate",
+                "plan",
+                "--components",
+                "sessions,artifacts",
+                "--source",
+                str(small),
+                "-o",
+                plan,
+            ],
+            env,
+        )
         assert code == 0, tail
         started = time.perf_counter()
         code, peak, tail = run_child(["-m", "pipelines.migrate", "execute", "--plan", plan], env)
-        print(f"execute, one {args.mib} MiB artifact: exit {code}, "
-              f"{time.perf_counter() - started:.1f}s, peak RSS {peak:.0f} MiB")
+        print(
+            f"execute, one {args.mib} MiB artifact: exit {code}, "
+            f"{time.perf_counter() - started:.1f}s, peak RSS {peak:.0f} MiB"
+        )
         print("  " + tail.replace("\n", "\n  "))
         big = root / "llmspell-big.db"
         # SQLite's compiled-in SQLITE_MAX_LENGTH (1,000,000,000 bytes by default) caps a blob.
         size = min(int(args.gib * (1 << 30)), SQLITE_MAX_LENGTH)
         digest = write_blob_db(big, size)
-        print(f"\nstreaming paths, one blob of {size:,} bytes ({size / (1 << 30):.2f} GiB, "
-              f"SQLite's maximum), sha256 {digest[:12]}...:")
+        print(
+            f"\nstreaming paths, one blob of {size:,} bytes ({size / (1 << 30):.2f} GiB, "
+            f"SQLite's maximum), sha256 {digest[:12]}...:"
+        )
         for step in ("copy", "lo-digest", "source-digest", "backup"):
             t0 = time.perf_counter()
             code, peak, tail = run_child(
                 ["-m", "bench.artifact_rss", "--step", step, "--db", str(big)], env
             )
-            ok = "" if step not in ("lo-digest", "source-digest") else (
-                " (digest matches)" if tail.endswith(digest) else f" (DIGEST DIFFERS: {tail})")
-            print(f"  {step}: exit {code}, {time.perf_counter() - t0:.1f}s, "
-                  f"peak RSS {peak:.0f} MiB{ok}")
+            ok = (
+                ""
+                if step not in ("lo-digest", "source-digest")
+                else (
+                    " (digest matches)" if tail.endswith(digest) else f" (DIGEST DIFFERS: {tail})"
+                )
+            )
+            print(
+                f"  {step}: exit {code}, {time.perf_counter() - t0:.1f}s, "
+                f"peak RSS {peak:.0f} MiB{ok}"
+            )
     finally:
-        subprocess.run([sys.executable, "-m", "pipelines.migrate", "stop-embedded"], env=env,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.migrate", "stop-embedded"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
     return 0
 
 

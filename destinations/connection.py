@@ -17,8 +17,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from core.errors import TargetError, UsageError
 from destinations import embedded_server
-from pipelines.errors import TargetError, UsageError
 
 ENV_DSN = "LLMSPELL_MIGRATE_TARGET"
 ENV_PASSWORD = "LLMSPELL_MIGRATE_PASSWORD"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from pipelines.errors import TargetError
-from pipelines.settings import home
+from core.errors import TargetError
+from core.settings import home
 
 DATABASE = "llmspell"
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from core.errors import LockBusy
 from destinations.artifact_writer import unlink_recorded
 from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
-from pipelines.errors import LockBusy
 from sources.components import ARTIFACT_CONTENT, Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)

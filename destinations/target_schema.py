@@ -18,9 +18,9 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from core.errors import TargetError
+from core.settings import cli_command
 from destinations.store_ddl import AFTER_CREATE
-from pipelines.errors import TargetError
-from pipelines.settings import cli_command
 from sources.components import COMPONENTS, VECTOR, Component
 
 APP_ROLE = "llmspell_app"

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from core.errors import UsageError
 from destinations import connection, target_schema
 from pipelines import engine
 from pipelines import prune as prune_mod
 from pipelines import rollback as rollback_mod
 from pipelines import verify as verify_mod
-from pipelines.errors import UsageError
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
 from pipelines.plan_output import check_plan_output
 

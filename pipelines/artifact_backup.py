@@ -10,8 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from core.files import private_dir
 from destinations.artifact_writer import stream_blob
-from pipelines.settings import private_dir
 
 FOLDER = "artifact_content"
 

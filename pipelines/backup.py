@@ -29,10 +29,11 @@ from typing import IO
 
 import duckdb
 
+from core.errors import PreflightError
+from core.files import make_private, private_dir
+from core.settings import cli_command
 from pipelines.artifact_backup import FOLDER, export_content
-from pipelines.errors import PreflightError
 from pipelines.plan import Plan
-from pipelines.settings import cli_command, make_private, private_dir
 from sources.components import BLOB, VECTOR, Component
 from sources.sqlite_reader import SourceDB
 from validation import duck
@@ -208,7 +209,7 @@ class BackupWriter:
         path = self.partial / "source" / f"{comp.name}.jsonl"
         query = (
             f'COPY (SELECT tenant_id, {comp.key_sql} AS "key", struct_pack({", ".join(fields)}) '
-            f"AS \"row\" FROM {comp.source_from('src.', duck.source_tables(con))}{where}) "
+            f'AS "row" FROM {comp.source_from("src.", duck.source_tables(con))}{where}) '
             f"TO '{path}' (FORMAT json)"
         )
         count = con.execute(query, params).fetchone()[0]

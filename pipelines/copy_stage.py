@@ -32,10 +32,10 @@ from dlt.common.runtime.signals import raise_if_signalled
 from dlt.common.storages.load_package import PackageStorage
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from core import files, settings
+from core.errors import MigrateError, MigrationFailed, PreflightError
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
-from pipelines import settings
-from pipelines.errors import MigrateError, MigrationFailed, PreflightError
 from sources.components import Component
 from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
@@ -197,7 +197,7 @@ def make_pipeline(batch_size: int = 1000) -> dlt.Pipeline:
     """The pipeline. Its working folder is private: load packages hold migrated rows in
     clear. (The tool's home folder itself stays open: the embedded PostgreSQL's own user
     must reach its data folder there.)"""
-    settings.private_dir(settings.pipelines_dir())
+    files.private_dir(settings.pipelines_dir())
     return dlt.pipeline(
         pipeline_name=settings.PIPELINE_NAME,
         pipelines_dir=str(settings.pipelines_dir()),
@@ -240,7 +240,7 @@ def copy(
         except PipelineStepFailed as exc:
             cause = delivery.error or _root_cause(exc)
         finally:
-            settings.make_private(settings.pipelines_dir())
+            files.make_private(settings.pipelines_dir())
     if isinstance(cause, MigrateError | KeyboardInterrupt | SignalReceivedException):
         raise cause from None
     where = delivery.failed_in or "the copy"

@@ -15,8 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from core import settings
 from destinations import embedded_server
-from pipelines import migrate, settings
+from pipelines import migrate
 from sources.memory_sample import MemorySpec
 from sources.sample_db import SampleSpec, generate, tenant_ids
 

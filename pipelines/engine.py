@@ -26,11 +26,8 @@ import duckdb
 import psycopg
 from dlt.common.exceptions import SignalReceivedException
 
-from destinations import connection, run_ledger, target_schema
-from destinations.postgres_writer import WriterPool, role_bypasses_rls
-from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight, settings, store_steps
-from pipelines.errors import (
+from core import files, settings
+from core.errors import (
     MigrateError,
     MigrationFailed,
     PreflightError,
@@ -39,6 +36,10 @@ from pipelines.errors import (
     UsageError,
     ValidationFailed,
 )
+from destinations import connection, run_ledger, target_schema
+from destinations.postgres_writer import WriterPool, role_bypasses_rls
+from pipelines import backup as backup_mod
+from pipelines import copy_stage, preflight, store_steps
 from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
@@ -648,7 +649,7 @@ class SourcePrinter:
     early, the worker is terminated, not waited for."""
 
     def __init__(self, db: SourceDB, plan: Plan):
-        self.dir = str(settings.scratch_dir("prints"))
+        self.dir = str(files.scratch_dir("prints"))
         ctx = mp.get_context("spawn")
         self._receive, send = ctx.Pipe(duplex=False)
         self.process = ctx.Process(

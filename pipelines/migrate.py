@@ -22,10 +22,10 @@ import os
 import sys
 from collections.abc import Callable
 
+from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api
-from pipelines.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from sources.components import SUPPORTED
 from sources.key_routing import LAYOUTS

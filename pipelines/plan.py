@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from core.errors import PlanError, UsageError
+from core.settings import cli_command
 from destinations.connection import has_password, redact
-from pipelines.errors import PlanError, UsageError
-from pipelines.settings import cli_command
 from sources import components as registry
 from sources.key_routing import LAYOUTS, LLMSPELL
 from sources.memory_stores import HNSW_NOTE

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.errors import UsageError
+from core.errors import UsageError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SOURCE_SIDECARS = ("", "-wal", "-shm", "-journal")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from core.errors import PreflightError
 from destinations.target_schema import TENANT_SETTING
-from pipelines.errors import PreflightError
 from pipelines.plan import Plan
 from sources import json_numbers, key_routing
 from sources.components import HEXID, UUID, Component

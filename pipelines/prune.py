@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import UsageError
 from pipelines import copy_stage
 from pipelines.backup import METADATA
-from pipelines.errors import UsageError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from pipelines import settings
+from core import settings
 from pipelines.results import ExecuteResult, PlanResult
 from validation.stage import ValidationReport
 

@@ -16,11 +16,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import files
+from core.errors import MigrateError, RollbackRefused, UsageError
 from destinations import connection, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines import settings
 from pipelines.backup import read_metadata
-from pipelines.errors import MigrateError, RollbackRefused, UsageError
 from sources import components as registry
 from sources.components import BLOB, VECTOR, Component
 from sources.key_routing import VERBATIM, classify_db, mappers
@@ -93,7 +93,7 @@ def changed_since(
 ) -> list[str]:
     """Rows the run wrote that no longer match the backup, written under `layout` (the
     backup's records are re-keyed the way the run wrote them)."""
-    scratch = settings.scratch_dir("rollback")
+    scratch = files.scratch_dir("rollback")
     try:
         db_path = scratch / "backup.db"
         _restore_sqlite(folder, comps, db_path)

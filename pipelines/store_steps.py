@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
+from core.errors import MigrationFailed, PreflightError
 from destinations import artifact_writer, connection
 from destinations.postgres_writer import LlmspellWriter
 from pipelines import preflight
-from pipelines.errors import MigrationFailed, PreflightError
 from pipelines.plan import Plan
 from sources.components import ARTIFACTS, EVENTS, SESSIONS, Component
 from sources.llmspell_source import rows_to_arrow
@@ -51,8 +51,10 @@ def collisions(
         for tenant, key in rows:
             other = owners.setdefault(key, tenant)
             if other != tenant:
-                found.append(f"{comp.name} {comp.key_column} {key}: held by tenants {other!r} "
-                             f"and {tenant!r} in the source")
+                found.append(
+                    f"{comp.name} {comp.key_column} {key}: held by tenants {other!r} "
+                    f"and {tenant!r} in the source"
+                )
     if not bypass:
         return found
     query = sql.SQL(
@@ -62,8 +64,10 @@ def collisions(
         mine = dict((k, t) for t, k in rows)
         for key, tenant in conn.execute(query, (list(mine),)).fetchall():
             if tenant != mine[key]:
-                found.append(f"{comp.name} {comp.key_column} {key}: tenant {mine[key]!r} in the "
-                             f"source, already held by tenant {tenant!r} in the target")
+                found.append(
+                    f"{comp.name} {comp.key_column} {key}: tenant {mine[key]!r} in the "
+                    f"source, already held by tenant {tenant!r} in the target"
+                )
     conn.commit()
     return found
 
@@ -144,8 +148,11 @@ def dangling_artifacts(
     )
     contents = _target_pairs(conn, content_q, tenants, bypass)
     sessions = _target_pairs(conn, sessions_q, tenants, bypass)
-    contents |= set(db.conn.execute(f"SELECT tenant_id, content_hash FROM artifact_content{where}",
-                                    args).fetchall())
+    contents |= set(
+        db.conn.execute(
+            f"SELECT tenant_id, content_hash FROM artifact_content{where}", args
+        ).fetchall()
+    )
     migrating_sessions = any(cp.name == SESSIONS.name for cp in plan.components)
     in_source_sessions = set()
     if SESSIONS.sqlite_table in db.tables:
@@ -158,22 +165,30 @@ def dangling_artifacts(
         args,
     ):
         if (tenant, digest) not in contents:
-            found.append(f"artifacts {tenant} {artifact_id!r}: content {digest} is in neither "
-                         "the source nor the target")
+            found.append(
+                f"artifacts {tenant} {artifact_id!r}: content {digest} is in neither "
+                "the source nor the target"
+            )
         key = (tenant, uuid_key(session))
         if key not in sessions:
             if key in in_source_sessions and not migrating_sessions:
-                found.append(f"artifacts {tenant} {artifact_id!r}: session {session} is not in "
-                             "the target and this plan does not migrate sessions")
+                found.append(
+                    f"artifacts {tenant} {artifact_id!r}: session {session} is not in "
+                    "the target and this plan does not migrate sessions"
+                )
             elif key not in in_source_sessions:
-                found.append(f"artifacts {tenant} {artifact_id!r}: session {session} is in "
-                             "neither the source nor the target")
+                found.append(
+                    f"artifacts {tenant} {artifact_id!r}: session {session} is in "
+                    "neither the source nor the target"
+                )
     for tenant, digest, length in db.conn.execute(
         f"SELECT tenant_id, content_hash, length(data) FROM artifact_content{where}", args
     ):
         if length > MAX_ARTIFACT_BYTES:
-            found.append(f"artifact_content {tenant} {digest}: {length:,} bytes, over llmspell's "
-                         f"{MAX_ARTIFACT_BYTES:,}-byte limit (PostgreSQL CHECK max_artifact_size)")
+            found.append(
+                f"artifact_content {tenant} {digest}: {length:,} bytes, over llmspell's "
+                f"{MAX_ARTIFACT_BYTES:,}-byte limit (PostgreSQL CHECK max_artifact_size)"
+            )
     conn.commit()
     return found
 

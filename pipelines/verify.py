@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from core.errors import UsageError
 from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.engine import prepare_target, source_path_for
-from pipelines.errors import UsageError
 from pipelines.plan import Plan
 from sources import components as registry
 from sources.components import AGENT_STATE, Component

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.errors import UsageError
+from core.errors import UsageError
 
 # Column kinds: how a SQLite value maps to its PostgreSQL column.
 TEXT = "text"  # TEXT -> VARCHAR(n)/TEXT
@@ -83,6 +83,7 @@ class Component:
             if tables is not None and table not in tables:
                 sql = sql.replace(f"{{p}}{table}", f"({stand_in})")
         return f"({sql.replace('{p}', prefix)}) AS src_rows"
+
     # The key is unique across tenants in PostgreSQL (not only per tenant as in SQLite).
     global_key: bool = False
     # Copied by its own store module after the dlt copy, not by the dlt copy itself
@@ -288,8 +289,7 @@ ARTIFACT_CONTENT = Component(
 )
 
 COMPONENTS: dict[str, Component] = {
-    c.name: c
-    for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS, ARTIFACTS)
+    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS, ARTIFACTS)
 }
 # Stores moved as several parts (one per PostgreSQL table): CLI name -> part names.
 GROUPS: dict[str, tuple[str, ...]] = {}

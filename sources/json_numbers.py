@@ -17,6 +17,8 @@ from validation.canonical import pg_number
 
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
+
+
 class _Num(str):
     """A number token, kept as written."""
 

@@ -228,9 +228,7 @@ def sqlite_key(comp: Component, values: tuple) -> str:
     }[comp.name]()
 
 
-def classify(
-    comp: Component, rows: Iterator[tuple[str, tuple]], layout: str
-) -> Reachability:
+def classify(comp: Component, rows: Iterator[tuple[str, tuple]], layout: str) -> Reachability:
     """Classify every record from `(tenant, key_columns values)` pairs; in the llmspell layout
     agent records whose re-keyed row would be the same PostgreSQL row are collisions."""
     out = Reachability(comp.name, layout)
@@ -316,7 +314,7 @@ class KeyMapper:
 
 
 def check_layout(layout: str | None) -> str:
-    from pipelines.errors import UsageError
+    from core.errors import UsageError
 
     if layout is None:
         return LLMSPELL

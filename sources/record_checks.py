@@ -322,8 +322,12 @@ class RecordChecker:
         for index, name, nullable, check in checks:
             value = row[index]
             if value is None:
-                problem = None if nullable else self._null_problem.get(
-                    name, "is NULL, but the PostgreSQL column is NOT NULL"
+                problem = (
+                    None
+                    if nullable
+                    else self._null_problem.get(
+                        name, "is NULL, but the PostgreSQL column is NOT NULL"
+                    )
                 )
             else:
                 problem = check(value)

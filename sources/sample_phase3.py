@@ -155,9 +155,7 @@ def events(rng: random.Random, tenants: list[str], count: int, end: int) -> list
             "sequence": seq[tenant],
             "metadata": {"correlation_id": corr, "ratio": rng.randrange(9) / 10},
         }
-        rows.append(
-            (tenant, event_id, etype, corr, ts, seq[tenant], language, json.dumps(payload))
-        )
+        rows.append((tenant, event_id, etype, corr, ts, seq[tenant], language, json.dumps(payload)))
     return rows
 
 
@@ -214,8 +212,15 @@ def artifacts(
             created = end - rng.randrange(2 * MONTH)
             key = (tenant, digest)
             contents[key] = [
-                tenant, digest, data, len(data), int(compressed),
-                size if compressed else None, 0, created, created + 60,
+                tenant,
+                digest,
+                data,
+                len(data),
+                int(compressed),
+                size if compressed else None,
+                0,
+                created,
+                created + 60,
             ]
         contents[key][6] += 1  # reference_count: one per artifact, as SQLite's writer keeps it
         seq = next_seq.get((tenant, session), 0)

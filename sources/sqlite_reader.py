@@ -16,8 +16,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.errors import PreflightError, SourceError
-from pipelines.settings import scratch_dir
+from core.errors import PreflightError, SourceError
+from core.files import scratch_dir
 from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")

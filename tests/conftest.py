@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from core import files
 from destinations import embedded_server, target_schema
-from pipelines import settings
 from sources.sample_db import SampleSpec, generate
 
 
@@ -37,7 +37,7 @@ def no_scratch_left():
     """Tests kill runs on purpose (SIGKILL): what those leave in the temp dir is removed the
     way the tool's next run removes it, so a test session leaves nothing behind."""
     yield
-    settings.sweep_stale_scratch()
+    files.sweep_stale_scratch()
 
 
 @pytest.fixture(scope="session")

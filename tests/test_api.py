@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from core.errors import MigrateError, PlanError, PreflightError, SourceError
 from pipelines import api, migrate
-from pipelines.errors import MigrateError, PlanError, PreflightError, SourceError
 
 
 def test_results_are_typed_and_serialisable(tmp_path, sample_sqlite, target_db):

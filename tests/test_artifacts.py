@@ -129,9 +129,12 @@ def test_rollback_unlinks_exactly_the_runs_large_objects(tmp_path, src, target_d
 def test_failed_run_rolls_back_its_large_objects(tmp_path, src, target_db, capsys):
     """An artifact row colliding in the target (same session and sequence, another id) fails
     the INSERT after the content and its large object were written: all of it goes again."""
-    assert migrate.run(
-        ["execute", "--plan", str(_plan(tmp_path, src, target_db.dsn, "sessions", "s.toml"))]
-    ) == 0
+    assert (
+        migrate.run(
+            ["execute", "--plan", str(_plan(tmp_path, src, target_db.dsn, "sessions", "s.toml"))]
+        )
+        == 0
+    )
     tenant, session, seq = _source(
         src, "SELECT tenant_id, session_id, sequence FROM artifacts ORDER BY rowid DESC LIMIT 1"
     )[0]
@@ -206,7 +209,13 @@ def test_sigkill_after_content_then_rerun_resumes(tmp_path, target_db):
     generate(
         src,
         SampleSpec(
-            agents=1, workflows=1, sessions=20, kv=1, tenants=2, seed=8, artifacts=3000,
+            agents=1,
+            workflows=1,
+            sessions=20,
+            kv=1,
+            tenants=2,
+            seed=8,
+            artifacts=3000,
             large_artifact=True,
         ),
     )

@@ -9,7 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from pipelines import migrate, settings
+from core import settings
+from pipelines import migrate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import migrate, settings
+from core import settings
+from pipelines import migrate
 from sources.sample_db import SampleSpec, generate
 from sources.sqlite_reader import SourceDB
 from tests.conftest import SMALL
@@ -76,8 +77,17 @@ def test_plan_output_refuses_the_source(tmp_path, src, capsys, how):
 def test_plan_output_keeps_a_file_that_is_not_a_plan(tmp_path, src, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    argv = ["plan", "--components", "agent_state", "--source", str(src), "-o", str(notes),
-            "--target", "postgresql://nobody@127.0.0.1:1/x"]  # fmt: skip  (no embedded server)
+    argv = [
+        "plan",
+        "--components",
+        "agent_state",
+        "--source",
+        str(src),
+        "-o",
+        str(notes),
+        "--target",
+        "postgresql://nobody@127.0.0.1:1/x",
+    ]  # fmt: skip  (no embedded server)
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     one_line_error(err, "is not a migration plan")
@@ -472,8 +482,7 @@ def test_preflight_failure_prints_no_run_id(tmp_path, src, target_db, capsys):
     first = (
         sqlite3.connect(src)
         .execute(  # the agent_id the llmspell key layout writes for it
-            "SELECT tenant_id, substr(agent_id, instr(agent_id, ':') + 1) FROM agent_states "
-            "LIMIT 1"
+            "SELECT tenant_id, substr(agent_id, instr(agent_id, ':') + 1) FROM agent_states LIMIT 1"
         )
         .fetchone()
     )

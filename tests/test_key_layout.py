@@ -49,8 +49,9 @@ def pg_get(conn, tenant: str, key: str):
         query = "SELECT state_data FROM llmspell.workflow_states WHERE workflow_id = %s"
         arg = parts[1][len("workflow_") :]
     elif key.startswith("session:") and len(parts) == 2:
-        query, arg = "SELECT session_data FROM llmspell.sessions WHERE session_id = %s", uuid.UUID(
-            parts[1]
+        query, arg = (
+            "SELECT session_data FROM llmspell.sessions WHERE session_id = %s",
+            uuid.UUID(parts[1]),
         )
     else:
         query, arg = "SELECT value FROM llmspell.kv_store WHERE key = %s", key
@@ -88,9 +89,10 @@ def test_llmspell_layout_every_key_reads_back(tmp_path, target_db, capsys):
     assert code == 0, err
     doc = json.loads(out)
     reach = doc["preflight"]["reachability"]
-    assert [(x["tenant_id"], x["key"], x["answers_to"]) for x in reach["agent_state"][
-        "answers_elsewhere"
-    ]] == [
+    assert [
+        (x["tenant_id"], x["key"], x["answers_to"])
+        for x in reach["agent_state"]["answers_elsewhere"]
+    ] == [
         ("tenant-a", "agent:r1", "agent:unknown:r1"),
         ("tenant-b", "agent:r1", "agent:unknown:r1"),
     ]
@@ -182,9 +184,10 @@ def test_unreachable_records_stop_the_run_before_anything_is_written(tmp_path, t
     doc = json.loads(out)
     assert doc["status"] == "SUCCESS" and doc["validation"]["passed"]
     assert len(doc["preflight"]["reachability"]["kv_store"]["unreachable"]) == 3
-    skipped = {c["component"]: c["readback"]["skipped_unreachable"] for c in doc["validation"][
-        "components"
-    ]}
+    skipped = {
+        c["component"]: c["readback"]["skipped_unreachable"]
+        for c in doc["validation"]["components"]
+    }
     assert skipped == {"agent_state": 3, "workflow_state": 1, "sessions": 0, "kv_store": 3}
     with target_db.connect() as conn:
         agents = conn.execute(
@@ -234,8 +237,10 @@ def test_verbatim_layout_keeps_every_column(tmp_path, target_db, capsys):
     # The same data judged by llmspell: its PostgreSQL backend cannot find agent:worker:a2.
     code, out, _ = _cli(capsys, "verify", "--plan", plan, "--key-layout", "llmspell")
     assert code == 1
-    assert "agent_state tenant=tenant-a key=agent:worker:a2: get('agent:worker:a2') finds " \
+    assert (
+        "agent_state tenant=tenant-a key=agent:worker:a2: get('agent:worker:a2') finds "
         "nothing" in out
+    )
 
     code, _, err = _cli(capsys, "rollback", "--backup", doc["backup_path"])
     assert code == 0, err

@@ -132,11 +132,14 @@ def test_out_of_range_number_is_refused_with_its_path():
 def test_difference_expects_jsonb_number_forms():
     src = '{"n": 1e16, "z": -0, "f": 2.5}'
     expected = json_numbers.llmspell_value(src, through_jsonb=True)
-    assert json_numbers.difference(expected, json_numbers.llmspell_value(
-        '{"f": 2.5, "n": 10000000000000000, "z": 0}'
-    )) is None
-    diff = json_numbers.difference(expected, json_numbers.llmspell_value(
-        '{"f": 2.5, "n": 10000000000000000.0, "z": 0}'
-    ))
+    assert (
+        json_numbers.difference(
+            expected, json_numbers.llmspell_value('{"f": 2.5, "n": 10000000000000000, "z": 0}')
+        )
+        is None
+    )
+    diff = json_numbers.difference(
+        expected, json_numbers.llmspell_value('{"f": 2.5, "n": 10000000000000000.0, "z": 0}')
+    )
     assert diff.startswith("$.n:") and "int" in diff and "float" in diff
     assert json_numbers.difference(json_numbers.llmspell_value(src), expected).startswith("$.")

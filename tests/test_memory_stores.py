@@ -14,8 +14,8 @@ import numpy as np
 import psycopg
 import pytest
 
+from core.errors import PreflightError
 from pipelines import api
-from pipelines.errors import PreflightError
 from sources.memory_sample import MemorySpec, add_memory, f32_json, insert_vector, random_vector
 from sources.memory_values import OPEN_END, decode_vector, pg_scope
 from sources.sample_db import SampleSpec, generate

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import migrate, settings
-from pipelines.errors import PlanError
+from core import settings
+from core.errors import PlanError
+from pipelines import migrate
 from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
 from sources import components as registry
 from sources.sample_db import SampleSpec, generate

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pipelines import api, migrate, settings
-from pipelines.errors import PreflightError, TargetError
+from core import settings
+from core.errors import PreflightError, TargetError
+from pipelines import api, migrate
 from sources.sample_db import SampleSpec, generate
 
 SPEC = SampleSpec(agents=8, workflows=5, sessions=6, kv=4, tenants=2, seed=21)

@@ -10,9 +10,9 @@ import re
 import psycopg
 import pytest
 
+from core.errors import TargetError
 from destinations import target_schema
 from pipelines import api, migrate
-from pipelines.errors import TargetError
 
 TABLES = ("agent_states", "workflow_states", "sessions", "kv_store")
 # Phase 3 tables (tests/test_phase3_stores.py checks them); created in this order.

@@ -224,10 +224,7 @@ class ComponentComparer:
         if self.tenants:
             where = f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
             params = list(self.tenants)
-        query = (
-            f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} "
-            f"FROM {self.source}{where}"
-        )
+        query = f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} FROM {self.source}{where}"
         reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
 

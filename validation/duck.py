@@ -16,9 +16,9 @@ from pathlib import Path
 import duckdb
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from core.errors import MigrateError
 from destinations.connection import redact
 from destinations.target_schema import TENANT_SETTING
-from pipelines.errors import MigrateError
 
 
 def _literal(text: str) -> str:

@@ -146,9 +146,10 @@ class Validator:
 
     def readback(self, comp: Component, reach: Reachability, percent: float):
         """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
-        with SourceDB(self.source_read_path, snapshot=False) as db, psycopg.connect(
-            self.target_dsn
-        ) as conn:
+        with (
+            SourceDB(self.source_read_path, snapshot=False) as db,
+            psycopg.connect(self.target_dsn) as conn,
+        ):
             return readback(db, conn, comp, reach, percent, self.tenants)
 
     def compare_content(
