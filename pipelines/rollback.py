@@ -25,8 +25,8 @@ from sources import components as registry
 from sources.components import BLOB, VECTOR, Component
 from sources.key_routing import VERBATIM, classify_db, mappers
 from sources.memory_stores import RESTORERS
-from sources.sample_db import create_schema
 from sources.sqlite_reader import SourceDB
+from sources.sqlite_schema import create_schema
 from validation.stage import Validator
 
 
