@@ -6,6 +6,8 @@ code the CLI uses for it, so the API and the CLI report failures identically.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # a migration ran and failed (rolled back)
 EXIT_USAGE = 2  # bad invocation, bad plan, bad input found before any write
@@ -17,6 +19,9 @@ class MigrateError(Exception):
 
     exit_code = EXIT_FAILED
     prefix = "ERROR"
+    # The run's result (an ExecuteResult) when a run failed: what it did before failing and
+    # what it rolled back, for the CLI's report and API callers. None for other errors.
+    result: Any = None
 
     def __init__(self, message: str, hint: str = "", details: list[str] | None = None):
         super().__init__(message)

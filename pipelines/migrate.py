@@ -286,7 +286,7 @@ def _printer(as_json: bool, log_format: str = "text") -> Callable[[str], None]:
 
 
 def _emit_error(exc: MigrateError, as_json: bool) -> None:
-    result = getattr(exc, "result", None)
+    result = exc.result
     if as_json:
         doc = result.to_dict() if result is not None else {}
         doc["error"] = {
