@@ -94,31 +94,3 @@ def llmspell_value(text: str | bytes, through_jsonb: bool = False):
     if isinstance(text, bytes):
         text = text.decode("utf-8", "surrogateescape")
     return json.loads(text, parse_float=number, parse_int=number)
-
-
-def difference(expected, actual, path: str = "$") -> str | None:
-    """The first path where two decoded documents differ, with both values."""
-    stack = [(path, expected, actual)]
-    while stack:
-        where, a, b = stack.pop()
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(a.keys() | b.keys()):
-                if k not in b:
-                    return f"{where}.{k}: missing on PostgreSQL"
-                if k not in a:
-                    return f"{where}.{k}: not in the SQLite value"
-                stack.append((f"{where}.{k}", a[k], b[k]))
-        elif isinstance(a, list) and isinstance(b, list):
-            if len(a) != len(b):
-                return f"{where}: {len(a)} items on SQLite, {len(b)} on PostgreSQL"
-            stack.extend((f"{where}[{i}]", x, y) for i, (x, y) in enumerate(zip(a, b)))
-        elif type(a) is not type(b) or a != b:
-            return f"{where}: {_show(a)} on SQLite, {_show(b)} on PostgreSQL"
-    return None
-
-
-def _show(v) -> str:
-    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("int", "float"):
-        return f"{v[1]!r} ({v[0]})"
-    text = json.dumps(v, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -20,6 +20,7 @@ from sources.key_routing import (
     workflow_route,
 )
 from sources.record_checks import check_json
+from validation import canonical
 from validation.readback import pg_lookup
 
 UUID = "6f1c2b3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
@@ -133,13 +134,13 @@ def test_difference_expects_jsonb_number_forms():
     src = '{"n": 1e16, "z": -0, "f": 2.5}'
     expected = json_numbers.llmspell_value(src, through_jsonb=True)
     assert (
-        json_numbers.difference(
+        canonical.difference(
             expected, json_numbers.llmspell_value('{"f": 2.5, "n": 10000000000000000, "z": 0}')
         )
         is None
     )
-    diff = json_numbers.difference(
+    diff = canonical.difference(
         expected, json_numbers.llmspell_value('{"f": 2.5, "n": 10000000000000000.0, "z": 0}')
     )
     assert diff.startswith("$.n:") and "int" in diff and "float" in diff
-    assert json_numbers.difference(json_numbers.llmspell_value(src), expected).startswith("$.")
+    assert canonical.difference(json_numbers.llmspell_value(src), expected).startswith("$.")

@@ -78,29 +78,37 @@ def json_difference(source: str, target: str) -> str | None:
         a, b = _tree(source), _tree(target)
     except ValueError as exc:
         return f"$: not comparable JSON ({exc})"
-    stack = [("$", a, b)]
+    return difference(a, b)
+
+
+def difference(expected, actual, path: str = "$") -> str | None:
+    """The first path where two decoded documents differ, with both values."""
+    stack = [(path, expected, actual)]
     while stack:
-        path, x, y = stack.pop()
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in x.keys() | y.keys():
-                if k not in y:
-                    return f"{path}.{k}: key missing in target"
-                if k not in x:
-                    return f"{path}.{k}: key added in target"
-                stack.append((f"{path}.{k}", x[k], y[k]))
-        elif isinstance(x, list) and isinstance(y, list):
-            if len(x) != len(y):
-                return f"{path}: {len(x)} items in source, {len(y)} in target"
-            stack.extend((f"{path}[{i}]", p, q) for i, (p, q) in enumerate(zip(x, y)))
-        elif type(x) is not type(y) or x != y:
-            return f"{path}: {_show(x)} -> {_show(y)}"
+        where, a, b = stack.pop()
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(a.keys() | b.keys()):
+                if k not in b:
+                    return f"{where}.{k}: missing on PostgreSQL"
+                if k not in a:
+                    return f"{where}.{k}: not in the SQLite value"
+                stack.append((f"{where}.{k}", a[k], b[k]))
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return f"{where}: {len(a)} items on SQLite, {len(b)} on PostgreSQL"
+            stack.extend((f"{where}[{i}]", x, y) for i, (x, y) in enumerate(zip(a, b)))
+        elif type(a) is not type(b) or a != b:
+            return f"{where}: {_show(a)} on SQLite, {_show(b)} on PostgreSQL"
     return None
 
 
 def _show(v) -> str:
-    if isinstance(v, tuple):
-        v = v[1]
-        return v if len(v) <= 40 else v[:37] + "..."
+    """A value for a one-line message: decoded numbers with their kind, canonical number text
+    as is, anything else as short JSON."""
+    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("int", "float"):
+        return f"{v[1]!r} ({v[0]})"
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == "num":
+        return v[1] if len(v[1]) <= 40 else v[1][:37] + "..."
     text = json.dumps(v, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
 

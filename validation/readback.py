@@ -24,6 +24,7 @@ from sources import json_numbers, key_routing
 from sources.components import KV_STORE, Component
 from sources.key_routing import Reachability
 from sources.sqlite_reader import SourceDB
+from validation import canonical
 from validation.compare import sampled
 
 APP_ROLE = "llmspell_app"
@@ -141,7 +142,7 @@ def _compare(comp: Component, source, target) -> str | None:
         expected = json_numbers.llmspell_value(source, through_jsonb=True)
     except ValueError as exc:
         return f"SQLite value does not decode: {exc}"
-    return json_numbers.difference(expected, json_numbers.llmspell_value(target))
+    return canonical.difference(expected, json_numbers.llmspell_value(target))
 
 
 def readback(
