@@ -121,8 +121,35 @@ def isolated_home(tmp_path, monkeypatch):
 SMALL = SampleSpec(agents=120, workflows=40, sessions=50, kv=60, tenants=3, seed=11)
 
 
+_SAMPLES: dict[str, tuple[Path, dict[str, int]]] = {}
+_SAMPLE_DIR = Path(tempfile.mkdtemp(prefix="llmspell-migrate-test-samples-"))
+
+
+def sample_file(path: Path, spec: SampleSpec) -> dict[str, int]:
+    """`generate(path, spec)` for tests, copied from one file per spec and session: the
+    generator is seeded, so the copy is the same database, and the big specs are built once
+    instead of once per test."""
+    key = repr(spec)
+    if key not in _SAMPLES:
+        built = _SAMPLE_DIR / f"{len(_SAMPLES)}.db"
+        _SAMPLES[key] = (built, generate(built, spec))
+    built, counts = _SAMPLES[key]
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built, path)
+    return dict(counts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sample_files_left():
+    yield
+    shutil.rmtree(_SAMPLE_DIR, ignore_errors=True)
+
+
 @pytest.fixture
 def sample_sqlite(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
-    generate(path, SMALL)
+    sample_file(path, SMALL)
     return path

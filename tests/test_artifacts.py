@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 SPEC = SampleSpec(
     agents=2, workflows=1, sessions=6, kv=1, tenants=2, seed=4, artifacts=14, large_artifact=True
@@ -32,7 +33,7 @@ LIST_SESSION = (
 @pytest.fixture
 def src(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
-    generate(path, SPEC)
+    sample_file(path, SPEC)
     return path
 
 
@@ -206,7 +207,7 @@ def test_sigkill_after_content_then_rerun_resumes(tmp_path, target_db):
     from tests.test_faults import spawn, wait_for
 
     src = tmp_path / "many.db"
-    generate(
+    sample_file(
         src,
         SampleSpec(
             agents=1,

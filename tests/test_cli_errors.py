@@ -13,7 +13,8 @@ import pytest
 
 from pipelines import api, migrate
 from sources import components as registry
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
@@ -23,7 +24,7 @@ SUPPORTED_MSG = f"Only {', '.join(registry.SUPPORTED)} are supported."
 @pytest.fixture
 def small_db(tmp_path) -> Path:
     path = tmp_path / "src" / "llmspell.db"
-    generate(path, SampleSpec(agents=6, workflows=3, sessions=4, kv=2, tenants=2, seed=9))
+    sample_file(path, SampleSpec(agents=6, workflows=3, sessions=4, kv=2, tenants=2, seed=9))
     return path
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from destinations import embedded_server, target_schema
 from pipelines import api, migrate
-from sources.sample_db import SampleSpec, generate
-from tests.conftest import private_pg_dir, with_params
+from sources.sample_db import SampleSpec
+from tests.conftest import private_pg_dir, sample_file, with_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = SampleSpec(agents=12_000, workflows=600, sessions=600, kv=800, tenants=3, seed=5)
@@ -88,7 +88,7 @@ def wait_for(proc: subprocess.Popen, marker: str, count: int = 1, timeout: float
 @pytest.fixture
 def big_source(tmp_path) -> Path:
     path = tmp_path / "big.db"
-    generate(path, BIG)
+    sample_file(path, BIG)
     return path
 
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from pipelines import migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 from tests.test_faults import file_hashes
 
 SEED = 20261125
@@ -97,7 +98,7 @@ def _mutate_plan(rng: random.Random, doc: dict, text: str) -> str:
 
 def test_fuzz_plans(tmp_path, target_db, capsys):
     src = tmp_path / "llmspell.db"
-    generate(src, SPEC)
+    sample_file(src, SPEC)
     hashes = file_hashes(src)
     plan = tmp_path / "plan.toml"
     _plan(capsys, src, target_db.dsn, plan)
@@ -171,7 +172,7 @@ def _mutate_rows(rng: random.Random, conn: sqlite3.Connection, kind: str) -> Non
 
 def test_fuzz_sources(tmp_path, target_db, capsys):
     base = tmp_path / "base.db"
-    generate(base, SPEC)
+    sample_file(base, SPEC)
     with sqlite3.connect(base) as conn:
         conn.execute("PRAGMA journal_mode=DELETE")
     rng = random.Random(SEED)
@@ -198,7 +199,7 @@ def test_fuzz_sources(tmp_path, target_db, capsys):
 def test_mutators_change_something(tmp_path, seed):
     """The fuzzers above test something only if their mutations change the inputs."""
     src = tmp_path / "x.db"
-    generate(src, SPEC)
+    sample_file(src, SPEC)
     before = src.read_bytes()
     changed = 0
     for i in range(6):

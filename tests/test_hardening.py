@@ -20,9 +20,9 @@ import yaml
 
 from core import settings
 from pipelines import migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
 from sources.sqlite_reader import SourceDB
-from tests.conftest import SMALL
+from tests.conftest import SMALL, sample_file
 from tests.test_faults import BIG, file_hashes, make_plan, spawn, wait_for
 
 SECRET = "s3cr3t-pw"
@@ -49,7 +49,7 @@ def one_line_error(err: str, *needles: str) -> str:
 @pytest.fixture
 def src(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
-    generate(path, MEDIUM)
+    sample_file(path, MEDIUM)
     return path
 
 
@@ -179,7 +179,7 @@ os._exit(0)
 @pytest.mark.parametrize("rows", [5, 3000], ids=["small-transaction", "spilled-transaction"])
 def test_hot_journal_is_rolled_back_in_the_snapshot(tmp_path, target_db, capsys, rows):
     path = tmp_path / "journal.db"
-    generate(path, MEDIUM)
+    sample_file(path, MEDIUM)
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA journal_mode=DELETE")
     committed = sqlite3.connect(path).execute("SELECT count(*) FROM agent_states").fetchone()[0]
@@ -386,7 +386,7 @@ def test_more_workers_than_the_server_allows_is_refused(tmp_path, src, target_db
 @pytest.mark.parametrize("damage", ["garbage-page", "truncated"])
 def test_corrupted_source_is_exit_2(tmp_path, target_db, capsys, damage):
     path = tmp_path / "corrupt.db"
-    generate(path, BIG)
+    sample_file(path, BIG)
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
@@ -410,7 +410,7 @@ def test_corrupted_source_is_exit_2(tmp_path, target_db, capsys, damage):
 # -- 8. Ctrl-C ----------------------------------------------------------------------------------
 def test_ctrl_c_mid_copy_is_the_friendly_message(tmp_path, target_db):
     big = tmp_path / "big.db"
-    generate(big, BIG)
+    sample_file(big, BIG)
     proc = spawn(make_plan(tmp_path, big, target_db.dsn), tmp_path)
     wait_for(proc, "Progress:", 2)
     proc.send_signal(signal.SIGINT)
@@ -468,7 +468,7 @@ def _last_agent(src: Path) -> str:
 
 def test_sampled_verify_says_it_checked_a_sample(tmp_path, target_db, capsys):
     path = tmp_path / "llmspell.db"
-    generate(path, SMALL)
+    sample_file(path, SMALL)
     plan = make_plan(tmp_path, path, target_db.dsn)
     assert run_cli(capsys, "execute", "--plan", str(plan))[0] == 0
     code, out, _ = run_cli(capsys, "verify", "--plan", str(plan))

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from pipelines import migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 SPEC = SampleSpec(agents=8, workflows=3, sessions=3, kv=4, tenants=2, seed=2, hooks=3)
 
@@ -17,7 +18,7 @@ SPEC = SampleSpec(agents=8, workflows=3, sessions=3, kv=4, tenants=2, seed=2, ho
 @pytest.fixture
 def src(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
-    generate(path, SPEC)  # event_log and artifacts exist, empty: not worth a warning
+    sample_file(path, SPEC)  # event_log and artifacts exist, empty: not worth a warning
     return path
 
 

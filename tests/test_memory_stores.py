@@ -18,14 +18,15 @@ from core.errors import PreflightError
 from pipelines import api
 from sources.memory_sample import MemorySpec, add_memory, f32_json, insert_vector, random_vector
 from sources.memory_values import OPEN_END, decode_vector, pg_scope
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 MEMORY = "episodic_memory,semantic_memory,procedural_memory"
 TENANTS = ("default", "tenant-acme")
 
 
 def _memory_db(path: Path, spec: MemorySpec | None = None) -> Path:
-    generate(path, SampleSpec(agents=4, workflows=2, sessions=2, kv=2, tenants=2, seed=3))
+    sample_file(path, SampleSpec(agents=4, workflows=2, sessions=2, kv=2, tenants=2, seed=3))
     with sqlite3.connect(path) as conn:
         add_memory(conn, spec or MemorySpec())
     return path

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 SPEC = SampleSpec(agents=4, workflows=2, sessions=6, kv=2, tenants=2, seed=5, events=60, hooks=25)
 UTC = dt.UTC
@@ -33,7 +34,7 @@ HOOK_BY_ID = (
 @pytest.fixture
 def src(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
-    generate(path, SPEC)
+    sample_file(path, SPEC)
     return path
 
 

@@ -18,7 +18,8 @@ from core.errors import PlanError
 from pipelines import migrate
 from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
 from sources import components as registry
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
 SECRET = "S3cretPw"
@@ -30,7 +31,9 @@ ONLY = f"Only {', '.join(registry.SUPPORTED)} are supported."
 @pytest.fixture
 def small_db(tmp_path) -> tuple[Path, dict[str, int]]:
     path = tmp_path / "src" / "llmspell.db"
-    counts = generate(path, SampleSpec(agents=7, workflows=4, sessions=5, kv=3, tenants=2, seed=3))
+    counts = sample_file(
+        path, SampleSpec(agents=7, workflows=4, sessions=5, kv=3, tenants=2, seed=3)
+    )
     return path, counts
 
 
@@ -457,7 +460,9 @@ def test_default_batch_size_by_volume(count, expected):
 
 def test_plan_picks_batch_sizes_from_each_volume(tmp_path):
     src = tmp_path / "src" / "big.db"
-    generate(src, SampleSpec(agents=1_000, workflows=3, sessions=2, kv=10_000, tenants=2, seed=5))
+    sample_file(
+        src, SampleSpec(agents=1_000, workflows=3, sessions=2, kv=10_000, tenants=2, seed=5)
+    )
     rc = migrate.run(
         [
             "plan",

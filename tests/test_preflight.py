@@ -14,7 +14,8 @@ import pytest
 from core import settings
 from core.errors import PreflightError, TargetError
 from pipelines import api, migrate
-from sources.sample_db import SampleSpec, generate
+from sources.sample_db import SampleSpec
+from tests.conftest import sample_file
 
 SPEC = SampleSpec(agents=8, workflows=5, sessions=6, kv=4, tenants=2, seed=21)
 ALL = "agent_state,workflow_state,sessions,kv_store"
@@ -23,7 +24,7 @@ ALL = "agent_state,workflow_state,sessions,kv_store"
 @pytest.fixture
 def src(tmp_path) -> Path:
     path = tmp_path / "src" / "llmspell.db"
-    generate(path, SPEC)
+    sample_file(path, SPEC)
     return path
 
 

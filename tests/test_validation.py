@@ -11,6 +11,7 @@ import pytest
 
 from pipelines import api, migrate
 from sources.sample_db import create_schema
+from tests.conftest import _database
 from validation.canonical import json_difference, jsonb_text
 from validation.compare import sampled
 
@@ -60,17 +61,45 @@ def make_source(path, agents: int = 30) -> None:
     conn.close()
 
 
+TABLES = ("agent_states", "workflow_states", "kv_store")
+
+
+@pytest.fixture(scope="module")
+def migrated_once(tmp_path_factory, pg_admin_dsn):
+    """One migration for the whole module (it is the slow part); each test's damage is undone
+    from a saved copy of the migrated rows (see `migrated`)."""
+    tmp = tmp_path_factory.mktemp("validation")
+    databases = _database(pg_admin_dsn, schema=True)
+    db = next(databases)
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(tmp)
+        env.setenv("LLMSPELL_MIGRATE_HOME", str(tmp / ".llmspell-migrate"))
+        for var in ("LLMSPELL_MIGRATE_TARGET", "LLMSPELL_MIGRATE_PASSWORD", "PGPASSWORD"):
+            env.delenv(var, raising=False)
+        src = tmp / "src.db"
+        make_source(src)
+        plan = tmp / "plan.toml"
+        api.make_plan("agent_state,workflow_state,kv_store", output=plan, source=src, target=db.dsn)
+        assert api.execute(plan).status == "SUCCESS"
+    with db.connect(autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA test_saved")
+        for table in TABLES:
+            conn.execute(f"CREATE TABLE test_saved.{table} AS TABLE llmspell.{table}")
+    yield plan, db
+    next(databases, None)
+
+
 @pytest.fixture
-def migrated(tmp_path, target_db):
-    src = tmp_path / "src.db"
-    make_source(src)
-    plan = tmp_path / "plan.toml"
-    api.make_plan(
-        "agent_state,workflow_state,kv_store", output=plan, source=src, target=target_db.dsn
-    )
-    result = api.execute(plan)
-    assert result.status == "SUCCESS"
-    return plan, target_db
+def migrated(migrated_once):
+    """The migrated target, put back exactly as the migration left it after the test."""
+    yield migrated_once
+    _, db = migrated_once
+    with db.connect() as conn:
+        for table in TABLES:
+            conn.execute(f"ALTER TABLE llmspell.{table} DISABLE TRIGGER USER")
+            conn.execute(f"DELETE FROM llmspell.{table}")
+            conn.execute(f"INSERT INTO llmspell.{table} SELECT * FROM test_saved.{table}")
+            conn.execute(f"ALTER TABLE llmspell.{table} ENABLE TRIGGER USER")
 
 
 def test_legitimate_jsonb_normalizations_pass(migrated):
