@@ -18,6 +18,7 @@ from pipelines import rollback as rollback_mod
 from pipelines import verify as verify_mod
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
 from pipelines.plan_output import check_plan_output
+from pipelines.progress import Listener
 
 __all__ = [
     "dry_run",
@@ -155,11 +156,18 @@ def dry_run(
     emit: Emit = _quiet,
     key_layout: str | None = None,
     allow_unreachable: bool = False,
+    progress: Listener | None = None,
 ) -> ExecuteResult:
-    """Every pre-flight check; writes nothing anywhere."""
+    """Every pre-flight check; writes nothing anywhere. `progress` hears the record checks'
+    counts (`pipelines.progress.Event`)."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
-        p, source=source, target=target, emit=emit, allow_unreachable=allow_unreachable
+        p,
+        source=source,
+        target=target,
+        emit=emit,
+        allow_unreachable=allow_unreachable,
+        progress=progress,
     ).dry_run()
 
 
@@ -174,11 +182,14 @@ def execute(
     keep_packages: bool = False,
     key_layout: str | None = None,
     allow_unreachable: bool = False,
+    progress: Listener | None = None,
 ) -> ExecuteResult:
     """Back up, copy, validate; on any failure roll back and raise (the result is on `.result`).
     `keep_packages` keeps dlt's load packages (a parquet copy of the rows) after the run;
     `key_layout` overrides the plan's; `allow_unreachable` copies records llmspell's
-    PostgreSQL backend cannot find with their SQLite columns instead of stopping."""
+    PostgreSQL backend cannot find with their SQLite columns instead of stopping.
+    `progress` hears every stage's counts (`pipelines.progress.Event`: stage, component,
+    done, total, rate, ETA); by default the copy's guide lines go to `emit`."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
         p,
@@ -188,6 +199,7 @@ def execute(
         workers=workers,
         keep_packages=keep_packages,
         allow_unreachable=allow_unreachable,
+        progress=progress,
     ).execute()
 
 

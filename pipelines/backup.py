@@ -24,6 +24,7 @@ import os
 import shlex
 import shutil
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -177,10 +178,17 @@ class BackupWriter:
         out.write("\n".join(lines) + "\n" if lines else "")
         self.counts[comp.name] += len(rows)
 
-    def export(self, read_path: Path, comps: list[Component], tenants: list[str] | None) -> None:
+    def export(
+        self,
+        read_path: Path,
+        comps: list[Component],
+        tenants: list[str] | None,
+        on_component: Callable[[str, int], None] | None = None,
+    ) -> None:
         """Write every component's records. DuckDB's JSON writer does it without the GIL, so
         it runs on the second core while pre-flight checks the same records in Python; a
-        component DuckDB cannot read (e.g. mixed types in one column) is streamed by Python."""
+        component DuckDB cannot read (e.g. mixed types in one column) is streamed by Python.
+        `on_component` hears each component written, with its record count."""
         con = duck.connect(read_path)
         try:
             for comp in comps:
@@ -191,6 +199,8 @@ class BackupWriter:
                 if comp.name == "artifacts":  # their content: one file per blob
                     source = self.partial / "source"
                     self.counts[FOLDER] = export_content(source, read_path, tenants)
+                if on_component is not None:
+                    on_component(comp.name, self.counts[comp.name])
         finally:
             con.close()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +35,7 @@ from core import files, settings
 from core.errors import MigrateError, MigrationFailed, PreflightError
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
+from pipelines.progress import COPY, Counter, Listener, PlainLines
 from sources.components import Component
 from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
@@ -54,40 +54,6 @@ JOB_FOLDERS = (
 Transform = Callable[[Component, pa.RecordBatch], pa.RecordBatch]
 
 
-class Progress:
-    """The guide's `Progress: 420/1000 records (42%)` lines, every 10%, prefixed with the
-    component: dlt loads components side by side, so their lines interleave."""
-
-    def __init__(self, comp: Component, total: int, emit: Callable[[str], None]):
-        self.comp = comp
-        self.total = total
-        self.done = 0
-        self.emit = emit
-        self.next_step = 10
-        self.finished = False
-        self.started = time.perf_counter()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        pct = 100 if self.total == 0 else int(self.done * 100 / self.total)
-        if self.done < self.total and pct >= self.next_step:
-            self.emit(
-                f"[{self.comp.name}] Progress: {self.done}/{self.total} records ({min(pct, 100)}%)"
-            )
-            self.next_step = (pct // 10 + 1) * 10
-        if self.done >= self.total:
-            self.finish()
-
-    def finish(self) -> None:
-        if not self.finished:
-            self.finished = True
-            elapsed = time.perf_counter() - self.started
-            self.emit(
-                f"[{self.comp.name}] Progress: {self.done}/{self.total} records (100%) - "
-                f"{elapsed:.1f}s"
-            )
-
-
 class Delivery:
     """What the destination's sink writes into during one run: per-component progress, the
     first failure (and which component it hit), and the validation as the load's completion.
@@ -104,6 +70,7 @@ class Delivery:
         on_complete: Callable[[], None],
         skip: set[str] = frozenset(),
         transform: Transform | None = None,
+        progress: Listener | None = None,
     ):
         self.pool = pool
         self.by_table = {c.name: c for c in comps}
@@ -112,7 +79,8 @@ class Delivery:
         self.emit = emit
         self.on_complete = on_complete
         self.transform = transform
-        self.progress: dict[str, Progress] = {}
+        self.listener = progress or PlainLines(emit)  # default: the guide's lines
+        self.progress: dict[str, Counter] = {}
         self.error: BaseException | None = None
         self.failed_in: str | None = None
         self._lock = threading.Lock()
@@ -126,11 +94,11 @@ class Delivery:
                 )
                 self.progress[comp.name].finished = True
 
-    def _start(self, comp: Component) -> Progress:
+    def _start(self, comp: Component) -> Counter:
         self.emit("")
         number = self.order.index(comp) + 1  # its place in the plan; dlt may start any first
         self.emit(f"[{number}/{len(self.order)}] Migrating component: {comp.name}")
-        progress = Progress(comp, self.totals.get(comp.name, 0), self.emit)
+        progress = Counter(self.listener, COPY, comp.name, self.totals.get(comp.name, 0))
         self.progress[comp.name] = progress
         return progress
 

@@ -40,6 +40,7 @@ from destinations import connection, run_ledger, target_schema
 from destinations.postgres_writer import WriterPool, role_bypasses_rls
 from pipelines import backup as backup_mod
 from pipelines import copy_stage, preflight, store_steps
+from pipelines import progress as progress_mod
 from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
@@ -137,12 +138,15 @@ class Engine:
         workers: int | None = None,
         keep_packages: bool = False,
         allow_unreachable: bool = False,
+        progress: progress_mod.Listener | None = None,
     ):
         self.plan = plan
         self.allow_unreachable = allow_unreachable
         self.source_path = source_path_for(plan, source)
         self.target_override = target
         self.emit = emit
+        # stages report their counts here; by default the guide's copy lines through `emit`
+        self.progress = progress or progress_mod.PlainLines(emit)
         self.workers = check_workers(workers)
         self.keep_packages = keep_packages
 
@@ -167,12 +171,12 @@ class Engine:
         tenants = sorted({t for c in report.components for t in c.per_tenant})
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
         if backup is None:
-            overlaps = preflight.scan_source(db, self.plan, existing, report)
+            overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)
         else:  # the backup is written on the other core while Python checks the records
             with ThreadPoolExecutor(max_workers=1) as pool:
-                done = pool.submit(backup.export, db.read_path, comps, self.plan.tenants)
+                done = pool.submit(self._export, backup, db, report)
                 try:
-                    overlaps = preflight.scan_source(db, self.plan, existing, report)
+                    overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)
                 finally:
                     done.result()
         report.warnings += preflight.number_change_lines(report)
@@ -424,9 +428,7 @@ class Engine:
         if needs_backup and backup is None and not nothing_to_write:
             backup = backup_mod.BackupWriter(backup_mod.backup_root(self.plan), run_id, now)
             try:
-                backup.export(
-                    db.read_path, [cp.component for cp in self.plan.components], self.plan.tenants
-                )
+                self._export(backup, db, report)
             except BaseException:
                 backup.abort()
                 raise
@@ -439,6 +441,21 @@ class Engine:
         elif needs_backup:
             self.emit("Every record is already in the target: nothing to write, no backup taken")
         return report
+
+    def _export(
+        self, backup: backup_mod.BackupWriter, db: SourceDB, report: preflight.PreflightReport
+    ) -> None:
+        """Write the backup, its progress counted in records (a component at a time)."""
+        counter = progress_mod.Counter(
+            self.progress, progress_mod.BACKUP, None, report.source_records
+        )
+        backup.export(
+            db.read_path,
+            [cp.component for cp in self.plan.components],
+            self.plan.tenants,
+            lambda _name, n: counter.advance(n),
+        )
+        counter.finish()
 
     def _maybe_all_present(self, db: SourceDB, conn: psycopg.Connection, bypass: bool) -> bool:
         """True when the target already holds at least as many keys as the source, per
@@ -535,7 +552,9 @@ class Engine:
             result.stages["copy"] = time.perf_counter() - t0
             complete()
 
-        delivery = copy_stage.Delivery(writer, comps, totals, self.emit, completed, skip=done)
+        delivery = copy_stage.Delivery(
+            writer, comps, totals, self.emit, completed, skip=done, progress=self.progress
+        )
         todo = [c for c in comps if c.name not in done]
         if not todo:
             delivery.complete("")
@@ -573,6 +592,10 @@ class Engine:
         self.emit("Validating migration...")
         comps = [cp.component for cp in self.plan.components]
         checked = result.preflight
+        counts = {c.name: c.source_count for c in checked.components}
+        counter = progress_mod.Counter(
+            self.progress, progress_mod.VALIDATION, None, checked.source_records
+        )
         with Validator(
             str(db.read_path),
             self.target.dsn,
@@ -587,7 +610,9 @@ class Engine:
                 self.plan.full_comparison_threshold,
                 source_prints,
                 checked.reachability,
+                lambda name: counter.advance(counts.get(name, 0)),
             )
+        counter.finish()
         result.validation = report
         result.stages["validation"] = time.perf_counter() - t0
         for line in render_validation(report, self.plan.full_comparison_threshold):

@@ -16,16 +16,14 @@ input (nothing written); 3 another run holds the target's migration lock.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable
 
 from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from destinations import embedded_server
 from destinations.connection import redact_text
-from pipelines import api
+from pipelines import api, progress
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from sources.components import SUPPORTED
 from sources.key_routing import LAYOUTS
@@ -94,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
             choices=["text", "json"],
             default="text",
             help="progress lines as text, or as one JSON object per line "
-            "(time, level, message) for log collectors",
+            "(time, level, message; progress events add stage, component, done, total, rate, "
+            "eta_seconds) for log collectors",
         )
 
     sp = sub.add_parser(
@@ -174,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
         "by default their job files are emptied once the run is over",
     )
     key_layout(sp, "default: the plan's")
+    sp.add_argument(
+        "--progress",
+        choices=progress.MODES,
+        default="auto",
+        help="auto: a live bar (records, rate, ETA) when the output is a terminal, else plain "
+        "lines; bar: always the bar; plain: the guide's lines; none: no progress lines. "
+        "--log-format json gives progress as JSON lines instead",
+    )
     sp.add_argument(
         "--allow-unreachable",
         action="store_true",
@@ -262,29 +269,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _printer(as_json: bool, log_format: str = "text") -> Callable[[str], None]:
-    """Progress lines: stdout for a person reading text; stderr when stdout carries the
-    --json report or when they are JSON log lines (a collector reads them apart)."""
-    stream = sys.stderr if as_json or log_format == "json" else sys.stdout
-
-    def emit(line: str) -> None:
-        if log_format == "json":
-            if not line.strip():
-                return
-            level = "error" if "[ERROR]" in line else "warning" if "WARNING" in line else "info"
-            line = json.dumps(
-                {
-                    "time": dt.datetime.now(dt.UTC).isoformat(),
-                    "level": level,
-                    "message": line.strip(),
-                },
-                ensure_ascii=False,
-            )
-        print(redact_text(line), file=stream, flush=True)
-
-    return emit
-
-
 def _emit_error(exc: MigrateError, as_json: bool) -> None:
     result = exc.result
     if as_json:
@@ -308,8 +292,10 @@ def run(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
-    emit = _printer(as_json, getattr(args, "log_format", "text"))
     try:
+        display = progress.open_display(
+            getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")
+        )
         if args.command == "plan":
             result = api.make_plan(
                 args.components,
@@ -329,28 +315,32 @@ def run(argv: list[str] | None = None) -> int:
                 print("\n".join(render_plan(result, args.output)))
             return EXIT_OK
         if args.command == "execute":
-            if args.dry_run:
-                result = api.dry_run(
-                    args.plan,
-                    source=args.source,
-                    target=args.target,
-                    tenants=args.tenants,
-                    emit=emit,
-                    key_layout=args.key_layout,
-                    allow_unreachable=args.allow_unreachable,
-                )
-            else:
-                result = api.execute(
-                    args.plan,
-                    source=args.source,
-                    target=args.target,
-                    tenants=args.tenants,
-                    emit=emit,
-                    workers=args.workers,
-                    keep_packages=args.keep_packages,
-                    key_layout=args.key_layout,
-                    allow_unreachable=args.allow_unreachable,
-                )
+            # the live bar (if any) is gone before the report or an error is printed
+            with display:
+                if args.dry_run:
+                    result = api.dry_run(
+                        args.plan,
+                        source=args.source,
+                        target=args.target,
+                        tenants=args.tenants,
+                        emit=display.emit,
+                        key_layout=args.key_layout,
+                        allow_unreachable=args.allow_unreachable,
+                        progress=display.listener,
+                    )
+                else:
+                    result = api.execute(
+                        args.plan,
+                        source=args.source,
+                        target=args.target,
+                        tenants=args.tenants,
+                        emit=display.emit,
+                        workers=args.workers,
+                        keep_packages=args.keep_packages,
+                        key_layout=args.key_layout,
+                        allow_unreachable=args.allow_unreachable,
+                        progress=display.listener,
+                    )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
             else:

@@ -17,6 +17,7 @@ from psycopg import sql
 from core.errors import PreflightError
 from destinations.target_schema import TENANT_SETTING
 from pipelines.plan import Plan
+from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
 from sources import json_numbers, key_routing
 from sources.components import HEXID, UUID, Component
 from sources.key_routing import KeyMapper, Reachability
@@ -173,10 +174,11 @@ def scan_source(
     plan: Plan,
     existing: dict[str, set[tuple[str, str]]],
     report: PreflightReport | None = None,
+    progress: Listener = quiet,
 ) -> dict[str, set[tuple[str, str]]]:
     """One pass over every record, as the key layout writes it: check it is storable, count
     the numbers JSONB rewrites, and find the records whose (tenant, key) already exists in
-    the target. Memory stays bounded by the batch."""
+    the target. Memory stays bounded by the batch; `progress` hears each batch checked."""
     overlaps: dict[str, set[tuple[str, str]]] = {}
     bad: list[BadRecord] = []
     bad_total = 0
@@ -190,6 +192,8 @@ def scan_source(
         key_of = natural_key_of(comp)
         found: set[tuple[str, str]] = set()
         json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
+        total = report.component(comp.name).source_count if report else None
+        counter = Counter(progress, PREFLIGHT, comp.name, total)
         for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
             rows = mapper.rows(rows)
             problems = checker.check_rows(rows)
@@ -203,7 +207,9 @@ def scan_source(
                     key = (row[tenant_at], key_of(row))
                     if key in in_target:
                         found.add(key)
+            counter.advance(len(rows))
         overlaps[comp.name] = found
+        counter.finish()
         problems = cross_record_problems(db, comp, plan.tenants)
         if problems:
             bad_total += len(problems)

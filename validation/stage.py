@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -126,10 +127,12 @@ class Validator:
         threshold: int,
         source_print_files: dict[str, str] | None = None,
         reach: dict[str, Reachability] | None = None,
+        on_component: Callable[[str], None] | None = None,
     ) -> ValidationReport:
         """Validate each component; `source_print_files` (from `source_prints_to_files`) are
         read one component at a time, memory-mapped. With `reach` (the key routing of every
-        record), llmspell's PostgreSQL `get` is also replayed for the compared keys."""
+        record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
+        `on_component` hears each component validated (for progress)."""
         started = time.perf_counter()
         report = ValidationReport()
         for comp in comps:
@@ -141,6 +144,8 @@ class Validator:
             report.components.append(result)
             if comp.name == "artifacts":  # and the content they refer to, bytes included
                 report.components.append(self.compare_content(comps, percent, threshold))
+            if on_component is not None:
+                on_component(comp.name)
         report.seconds = time.perf_counter() - started
         return report
 
