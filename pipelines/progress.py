@@ -63,7 +63,8 @@ class Event:
 
     @property
     def label(self) -> str:
-        return f"[{STAGE_LABELS.get(self.stage, self.stage)}] {self.component or 'all components'}"
+        stage = f"[{STAGE_LABELS.get(self.stage, self.stage)}]"
+        return f"{stage} {self.component}" if self.component else stage
 
 
 Listener = Callable[[Event], None]

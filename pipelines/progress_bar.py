@@ -106,6 +106,7 @@ class BarDisplay(Display):
                 self.tasks[key] = self.bar.add_task(
                     event.label, total=event.total, completed=event.done, **fields
                 )
+                self.bar.refresh()  # drawn at once: even a stage shorter than a refresh shows
             else:
                 self.bar.update(task, total=event.total, completed=event.done, **fields)
 
