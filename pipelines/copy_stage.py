@@ -27,6 +27,7 @@ from pathlib import Path
 import dlt
 import pyarrow as pa
 from dlt.common.exceptions import SignalReceivedException
+from dlt.common.runtime.collector_base import Collector
 from dlt.common.runtime.signals import raise_if_signalled
 from dlt.common.storages.load_package import PackageStorage
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -36,6 +37,7 @@ from core.errors import MigrateError, MigrationFailed, PreflightError
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
 from pipelines.progress import COPY, Counter, Listener, PlainLines
+from pipelines.progress_dlt import DltSteps
 from sources.components import Component
 from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
@@ -161,16 +163,17 @@ def _pipeline_settings(workers: int, rows_per_file: int) -> Iterator[None]:
                 os.environ[prefix + k] = v
 
 
-def make_pipeline(batch_size: int = 1000) -> dlt.Pipeline:
+def make_pipeline(batch_size: int = 1000, progress: Collector | None = None) -> dlt.Pipeline:
     """The pipeline. Its working folder is private: load packages hold migrated rows in
     clear. (The tool's home folder itself stays open: the embedded PostgreSQL's own user
-    must reach its data folder there.)"""
+    must reach its data folder there.) `progress`: dlt's collector for its steps."""
     files.private_dir(settings.pipelines_dir())
     return dlt.pipeline(
         pipeline_name=settings.PIPELINE_NAME,
         pipelines_dir=str(settings.pipelines_dir()),
         dataset_name=settings.DATASET_NAME,
         destination=llmspell_postgres(batch_size),
+        **({"progress": progress} if progress is not None else {}),
     )
 
 
@@ -201,7 +204,7 @@ def copy(
         mappers=mappers,
     )
     with _pipeline_settings(workers, batch_size * FILE_BATCHES), delivering(delivery):
-        pipeline = make_pipeline(batch_size)
+        pipeline = make_pipeline(batch_size, DltSteps(delivery.listener, delivery.totals))
         try:
             pipeline.run(source)
             return

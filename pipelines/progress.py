@@ -27,6 +27,7 @@ from core.errors import UsageError
 from destinations.connection import redact_text
 
 PREFLIGHT, BACKUP, COPY, VALIDATION = "preflight", "backup", "copy", "validation"
+EXTRACT = "extract"  # dlt's step before the copy's first batch (pipelines.progress_dlt)
 STAGE_LABELS = {PREFLIGHT: "pre-flight", BACKUP: "backup", COPY: "copy", VALIDATION: "validation"}
 MODES = ("auto", "bar", "plain", "none")
 

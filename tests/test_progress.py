@@ -94,7 +94,8 @@ def test_json_progress_lines_are_monotone_and_end_at_the_total(tmp_path, sample_
     for e in events:
         assert {"stage", "component", "done", "total", "rate", "eta_seconds"} <= set(e)
         by_key.setdefault((e["stage"], e["component"]), []).append(e)
-    assert {stage for stage, _ in by_key} == {"preflight", "backup", "copy", "validation"}
+    stages = {stage for stage, _ in by_key}
+    assert stages == {"preflight", "backup", "extract", "copy", "validation"}
     for key, seq in by_key.items():
         dones = [e["done"] for e in seq]
         assert dones == sorted(dones), key
@@ -104,16 +105,17 @@ def test_json_progress_lines_are_monotone_and_end_at_the_total(tmp_path, sample_
     assert by_key[("backup", None)][-1]["total"] == 270
 
 
-def test_progress_none_and_a_bar_with_json_lines(tmp_path, sample_sqlite, target_db, capsys):
+def test_a_bar_with_json_lines_is_refused_and_none_is_silent(tmp_path, sample_sqlite,
+                                                            target_db, capsys):  # fmt: skip
     plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
     code, _, err = run_cli(capsys, "execute", "--plan", str(plan), "--progress", "bar",
                            "--log-format", "json")  # fmt: skip
     assert code == 2
     one_line_error(err, "--progress bar", "--log-format json")
     assert target_db.count("agent_states") == 0
-    code, out, _ = run_cli(capsys, "execute", "--plan", str(plan), "--progress", "none")
-    assert code == 0
-    assert "Progress:" not in out and "All data migrated successfully!" in out
+    for log_format in ("text", "json"):
+        assert progress.open_display("none", False, log_format).listener is progress.quiet
+        assert progress.open_display("plain", True, log_format).listener is not progress.quiet
 
 
 def run_in_pty(
@@ -158,7 +160,8 @@ def test_a_terminal_gets_a_live_bar(tmp_path, sample_sqlite, target_db):
     assert code == 0, out
     assert HIDE_CURSOR in out and out.rindex(SHOW_CURSOR) > out.rindex(HIDE_CURSOR)
     assert re.search(r"\[copy\] agent_state .*\d+/120 · [\d,]+/s · ETA \d+:\d\d", out), out
-    assert "[pre-flight] agent_state" in out and "[validation] " in out and "[backup] " in out
+    for row in ("[pre-flight] agent_state", "[backup] ", "[extract] agent_state", "[validation] "):
+        assert row in out, row
     assert "[agent_state] Progress: 120/120 records (100%)" in out  # kept above the bar
     assert "All data migrated successfully!" in out
     report = out[out.index("Migration Report") :]
