@@ -18,7 +18,7 @@ from pipelines import rollback as rollback_mod
 from pipelines import verify as verify_mod
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
 from pipelines.plan_output import check_plan_output
-from pipelines.progress import Listener
+from pipelines.progress import Listener, quiet
 
 __all__ = [
     "dry_run",
@@ -237,10 +237,12 @@ def verify(
     full: bool = False,
     tenants: list[str] | None = None,
     key_layout: str | None = None,
+    progress: Listener | None = None,
 ):
-    """Re-run the validation stage of a plan on its own; returns a ValidationReport."""
+    """Re-run the validation stage of a plan on its own; returns a ValidationReport.
+    `progress` hears each component validated (`pipelines.progress.Event`)."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
-    return verify_mod.verify(p, source=source, target=target, full=full)
+    return verify_mod.verify(p, source=source, target=target, full=full, progress=progress or quiet)
 
 
 def validate_backend(

@@ -446,9 +446,8 @@ class Engine:
         self, backup: backup_mod.BackupWriter, db: SourceDB, report: preflight.PreflightReport
     ) -> None:
         """Write the backup, its progress counted in records (a component at a time)."""
-        counter = progress_mod.Counter(
-            self.progress, progress_mod.BACKUP, None, report.source_records
-        )
+        counts = {c.name: c.source_count for c in report.components}
+        counter = progress_mod.StageCounter(self.progress, progress_mod.BACKUP, counts)
         backup.export(
             db.read_path,
             [cp.component for cp in self.plan.components],
@@ -593,9 +592,7 @@ class Engine:
         comps = [cp.component for cp in self.plan.components]
         checked = result.preflight
         counts = {c.name: c.source_count for c in checked.components}
-        counter = progress_mod.Counter(
-            self.progress, progress_mod.VALIDATION, None, checked.source_records
-        )
+        counter = progress_mod.StageCounter(self.progress, progress_mod.VALIDATION, counts)
         with Validator(
             str(db.read_path),
             self.target.dsn,
@@ -610,7 +607,7 @@ class Engine:
                 self.plan.full_comparison_threshold,
                 source_prints,
                 checked.reachability,
-                lambda name: counter.advance(counts.get(name, 0)),
+                counter.component_done,
             )
         counter.finish()
         result.validation = report

@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
             f"SQLite column unchanged, for readers of the tables ({default_note})",
         )
 
+    def progress_option(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--progress",
+            choices=progress.MODES,
+            default="auto",
+            help="auto: a live bar (records, rate, ETA) when the output is a terminal, else "
+            "plain lines; bar: always the bar; plain: the guide's lines; none: no progress "
+            "lines. --log-format json gives progress as JSON lines instead",
+        )
+
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--source",
@@ -173,14 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         "by default their job files are emptied once the run is over",
     )
     key_layout(sp, "default: the plan's")
-    sp.add_argument(
-        "--progress",
-        choices=progress.MODES,
-        default="auto",
-        help="auto: a live bar (records, rate, ETA) when the output is a terminal, else plain "
-        "lines; bar: always the bar; plain: the guide's lines; none: no progress lines. "
-        "--log-format json gives progress as JSON lines instead",
-    )
+    progress_option(sp)
     sp.add_argument(
         "--allow-unreachable",
         action="store_true",
@@ -199,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--plan", required=True, metavar="PLAN", help="plan file written by `plan`")
     sp.add_argument("--full", action="store_true", help="compare every record, not a sample")
     key_layout(sp, "default: the plan's")
+    progress_option(sp)
     common(sp)
 
     sp = sub.add_parser(
@@ -347,14 +351,16 @@ def run(argv: list[str] | None = None) -> int:
                 print("\n".join(render_execute(result)))
             return EXIT_OK
         if args.command == "verify":
-            report = api.verify(
-                args.plan,
-                source=args.source,
-                target=args.target,
-                full=args.full,
-                tenants=args.tenants,
-                key_layout=args.key_layout,
-            )
+            with display:
+                report = api.verify(
+                    args.plan,
+                    source=args.source,
+                    target=args.target,
+                    full=args.full,
+                    tenants=args.tenants,
+                    key_layout=args.key_layout,
+                    progress=display.listener,
+                )
             if as_json:
                 print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
             else:

@@ -110,6 +110,19 @@ class Counter:
         )
 
 
+class StageCounter(Counter):
+    """A whole stage (backup, validation) counted in records, a component at a time: the
+    work inside one component gives no cheap count."""
+
+    def __init__(self, listener: Listener, stage: str, counts: dict[str, int]):
+        super().__init__(listener, stage, None, sum(counts.values()))
+        self.counts = counts
+        self._publish()  # shown from the start: its first component may take a while
+
+    def component_done(self, name: str) -> None:
+        self.advance(self.counts.get(name, 0))
+
+
 def guide_line(event: Event) -> str:
     """The llmspell guide's progress line for a copy event."""
     head = f"[{event.component}] Progress: {event.done}/{event.total} records"
@@ -123,7 +136,8 @@ def describe(event: Event) -> str:
     if event.stage == COPY and event.total is not None:
         return guide_line(event)
     of = f"/{event.total}" if event.total is not None else ""
-    return f"{event.label}: {event.done}{of} records" + (
+    head = f"{event.label}: " if event.component else f"{event.label} "
+    return f"{head}{event.done}{of} records" + (
         f" - {event.elapsed:.1f}s" if event.finished else ""
     )
 

@@ -14,6 +14,7 @@ from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.engine import prepare_target, source_path_for
 from pipelines.plan import Plan
+from pipelines.progress import VALIDATION, Listener, StageCounter, quiet
 from sources import components as registry
 from sources.components import AGENT_STATE, Component
 from sources.key_routing import classify_db, mappers
@@ -26,11 +27,17 @@ MAX_LISTED = 20
 
 
 def verify(
-    plan: Plan, *, source: str | None = None, target: str | None = None, full: bool = False
+    plan: Plan,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    full: bool = False,
+    progress: Listener = quiet,
 ) -> ValidationReport:
     """Compare the plan's source and target now: counts, checksums, JSON content, and what
     llmspell's PostgreSQL backend returns for each compared key (rows as the plan's key
-    layout writes them, whatever the tool's own run records say)."""
+    layout writes them, whatever the tool's own run records say). `progress` hears each
+    component validated, counted in its source records."""
     comps = [cp.component for cp in plan.components]
     resolved = connection.resolve(target, plan.target_connection)
     prepare_target(resolved)
@@ -43,6 +50,9 @@ def verify(
         db.require_tenants(comps, plan.tenants)
         reach = classify_db(db, comps, plan.tenants, plan.key_layout)
         keep = {n: r.keep_verbatim for n, r in reach.items()}
+        counter = StageCounter(
+            progress, VALIDATION, {c.name: db.count(c, plan.tenants) for c in comps}
+        )
         with Validator(
             str(db.read_path),
             resolved.dsn,
@@ -51,13 +61,16 @@ def verify(
             plan.tenants,
             mappers(comps, plan.key_layout, keep),
         ) as v:
-            return v.validate(
+            report = v.validate(
                 comps,
                 100 if full else plan.checksum_sample_percent,
                 plan.full_comparison_threshold,
                 None,
                 reach,
+                counter.component_done,
             )
+    counter.finish()
+    return report
 
 
 @dataclass

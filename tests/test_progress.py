@@ -103,6 +103,11 @@ def test_json_progress_lines_are_monotone_and_end_at_the_total(tmp_path, sample_
         assert not any(e["finished"] for e in seq[:-1]), key
     assert by_key[("copy", "agent_state")][-1]["total"] == 120
     assert by_key[("backup", None)][-1]["total"] == 270
+    code, out, err = run_cli(capsys, "verify", "--plan", str(plan), "--log-format", "json")
+    assert code == 0 and "Verification: PASSED" in out
+    seen = [json.loads(ln) for ln in err.splitlines() if '"progress"' in ln]
+    assert {e["stage"] for e in seen} == {"validation"}
+    assert seen[0]["done"] == 0 and seen[-1]["done"] == 270 and seen[-1]["finished"]
 
 
 def test_a_bar_with_json_lines_is_refused_and_none_is_silent(tmp_path, sample_sqlite,
