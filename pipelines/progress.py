@@ -240,6 +240,15 @@ class Display:
         return None
 
 
+_WRITING = threading.Lock()  # stages report from several threads: whole lines, never mixed
+
+
+def write_line(stream: TextIO, line: str) -> None:
+    with _WRITING:
+        stream.write(line + "\n")
+        stream.flush()
+
+
 def printer(stream: TextIO, as_json: bool) -> Callable[[str], None]:
     """Lines as they are (password-free), or as JSON log lines with a level."""
 
@@ -248,9 +257,9 @@ def printer(stream: TextIO, as_json: bool) -> Callable[[str], None]:
             if not line.strip():
                 return
             level = "error" if "[ERROR]" in line else "warning" if "WARNING" in line else "info"
-            print(json_record(line.strip(), level), file=stream, flush=True)
+            write_line(stream, json_record(line.strip(), level))
         else:
-            print(redact_text(line), file=stream, flush=True)
+            write_line(stream, redact_text(line))
 
     return emit
 
@@ -276,17 +285,11 @@ def open_display(mode: str, as_json: bool, log_format: str) -> Display:
                 "Choose one: drop --progress bar, or --log-format json.",
             )
         emit = printer(stream, True)
-        return Display(emit, quiet if mode == "none" else JsonLines(emit_raw(stream)))
+        lines = JsonLines(lambda line: write_line(stream, line))
+        return Display(emit, quiet if mode == "none" else lines)
     if mode == "bar" or (mode == "auto" and wants_bar(stream)):
         from pipelines.progress_bar import BarDisplay  # rich loads only when a bar is drawn
 
         return BarDisplay(stream, force=mode == "bar")
     emit = printer(stream, False)
     return Display(emit, quiet if mode == "none" else PlainLines(emit))
-
-
-def emit_raw(stream: TextIO) -> Callable[[str], None]:
-    def write(line: str) -> None:
-        print(line, file=stream, flush=True)
-
-    return write
