@@ -27,29 +27,55 @@ def _func(frame: str) -> str:
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
 
 
-def summarize(raw: Path, top: int = 40) -> list[str]:
-    incl: Counter[str] = Counter()
-    self_: Counter[str] = Counter()
-    total = 0
+def _thread(frames: list[str]) -> tuple[str, list[str]]:
+    """Split py-spy's `--subprocesses --threads` prefix off a stack: ('main: MainThread',
+    frames). Processes are told apart by their command (the prints worker is `spawn_main`),
+    dlt's numbered pool threads are grouped."""
+    process = "main"
+    while frames and frames[0].startswith("process "):
+        if "multiprocessing" in frames[0]:
+            process = "worker"
+        frames = frames[1:]
+    label = "?"
+    if frames and frames[0].startswith("thread ("):
+        label = frames[0].partition(": ")[2] or "unnamed"
+        frames = frames[1:]
+        if label.startswith("dlt-pool"):
+            label = "dlt-pool"
+        elif label.startswith("ThreadPoolExecutor"):
+            label = "ThreadPoolExecutor"
+    return f"{process}: {label}", frames
+
+
+def summarize(raw: Path, top: int = 30) -> list[str]:
+    """Per thread: its samples (py-spy's --idle counts waiting too), then inclusive and self
+    time per function as a share of that thread's samples."""
+    per: dict[str, tuple[Counter[str], Counter[str]]] = {}
+    totals: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
-        if not frames[0].startswith("_run_module_as_main"):
-            continue  # other threads (dlt's pools, py-spy idle workers): main thread only
+        thread, frames = _thread(stack.split(";"))
+        if not frames:
+            continue
         n = int(count)
-        total += n
+        totals[thread] += n
+        incl, self_ = per.setdefault(thread, (Counter(), Counter()))
         names = [_func(f) for f in frames]
         for name in set(names):
             incl[name] += n
         self_[names[-1]] += n
-    out = [f"total samples (main thread): {total}", "", "## inclusive", ""]
-    for name, n in incl.most_common(top):
-        out.append(f"{n / total:6.1%}  {name}")
-    out += ["", "## self (leaf frames)", ""]
-    for name, n in self_.most_common(top):
-        out.append(f"{n / total:6.1%}  {name}")
+    out = ["samples per thread (idle included):", ""]
+    out += [f"{n:8d}  {t}" for t, n in totals.most_common()]
+    for thread, total in totals.most_common():
+        if total < sum(totals.values()) * 0.02:
+            continue
+        incl, self_ = per[thread]
+        out += ["", f"## {thread}: inclusive ({total} samples)", ""]
+        out += [f"{n / total:6.1%}  {name}" for name, n in incl.most_common(top)]
+        out += ["", f"## {thread}: self (leaf frames)", ""]
+        out += [f"{n / total:6.1%}  {name}" for name, n in self_.most_common(top)]
     return out
 
 
@@ -60,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--role", default=APP_ROLE, choices=[APP_ROLE, "superuser"])
     ap.add_argument("--target")
     ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--mixed", action="store_true", help="SampleSpec.scaled mix, not agents only")
+    ap.add_argument("--tenants", type=int, default=3)
     args = ap.parse_args(argv)
     from sources.sample_db import SampleSpec
 
@@ -68,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     admin = server_dsn(args.target)
     n = args.records
-    src = str(source_file(work, f"agents-{n}", SampleSpec(n, 0, 0, 0)))
+    if args.mixed:
+        spec_ = SampleSpec.scaled(n, tenants=args.tenants)
+        src = str(source_file(work, f"mixed-{n}-t{args.tenants}", spec_))
+    else:
+        spec_ = SampleSpec(n, 0, 0, 0, tenants=args.tenants)
+        src = str(source_file(work, f"agents-{n}-t{args.tenants}", spec_))
     fresh_database(admin, "bench_profile")
     child_work = work / "run-bench_profile"
     shutil.rmtree(child_work, ignore_errors=True)
@@ -82,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "percent": args.percent,
     }
     raw = work / "profile.raw"
-    cmd = [spy, "record", "--idle", "--format", "raw", "-r", str(args.rate), "-o", str(raw)]
+    cmd = [spy, "record", "--idle", "--threads", "--subprocesses", "--format", "raw"]
+    cmd += ["-r", str(args.rate), "-o", str(raw)]
     cmd += ["--", sys.executable, "-m", "bench.run", "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
@@ -90,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     if proc.returncode != 0:
         print(proc.stderr[-3000:])
-    print("\n".join(summarize(raw)))
+    summary = summarize(raw)
+    (work / "profile.txt").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
     print(f"\nraw stacks: {raw} (flamegraph.pl or speedscope can read them)")
     return 0
 

@@ -1,9 +1,12 @@
 """Count, checksum and JSONB-aware comparison of one component across SQLite and PostgreSQL.
 
 Both sides are read through DuckDB (the target with `postgres_query`, so tenant and sample
-filters run inside PostgreSQL). Every record gets a fingerprint: xxhash over the canonical
-text of each column (JSON in PostgreSQL's own jsonb text form, UUIDs in canonical form,
-timestamps as exact epoch seconds, BLOBs as hex, NULL as its own marker). Counts compare the
+filters run inside PostgreSQL). Every record gets a fingerprint: the first 8 bytes of SHA-256
+over the canonical text of each column (JSON in PostgreSQL's own jsonb text form, UUIDs in
+canonical form, timestamps as exact epoch seconds, BLOBs as hex, NULL as its own marker).
+The source side is computed in Python from SQLite's values; the target side is computed
+inside PostgreSQL from the stored row (`sha256` of the same text), so only keys and
+fingerprints travel, never the rows' text. Counts compare the
 keys of every record; fingerprints compare every record (full comparison) or a deterministic
 sample picked by xxhash of the record key, the same records on both sides. Each fingerprint
 mismatch is then compared column by column, JSON structurally, to say which field differs.
@@ -11,6 +14,7 @@ mismatch is then compared column by column, JSON structurally, to say which fiel
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,15 +43,15 @@ from validation.canonical import canonical_uuid, json_difference, jsonb_text, uu
 from validation.duck import source_tables
 
 NULL = "\x01"
-_NULL_BYTES = NULL.encode()
-_TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.uint64())])
+FP_BYTES = 8  # of SHA-256: a wrong row passes with odds 2**-64
+_TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
 _SOURCE_PRINTS = pa.schema(
     [
         ("tenant_id", pa.string()),
         ("nkey", pa.string()),
         ("llmspell_key", pa.string()),
         ("picked", pa.bool_()),
-        ("fp", pa.uint64()),
+        ("fp", pa.binary()),
     ]
 )
 SAMPLE_BUCKETS = 10_000
@@ -124,8 +128,24 @@ def target_expr(col) -> sql.Composable:
     return sql.SQL("{}::text").format(ident)
 
 
-def fingerprint(values: Iterable[str]) -> int:
-    return xxhash.xxh3_64_intdigest("\x1f".join(values).encode("utf-8", "surrogatepass"))
+SEPARATOR = "\x1f"
+
+
+def fingerprint(values: Iterable[str]) -> bytes:
+    """What `target_fingerprint_expr` computes inside PostgreSQL, from the source's values."""
+    text = SEPARATOR.join(values).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).digest()[:FP_BYTES]
+
+
+def target_fingerprint_expr(columns) -> sql.Composable:
+    """PostgreSQL expression: `fingerprint` of a stored row's canonical texts (NULL as the
+    NULL marker), computed by the server so the row's text never leaves it."""
+    parts = sql.SQL(", ").join(
+        sql.SQL("coalesce({}, chr(1))").format(target_expr(c)) for c in columns
+    )
+    return sql.SQL("substr(sha256(convert_to(concat_ws(chr(31), {}), 'UTF8')), 1, {})").format(
+        parts, sql.Literal(FP_BYTES)
+    )
 
 
 # -- results -------------------------------------------------------------------------------
@@ -262,7 +282,7 @@ class ComponentComparer:
                 pa.array(nkeys, pa.string()),
                 pa.array(lkeys, pa.string()),
                 pa.array(picks, pa.bool_()),
-                pa.array(fps, pa.uint64()),
+                pa.array(fps, pa.binary()),
             ]
             parts.append(pa.table(arrays, schema=_SOURCE_PRINTS))
         return pa.concat_tables(parts)
@@ -338,26 +358,23 @@ class ComponentComparer:
             yield from self._target_query(alias, tenant, select, wanted)
 
     def target_fingerprints(self, keys: list[tuple[str, str]] | None) -> pa.Table:
-        """Fingerprints of the target's rows, hashed from the UTF-8 bytes Arrow already holds
-        (the same bytes `fingerprint` hashes on the source side) without making Python strs."""
+        """Keys and fingerprints of the target's rows (all, or those with `keys`), hashed by
+        PostgreSQL: only 8 bytes a row come back."""
+        select = (
+            self._key_select()
+            + sql.SQL(", ")
+            + target_fingerprint_expr(self.comp.columns)
+            + sql.SQL(" AS fp")
+        )
         parts = [_TARGET_PRINTS.empty_table()]
-        for batch in self.target_rows(keys):
-            cols = [batch.column(n).cast(pa.binary()).to_pylist() for n in self.names]
-            fps = [
-                xxhash.xxh3_64_intdigest(b"\x1f".join(_NULL_BYTES if v is None else v for v in row))
-                for row in zip(*cols)
-            ]
-            parts.append(
-                pa.table(
-                    [
-                        # copies: a view would keep DuckDB's whole batch (the JSON too) alive
-                        pa.array(batch.column("k_tenant_id").to_pylist(), pa.string()),
-                        pa.array(batch.column("k_nkey").to_pylist(), pa.string()),
-                        pa.array(fps, pa.uint64()),
-                    ],
-                    schema=_TARGET_PRINTS,
-                )
-            )
+        for alias, tenant in self.targets.items():
+            wanted = keys
+            if keys is not None and tenant is not None:
+                wanted = [k for k in keys if k[0] == tenant]
+                if not wanted:
+                    continue
+            table = self._target_query(alias, tenant, select, wanted).read_all()
+            parts.append(table.cast(_TARGET_PRINTS))
         return pa.concat_tables(parts)
 
     # field-level explanation -------------------------------------------------------------

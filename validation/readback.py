@@ -5,9 +5,13 @@ For every sampled record (all of them under full comparison) the key PostgreSQL 
 (`sources.key_routing`) is routed the way the PostgreSQL backend routes it (agent_states by
 the third key part, workflow_states by the id, sessions by UUID, else kv_store), and read as
 `llmspell_app` with `app.current_tenant_id` set (row-level security applies, as for
-llmspell), filtered by tenant as llmspell does. JSON values are compared decoded as
-serde_json decodes them, expecting JSONB's number forms (`sources.json_numbers`); kv_store
-values byte for byte. Records reported unreachable are skipped (they were allowed).
+llmspell), filtered by tenant as llmspell does. The comparison runs inside PostgreSQL
+first: the SQLite text goes to the server with the keys, and a record matches when the row
+`get` finds holds exactly the JSONB text of that source text (kv_store: the same bytes);
+the values' text never comes back. A record that does not match there is fetched and
+compared the slow way, decoded as serde_json decodes it and expecting JSONB's number forms
+(`sources.json_numbers`), which decides and names the difference. Records reported
+unreachable are skipped (they were allowed).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from psycopg import sql
 
 from destinations.target_schema import TENANT_SETTING
 from sources import json_numbers, key_routing
-from sources.components import KV_STORE, Component
+from sources.components import COMPONENTS, KV_STORE, Component
 from sources.key_routing import Reachability
 from sources.sqlite_reader import SourceDB
 from validation import canonical
@@ -29,7 +33,7 @@ from validation.compare import sampled
 
 APP_ROLE = "llmspell_app"
 MAX_REPORTED = 20
-_CHUNK = 1000
+_CHUNK = 2000
 _VALUE_COLUMN = {
     "agent_states": "state_data",
     "workflow_states": "state_data",
@@ -130,10 +134,68 @@ class Replayer:
                     out[idents[ident]] = val
         return out
 
+    def matching(self, tenant: str, items: list[tuple[str, object]]) -> set[int]:
+        """Positions in `items` (key, SQLite value) whose `get(key)` under `tenant` returns
+        exactly the source value as JSONB stores it (kv_store: the same bytes), decided by
+        PostgreSQL. Anything not returned needs the slow comparison."""
+        by_table: dict[tuple[str, str], tuple[list[int], list[str], list]] = {}
+        for at, (key, value) in enumerate(items):
+            found = pg_lookup(key)
+            if found:
+                table, column, ident = found
+                places, idents, values = by_table.setdefault((table, column), ([], [], []))
+                places.append(at)
+                idents.append(ident)
+                values.append(_as_bytes(value) if table == "kv_store" else value)
+        same: set[int] = set()
+        try:
+            with self.conn.transaction():
+                if self.role == APP_ROLE:
+                    self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+                self.conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                for (table, column), (places, idents, values) in by_table.items():
+                    rows = self.conn.execute(
+                        _match_query(table, column), (idents, values, tenant)
+                    ).fetchall()
+                    same.update(places[n - 1] for (n,) in rows)
+        except (psycopg.DataError, UnicodeError):  # PostgreSQL cannot parse one: the slow way
+            return set()
+        return same
+
+
+def _key_type(table: str, column: str) -> str:
+    comp = next(c for c in COMPONENTS.values() if c.pg_table == table)
+    return comp.column(column).pg_type
+
+
+def _match_query(table: str, column: str) -> sql.Composed:
+    """Positions (1-based) whose row, found as `get` finds it, holds the source value."""
+    value = sql.Identifier(_VALUE_COLUMN[table])
+    if table == "kv_store":
+        src_type, same = sql.SQL("bytea"), sql.SQL("t.{} = u.src").format(value)
+    else:
+        src_type = sql.SQL("text")
+        same = sql.SQL("t.{}::text = u.src::jsonb::text").format(value)
+    return sql.SQL(
+        "SELECT u.n FROM unnest(%s::text[], %s::{src_type}[]) WITH ORDINALITY AS u(ident, src, n) "
+        "JOIN llmspell.{table} t ON t.tenant_id = %s AND t.{col} = u.ident::{key_type} "
+        "WHERE {same}"
+    ).format(
+        src_type=src_type,
+        table=sql.Identifier(table),
+        col=sql.Identifier(column),
+        key_type=sql.SQL(_key_type(table, column)),
+        same=same,
+    )
+
+
+def _as_bytes(value) -> bytes | None:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+
 
 def _compare(comp: Component, source, target) -> str | None:
     if comp.name == KV_STORE.name:
-        src = source.encode("utf-8", "surrogateescape") if isinstance(source, str) else source
+        src = _as_bytes(source)
         tgt = bytes(target) if target is not None else None
         if src == tgt:
             return None
@@ -163,9 +225,14 @@ def readback(
         items = pending.pop(tenant, [])
         if not items:
             return
+        same = replayer.matching(tenant, [(answer, value) for _, answer, value in items])
+        result.compared += len(items)
+        result.matched += len(same)
+        items = [item for at, item in enumerate(items) if at not in same]
+        if not items:
+            return
         got = replayer.get_many(tenant, [answer for _, answer, _ in items])
         for key, answer, value in items:
-            result.compared += 1
             if answer not in got:
                 problem = f"get({answer!r}) finds nothing"
             else:
