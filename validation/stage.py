@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -135,19 +136,34 @@ class Validator:
         `on_component` hears each component validated (for progress)."""
         started = time.perf_counter()
         report = ValidationReport()
-        for comp in comps:
-            path = (source_print_files or {}).get(comp.name)
-            prints = pa.ipc.open_file(pa.memory_map(path)).read_all() if path else None
-            result = self.compare(comp, percent, threshold, None, prints)
-            if reach is not None and comp.name in reach:
-                result.readback = self.readback(comp, reach[comp.name], result.sample_percent)
-            report.components.append(result)
-            if comp.name == "artifacts":  # and the content they refer to, bytes included
-                report.components.append(self.compare_content(comps, percent, threshold))
-            if on_component is not None:
-                on_component(comp.name)
+        # A component's read-back runs on its own connection beside its comparison (DuckDB
+        # and psycopg both wait on PostgreSQL without the GIL): the server's cores work at once.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
+        try:
+            for comp in comps:
+                future = None
+                if reach is not None and comp.name in reach:
+                    pct = self.compare_percent(comp, percent, threshold)
+                    future = pool.submit(self.readback, comp, reach[comp.name], pct)
+                path = (source_print_files or {}).get(comp.name)
+                prints = pa.ipc.open_file(pa.memory_map(path)).read_all() if path else None
+                result = self.compare(comp, percent, threshold, None, prints)
+                if future is not None:
+                    result.readback = future.result()
+                report.components.append(result)
+                if comp.name == "artifacts":  # and the content they refer to, bytes included
+                    report.components.append(self.compare_content(comps, percent, threshold))
+                if on_component is not None:
+                    on_component(comp.name)
+        finally:  # a failure or Ctrl-C does not wait for a read-back still running
+            pool.shutdown(wait=False, cancel_futures=True)
         report.seconds = time.perf_counter() - started
         return report
+
+    def compare_percent(self, comp: Component, percent: float, threshold: int) -> float:
+        """The percent `compare` will use for `comp` (100 below the full threshold)."""
+        comparer = ComponentComparer(self.con, comp, {}, self.tenants, None)
+        return comparer.effective_percent(percent, threshold)
 
     def readback(self, comp: Component, reach: Reachability, percent: float):
         """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
