@@ -308,6 +308,43 @@ def naive_upsert(source: str, dsn: str, subset: int) -> dict:
     return {"records": total, "seconds": seconds}
 
 
+class RssSampler:
+    """Samples this process's RSS every 0.1 s, so a report can say in which stage the peak
+    fell (VmHWM says how high, not when)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                with open("/proc/self/status") as fh:
+                    for line in fh:
+                        if line.startswith("VmRSS:"):
+                            self.samples.append((time.perf_counter(), int(line.split()[1]) / 1024))
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_stage(self, t0: float, stages: dict[str, float]) -> str:
+        """'copy (412 MB)': the stage (in ExecuteResult.stages order) holding the peak."""
+        if not self.samples:
+            return "?"
+        at, mb = max(self.samples, key=lambda s: s[1])
+        edge = t0
+        for name in ("open", "preflight_and_backup", "copy", "source_prints_wait", "validation"):
+            edge += stages.get(name, 0)
+            if at <= edge:
+                return f"{name} ({mb:.0f} MB)"
+        return f"after validation ({mb:.0f} MB)"
+
+
 # -- a. this project's execute -------------------------------------------------------------
 def project_execute(
     source: str,
@@ -329,12 +366,17 @@ def project_execute(
     plan = from_dict(planned.plan)
     plan.checksum_sample_percent = percent
     plan.backup_path = str(Path(work) / "backups")
+    sampler = RssSampler()
     t0 = time.perf_counter()
-    result = api.execute(plan, target=dsn)
+    try:
+        result = api.execute(plan, target=dsn)
+    finally:
+        sampler.stop()
     seconds = time.perf_counter() - t0
     if result.status != "SUCCESS":
         raise RuntimeError(f"execute ended {result.status}")
     return {
+        "rss_peak_in": sampler.peak_stage(t0, result.stages),
         "records": result.source_records,
         "seconds": seconds,
         "stages": result.stages,

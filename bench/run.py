@@ -154,7 +154,10 @@ def summary(runs: list[dict]) -> dict:
     out = dict(ok[0])
     out["seconds"] = statistics.median(r["seconds"] for r in ok)
     out["all_seconds"] = [r["seconds"] for r in ok]
-    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    top = max(ok, key=lambda r: r["peak_rss_mb"])
+    out["peak_rss_mb"] = top["peak_rss_mb"]
+    if "rss_peak_in" in top:
+        out["rss_peak_in"] = top["rss_peak_in"]
     out["loads"] = [(r["load_before"], r["load_after"]) for r in ok if "load_before" in r]
     stages = {k for r in ok for k in r.get("stages", {})}
     out["stages"] = {k: statistics.median(r["stages"].get(k, 0) for r in ok) for k in stages}
@@ -193,7 +196,10 @@ def table(rows: list[tuple[str, dict]], refs: tuple[float, float]) -> list[str]:
         if "skipped" in r:
             out.append(f"| {name} | — | — | {r['skipped']} | — | — | — | — |")
             continue
-        out.append(fmt_row(name, r, r["seconds"], refs, r["peak_rss_mb"]))
+        rss = f"{r['peak_rss_mb']:.0f}"
+        if r.get("rss_peak_in"):
+            rss += f" (in {r['rss_peak_in'].split(' (')[0]})"
+        out.append(fmt_row(name, r, r["seconds"], refs, rss))
         for stage in ("preflight_and_backup", "copy", "validation"):
             secs = r.get("stages", {}).get(stage)
             if secs:
