@@ -349,13 +349,21 @@ class ComponentComparer:
                 for c in self.comp.columns
             )
         )
+        for reader in self._per_target(select, keys):
+            yield from reader
+
+    def _per_target(
+        self, select: sql.Composable, keys: list[tuple[str, str]] | None
+    ) -> Iterator[pa.RecordBatchReader]:
+        """`select` on each attached target (one per tenant for a role under RLS), limited to
+        the `keys` of that target's tenant when keys are given."""
         for alias, tenant in self.targets.items():
             wanted = keys
             if keys is not None and tenant is not None:
                 wanted = [k for k in keys if k[0] == tenant]
                 if not wanted:
                     continue
-            yield from self._target_query(alias, tenant, select, wanted)
+            yield self._target_query(alias, tenant, select, wanted)
 
     def target_fingerprints(self, keys: list[tuple[str, str]] | None) -> pa.Table:
         """Keys and fingerprints of the target's rows (all, or those with `keys`), hashed by
@@ -367,14 +375,7 @@ class ComponentComparer:
             + sql.SQL(" AS fp")
         )
         parts = [_TARGET_PRINTS.empty_table()]
-        for alias, tenant in self.targets.items():
-            wanted = keys
-            if keys is not None and tenant is not None:
-                wanted = [k for k in keys if k[0] == tenant]
-                if not wanted:
-                    continue
-            table = self._target_query(alias, tenant, select, wanted).read_all()
-            parts.append(table.cast(_TARGET_PRINTS))
+        parts += [r.read_all().cast(_TARGET_PRINTS) for r in self._per_target(select, keys)]
         return pa.concat_tables(parts)
 
     # field-level explanation -------------------------------------------------------------
