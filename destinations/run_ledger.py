@@ -115,6 +115,16 @@ def _tenants(conn: psycopg.Connection, run_id: str, bypass_rls: bool) -> list[st
     return [r[0] for r in conn.execute(sql.SQL(query).format(_BOOK), (run_id,)).fetchall()]
 
 
+def run_tenants(conn: psycopg.Connection, run_id: str) -> list[str]:
+    """The tenants a run was recorded as writing (its `runs.tenants`)."""
+    return _tenants(conn, run_id, False)
+
+
+def completed_run(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    """The latest completed run of this plan fingerprint."""
+    return _one_run(conn, "plan_fingerprint = %s AND status = %s", (fingerprint, COMPLETED))
+
+
 def ledger_keys(
     conn: psycopg.Connection, run_id: str, comp: Component, bypass_rls: bool
 ) -> set[tuple[str, str]]:

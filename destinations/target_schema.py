@@ -78,7 +78,34 @@ CREATE INDEX IF NOT EXISTS written_keys_run
     ON {BOOKKEEPING_SCHEMA}.written_keys (run_id, component);
 ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys FORCE ROW LEVEL SECURITY;
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.record_prints (
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    nkey TEXT NOT NULL,
+    llmspell_key TEXT,
+    source_fp BIGINT,
+    target_fp BIGINT,
+    PRIMARY KEY (run_id, component, tenant_id, nkey)
+);
+CREATE INDEX IF NOT EXISTS record_prints_key
+    ON {BOOKKEEPING_SCHEMA}.record_prints (component, tenant_id, nkey);
+ALTER TABLE {BOOKKEEPING_SCHEMA}.record_prints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {BOOKKEEPING_SCHEMA}.record_prints FORCE ROW LEVEL SECURITY;
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    nkey TEXT NOT NULL,
+    row_image JSONB NOT NULL,
+    PRIMARY KEY (run_id, component, tenant_id, nkey)
+);
+ALTER TABLE {BOOKKEEPING_SCHEMA}.preimages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {BOOKKEEPING_SCHEMA}.preimages FORCE ROW LEVEL SECURITY;
 """
+# Tenant-data tables of the bookkeeping: the written keys (rollback), the fingerprints of
+# what was written (sync's baseline) and the pre-images of rows a sync replaced or deleted.
+TENANT_TABLES = ("written_keys", "record_prints", "preimages")
 # The ledger's keys are tenant data: a role under RLS sees and writes only the rows of the
 # tenant it set, like llmspell's own tables. `runs` holds no tenant's data (only which tenants
 # a run covered, which rollback needs to visit them).
@@ -86,16 +113,18 @@ _LEDGER_POLICY = "tenant_isolation"
 
 
 def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
-    present = conn.execute(
-        "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'written_keys' "
-        "AND policyname = %s",
-        (BOOKKEEPING_SCHEMA, _LEDGER_POLICY),
-    ).fetchone()
-    if not present:
+    for table in TENANT_TABLES:
+        present = conn.execute(
+            "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s "
+            "AND policyname = %s",
+            (BOOKKEEPING_SCHEMA, table, _LEDGER_POLICY),
+        ).fetchone()
+        if present:
+            continue
         match = sql.SQL("tenant_id = current_setting({}, true)").format(sql.Literal(TENANT_SETTING))
         conn.execute(
-            sql.SQL("CREATE POLICY {} ON {}.written_keys USING ({m}) WITH CHECK ({m})").format(
-                sql.Identifier(_LEDGER_POLICY), _BOOK, m=match
+            sql.SQL("CREATE POLICY {} ON {}.{} USING ({m}) WITH CHECK ({m})").format(
+                sql.Identifier(_LEDGER_POLICY), _BOOK, sql.Identifier(table), m=match
             )
         )
 
@@ -108,7 +137,7 @@ def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
     ).fetchone()
     if not has_schema:
         missing.append(f"schema {BOOKKEEPING_SCHEMA}")
-    for table in ("runs", "written_keys"):
+    for table in ("runs", *TENANT_TABLES):
         if not _table_exists(conn, BOOKKEEPING_SCHEMA, table):
             missing.append(f"table {BOOKKEEPING_SCHEMA}.{table}")
     if not missing:
@@ -119,16 +148,17 @@ def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
         ).fetchone()
         if not has_tenants:
             missing.append(f"column {BOOKKEEPING_SCHEMA}.runs.tenants")
-        forced = conn.execute(
-            "SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
-            (f"{BOOKKEEPING_SCHEMA}.written_keys",),
-        ).fetchone()[0]
-        policy = conn.execute(
-            "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'written_keys'",
-            (BOOKKEEPING_SCHEMA,),
-        ).fetchone()
-        if not (forced and policy):
-            missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.written_keys")
+        for table in TENANT_TABLES:
+            forced = conn.execute(
+                "SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
+                (f"{BOOKKEEPING_SCHEMA}.{table}",),
+            ).fetchone()[0]
+            policy = conn.execute(
+                "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s",
+                (BOOKKEEPING_SCHEMA, table),
+            ).fetchone()
+            if not (forced and policy):
+                missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.{table}")
     return missing
 
 

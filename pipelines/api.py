@@ -15,6 +15,7 @@ from destinations import connection, target_schema
 from pipelines import engine
 from pipelines import prune as prune_mod
 from pipelines import rollback as rollback_mod
+from pipelines import sync as sync_mod
 from pipelines import verify as verify_mod
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
 from pipelines.plan_output import check_plan_output
@@ -27,6 +28,7 @@ __all__ = [
     "load",
     "make_plan",
     "rollback",
+    "sync",
     "validate_backend",
     "verify",
 ]
@@ -201,6 +203,32 @@ def execute(
         allow_unreachable=allow_unreachable,
         progress=progress,
     ).execute()
+
+
+def sync(
+    plan: Plan | str | Path,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    tenants: list[str] | None = None,
+    emit: Emit = _quiet,
+    dry_run: bool = False,
+    allow_unreachable: bool = False,
+) -> sync_mod.SyncResult:
+    """After a completed execute of `plan`, bring the target up to date with the source now
+    (inserts, updates, deletes); `dry_run` reports the changes and conflicts, writing nothing.
+    `tenants` narrows the sync; the plan's execute is still found by its own identity."""
+    p = _as_plan(plan)
+    executed = p.fingerprint()
+    p = _with_tenants(p, tenants)
+    return sync_mod.Sync(
+        p,
+        source=source,
+        target=target,
+        emit=emit,
+        allow_unreachable=allow_unreachable,
+        executed_fingerprint=executed,
+    ).run(dry_run)
 
 
 def prune(keep: int, backups: str | Path = "backups") -> prune_mod.PruneResult:

@@ -39,7 +39,7 @@ from core.errors import (
 from destinations import connection, run_ledger, target_schema
 from destinations.postgres_writer import WriterPool, role_bypasses_rls
 from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight, store_steps
+from pipelines import copy_stage, preflight, store_steps, sync_baseline
 from pipelines import progress as progress_mod
 from pipelines.plan import Plan
 from pipelines.report import render_validation
@@ -575,9 +575,24 @@ class Engine:
         prints = printer.result()
         result.stages["source_prints_wait"] = time.perf_counter() - waited
         self._validate(db, bypass, result, prints)
+        self._record_prints(db, bypass, result)
         # still inside dlt's load: the package is marked loaded only after the run is
         with connection.connect(self.target) as conn:
             run_ledger.set_status(conn, result.run_id, run_ledger.COMPLETED)
+
+    def _record_prints(self, db: SourceDB, bypass: bool, result: ExecuteResult) -> None:
+        """What this run wrote, fingerprinted on both sides: the baseline of `sync`."""
+        t0 = time.perf_counter()
+        sync_baseline.record_run(
+            str(db.read_path),
+            self.target,
+            bypass,
+            [cp.component for cp in self.plan.components],
+            self.plan.tenants,
+            self._mappers(result.preflight),
+            result.run_id,
+        )
+        result.stages["sync_baseline"] = time.perf_counter() - t0
 
     def _validate(
         self,

@@ -2,6 +2,7 @@
 
     plan         count the SQLite source and write a reviewable YAML plan
     execute      run a plan: pre-flight, backup, copy, validate (or roll back); --dry-run checks
+    sync         after execute: insert, update and delete what changed in the source since
     verify       compare a plan's source and target again (counts, checksums, JSON content)
     validate     check one backend on its own (JSON, checksums, storability, counts)
     rollback     undo a run from its backup folder (deletes exactly the rows it wrote)
@@ -25,6 +26,8 @@ from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api, progress
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
+from pipelines.sync import SyncResult
+from pipelines.sync import render as render_sync
 from sources.components import SUPPORTED
 from sources.key_routing import LAYOUTS
 
@@ -193,6 +196,28 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
 
     sp = sub.add_parser(
+        "sync",
+        help="after execute: catch the target up with what changed in the source since",
+        description="Bring a migrated target up to date with the source as it is now: "
+        "inserts, updates and deletes since the plan's last execute or sync, found by "
+        "fingerprint. Only rows this tool wrote and PostgreSQL left unchanged are replaced "
+        "or deleted; a record changed on both sides stops the sync (exit 2, nothing "
+        "written). Pre-images are backed up; any failure restores them.",
+        epilog="Cutover: docs/cutover.md",
+    )
+    sp.add_argument("--plan", required=True, metavar="PLAN", help="the plan `execute` ran")
+    sp.add_argument(
+        "--dry-run", action="store_true", help="report the changes and conflicts, write nothing"
+    )
+    sp.add_argument(
+        "--allow-unreachable",
+        action="store_true",
+        help="write changed records llmspell's PostgreSQL backend cannot find, with their "
+        "SQLite columns, instead of stopping",
+    )
+    common(sp)
+
+    sp = sub.add_parser(
         "verify",
         help="compare a plan's source and target again",
         description="Run the validation stage on its own: per-tenant counts, sampled (or full) "
@@ -284,7 +309,8 @@ def _emit_error(exc: MigrateError, as_json: bool) -> None:
         print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:
         if result is not None and not result.dry_run and result.run_id:
-            for line in render_execute(result):
+            render = render_sync if isinstance(result, SyncResult) else render_execute
+            for line in render(result):
                 print(line)
             print()
         print(redact_text(exc.render()), file=sys.stderr)
@@ -349,6 +375,21 @@ def run(argv: list[str] | None = None) -> int:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
             else:
                 print("\n".join(render_execute(result)))
+            return EXIT_OK
+        if args.command == "sync":
+            result = api.sync(
+                args.plan,
+                source=args.source,
+                target=args.target,
+                tenants=args.tenants,
+                emit=emit,
+                dry_run=args.dry_run,
+                allow_unreachable=args.allow_unreachable,
+            )
+            if as_json:
+                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+            else:
+                print("\n".join(render_sync(result)))
             return EXIT_OK
         if args.command == "verify":
             with display:

@@ -21,6 +21,7 @@ from core.errors import MigrateError, RollbackRefused, UsageError
 from destinations import connection, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.backup import read_metadata
+from pipelines.sync import is_sync_run, undo_sync
 from sources import components as registry
 from sources.components import BLOB, VECTOR, Component
 from sources.key_routing import VERBATIM, classify_db, mappers
@@ -145,6 +146,9 @@ def rollback(
         result = RollbackResult(run_id, "rolled_back", forced=force)
         if record.status == run_ledger.ROLLED_BACK:
             result.status = "already_rolled_back"
+            return result
+        if is_sync_run(run_id):
+            result.deleted = undo_sync(conn, record, comps, bypass, force)
             return result
         if folder and not force:
             # Backups older than key layouts were written with every SQLite column unchanged.
