@@ -436,7 +436,10 @@ def run(argv: list[str] | None = None) -> int:
                 print(f"Run {result.run_id} was already rolled back; nothing to do.")
             else:
                 for name, n in result.deleted.items():
-                    print(f"[INFO] Deleted {n} records from {name}")
+                    if name.endswith("_restored"):  # a sync's pre-images put back
+                        print(f"[INFO] Restored {n} records of {name[: -len('_restored')]}")
+                    else:
+                        print(f"[INFO] Deleted {n} records from {name}")
                 print(f"[INFO] Rollback of run {result.run_id} complete. Source data unchanged.")
             return EXIT_OK
         if args.command == "stop-embedded":

@@ -106,7 +106,7 @@ class SyncResult:
 def render(result: SyncResult) -> list[str]:
     head = {
         "DRY_RUN": "[DRY-RUN] Sync would write",
-        "NO_CHANGES": "Sync: no change since the last run; nothing written",
+        "NO_CHANGES": "No change since the last run: nothing written, no backup taken",
         "SUCCESS": "Sync complete",
     }.get(result.status, "Sync")
     lines = [f"{head} ({result.duration:.1f}s)"]
@@ -214,7 +214,6 @@ class Sync:
                     return result
                 if not todo:
                     result.status = "NO_CHANGES"
-                    self.emit("No change since the last run: nothing written, no backup taken")
                     return result
                 now = dt.datetime.now()
                 run_id = SYNC_PREFIX + new_run_id(now)
@@ -554,12 +553,7 @@ class Sync:
                 for rows in self._source_rows(db, p):
                     writer.write_batch(p.comp, rows_to_arrow(p.comp, rows))
         self.emit(
-            "Applied: "
-            + ", ".join(
-                f"{p.comp.name} +{p.write.num_rows - p.changes.updates.num_rows}"
-                f" ~{p.changes.updates.num_rows} -{p.changes.deletes.num_rows}"
-                for p in todo
-            )
+            "Applied (one transaction): " + "; ".join(f"{p.comp.name} {_applied(p)}" for p in todo)
         )
 
     # -- validation ----------------------------------------------------------------------
@@ -788,6 +782,12 @@ def undo_sync(
     finally:
         run_ledger.release_lock(conn)
     return done
+
+
+def _applied(p: _Plan) -> str:
+    inserted = p.write.column("base_source_fp").null_count
+    replaced = p.write.num_rows - inserted
+    return f"{inserted} inserted, {replaced} replaced, {p.remove.num_rows - replaced} deleted"
 
 
 def _by_tenant(table: pa.Table) -> dict[str, list[str]]:

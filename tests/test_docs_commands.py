@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,15 @@ GUIDE_SOURCE = "~/.local/share/llmspell/llmspell.db"
 
 def quick_start_commands() -> list[str]:
     """The command lines of README's quick-start block, continuation lines joined."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Quick start", 1)[1]
+    return block_commands(README, "## Quick start")
+
+
+def block_commands(doc: Path, heading: str) -> list[str]:
+    """The command lines of the first bash block under `heading`, continuation lines joined."""
+    text = doc.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "README has no bash block under '## Quick start'"
+    assert block, f"{doc.name} has no bash block under {heading!r}"
     joined = block.group(1).replace("\\\n", " ")
     return [
         line.strip()
@@ -161,3 +167,36 @@ def test_readme_dlt_cli_commands(tmp_path, sample_sqlite, target_db):
         assert proc.returncode == 0, out
         assert "Found pipeline llmspell_migrate" in out, out
         assert "not registered" not in out, out
+
+
+def test_cutover_procedure(tmp_path, sample_sqlite, target_db):
+    """docs/cutover.md as typed, with llmspell writing to the source between the steps."""
+    lines = block_commands(ROOT / "docs" / "cutover.md", "## The procedure")
+    assert [shlex.split(line)[3] for line in lines] == [
+        "plan",
+        "execute",
+        "sync",
+        "sync",
+        "sync",
+        "verify",
+    ]
+    env = _env(target_db.dsn)
+    agent = "SELECT agent_id FROM agent_states ORDER BY rowid LIMIT 1"
+    writes = {  # what llmspell writes before each step (by the step's index)
+        2: f"UPDATE agent_states SET state_data = '{{\"v\": 2}}' WHERE agent_id = ({agent})",
+        4: "DELETE FROM sessions WHERE rowid = (SELECT max(rowid) FROM sessions)",
+    }
+    outputs = []
+    for i, line in enumerate(lines):
+        if i in writes:
+            with sqlite3.connect(sample_sqlite) as conn:
+                conn.execute(writes[i])
+        proc = run_line(line, tmp_path, env, sample_sqlite)
+        assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+        outputs.append(proc.stdout)
+    assert "agent_state: 0 inserted, 1 updated, 0 deleted" in outputs[2]  # the dry run
+    assert "[DRY-RUN]" in outputs[2]
+    assert "agent_state: 0 inserted, 1 updated, 0 deleted" in outputs[3]
+    assert "sessions: 0 inserted, 0 updated, 1 deleted" in outputs[4]
+    assert "Verification: PASSED" in outputs[5]
+    assert target_db.count("sessions") == 49
