@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import psycopg
 import pyarrow as pa
+import pyarrow.csv as pacsv
 from psycopg import sql
 
 from destinations import run_ledger
@@ -25,6 +26,7 @@ from sources.components import Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 PRINT_COLUMNS = ("tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp")
+_CSV = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
 def signed(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -34,7 +36,7 @@ def signed(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 def baseline_sql(comp: Component, tenant: str | None, tenants: list[str] | None) -> str:
     """The latest written fingerprints of `comp` per key among completed runs (deleted keys
-    left out), as text for DuckDB's postgres_query."""
+    left out): of `tenant`, else of `tenants` (None: all)."""
     where = ""
     if tenant is not None:
         where = sql.SQL(" AND p.tenant_id = {}").format(sql.Literal(tenant))
@@ -56,6 +58,15 @@ def baseline_sql(comp: Component, tenant: str | None, tenants: list[str] | None)
     return query.as_string(None)
 
 
+def known_tenants(conn: psycopg.Connection) -> set[str]:
+    """Every tenant any run recorded writing to (what a role under RLS must visit)."""
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT unnest(tenants) FROM {}.runs").format(_BOOK)
+    ).fetchall()
+    conn.commit()
+    return {r[0] for r in rows if r[0] is not None}
+
+
 def _for_tenants(conn: psycopg.Connection, tenants: Iterable[str], bypass: bool):
     """Yield each tenant (or None once, bypassing RLS) with its setting in force for the
     caller's transaction."""
@@ -67,47 +78,117 @@ def _for_tenants(conn: psycopg.Connection, tenants: Iterable[str], bypass: bool)
         yield tenant
 
 
+def row_hash(alias: str = "t") -> sql.Composed:
+    """PostgreSQL's fingerprint of a whole target row (every column, its text form)."""
+    return sql.SQL("hashtextextended({}::text, 0)").format(sql.Identifier(alias))
+
+
 def write_prints(
-    conn: psycopg.Connection, run_id: str, comp_name: str, prints: pa.Table, bypass: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comp: Component,
+    prints: pa.Table,
+    bypass: bool,
+    ledger_only: bool = False,
 ) -> int:
-    """Record `prints` (PRINT_COLUMNS; fingerprints unsigned or signed, NULL source_fp for a
-    deleted key) under `run_id`, in the caller's transaction. COPY goes to a TEMP table:
-    PostgreSQL refuses COPY into a table whose row-level security applies."""
+    """Record prints under `run_id`, in the caller's transaction: `prints` gives tenant_id,
+    nkey, llmspell_key and source_fp (NULL for a deleted key); each target row's fingerprint
+    is taken here, in PostgreSQL, from the row as it is now. `ledger_only` keeps the keys the
+    run's ledger holds (what an execute inserted). COPY goes to a TEMP table: PostgreSQL
+    refuses COPY into a table whose row-level security applies."""
     if not prints.num_rows:
         return 0
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS llmspell_migrate_prints_stage (tenant_id TEXT, "
-        "nkey TEXT, llmspell_key TEXT, source_fp BIGINT, target_fp BIGINT) ON COMMIT DELETE ROWS"
+        "nkey TEXT, llmspell_key TEXT, source_fp BIGINT) ON COMMIT DELETE ROWS"
     )
     conn.execute("TRUNCATE llmspell_migrate_prints_stage")
-    cols = [prints.column(n) for n in PRINT_COLUMNS[:3]]
-    cols += [signed(prints.column(n)) for n in PRINT_COLUMNS[3:]]
+    table = pa.table(
+        [prints.column(n) for n in PRINT_COLUMNS[:3]] + [signed(prints.column("source_fp"))],
+        names=list(PRINT_COLUMNS[:4]),
+    )
     with conn.cursor() as cur:
         with cur.copy(
-            "COPY llmspell_migrate_prints_stage (tenant_id, nkey, llmspell_key, source_fp, "
-            "target_fp) FROM STDIN"
+            "COPY llmspell_migrate_prints_stage (tenant_id, nkey, llmspell_key, source_fp) "
+            "FROM STDIN (FORMAT csv)"
         ) as copy:
-            for batch in pa.table(cols, names=list(PRINT_COLUMNS)).to_batches(50_000):
-                for row in zip(*(c.to_pylist() for c in batch.columns)):
-                    copy.write_row(row)
+            sink = pa.BufferOutputStream()
+            # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk
+            # is empty (as concat_tables of an empty table and a batch gives)
+            pacsv.write_csv(table.combine_chunks(), sink, _CSV)
+            copy.write(memoryview(sink.getvalue()))
+    ledger = sql.SQL(
+        " JOIN (SELECT tenant_id, unnest(natural_keys) AS k FROM {book}.written_keys "
+        "WHERE run_id = %(run)s AND component = %(comp)s) w ON w.tenant_id = s.tenant_id "
+        "AND w.k = s.nkey"
+    ).format(book=_BOOK)
     insert = sql.SQL(
-        "INSERT INTO {}.record_prints (run_id, component, tenant_id, nkey, llmspell_key, "
-        "source_fp, target_fp) SELECT %s, %s, tenant_id, nkey, llmspell_key, source_fp, "
-        "target_fp FROM llmspell_migrate_prints_stage{} ON CONFLICT (run_id, component, "
-        "tenant_id, nkey) DO UPDATE SET llmspell_key = EXCLUDED.llmspell_key, "
-        "source_fp = EXCLUDED.source_fp, target_fp = EXCLUDED.target_fp"
+        "INSERT INTO {book}.record_prints (run_id, component, tenant_id, nkey, llmspell_key, "
+        "source_fp, target_fp) SELECT %(run)s, %(comp)s, s.tenant_id, s.nkey, s.llmspell_key, "
+        "s.source_fp, CASE WHEN s.source_fp IS NULL THEN NULL ELSE {hash} END "
+        "FROM llmspell_migrate_prints_stage s{ledger} {join} llmspell.{table} t "
+        "ON t.tenant_id = s.tenant_id AND t.{key} = s.nkey::{kt}{where} "
+        "ON CONFLICT (run_id, component, tenant_id, nkey) DO UPDATE SET "
+        "llmspell_key = EXCLUDED.llmspell_key, source_fp = EXCLUDED.source_fp, "
+        "target_fp = EXCLUDED.target_fp"
     )
     tenants = sorted(set(prints.column("tenant_id").to_pylist()))
     n = 0
     for tenant in _for_tenants(conn, tenants, bypass):
-        if tenant is None:
-            n += conn.execute(insert.format(_BOOK, sql.SQL("")), (run_id, comp_name)).rowcount
-        else:
-            n += conn.execute(
-                insert.format(_BOOK, sql.SQL(" WHERE tenant_id = %s")),
-                (run_id, comp_name, tenant),
-            ).rowcount
+        statement = insert.format(
+            book=_BOOK,
+            hash=row_hash(),
+            ledger=ledger if ledger_only else sql.SQL(""),
+            join=sql.SQL("JOIN" if ledger_only else "LEFT JOIN"),
+            table=sql.Identifier(comp.pg_table),
+            key=sql.Identifier(comp.key_column),
+            kt=sql.SQL(comp.column(comp.key_column).pg_type),
+            where=sql.SQL(" WHERE s.tenant_id = %(tenant)s") if tenant else sql.SQL(""),
+        )
+        n += conn.execute(statement, {"run": run_id, "comp": comp.name, "tenant": tenant}).rowcount
     return n
+
+
+def target_prints(
+    conn: psycopg.Connection, comp: Component, keys: dict[str, list[str]], bypass: bool
+) -> dict[tuple[str, str], int]:
+    """The fingerprint of each target row with these keys (per tenant), as it is now."""
+    query = sql.SQL(
+        "SELECT tenant_id, {key}::text, {hash} FROM llmspell.{table} t WHERE {match}"
+    ).format(
+        key=sql.Identifier(comp.key_column),
+        hash=row_hash(),
+        table=sql.Identifier(comp.pg_table),
+        match=_key_match(comp),
+    )
+    out: dict[tuple[str, str], int] = {}
+    with conn.transaction():
+        for tenant, wanted in keys.items():
+            if not bypass:
+                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+            for t, k, h in conn.execute(query, {"tenant": tenant, "keys": wanted}):
+                out[(t, k)] = h
+    return out
+
+
+def baseline(
+    conn: psycopg.Connection,
+    comp: Component,
+    visit: list[str],
+    only: list[str] | None,
+    bypass: bool,
+) -> pa.Table:
+    """The latest written prints of `comp` per key among completed runs, deleted keys left
+    out: tenant_id, nkey, llmspell_key, source_fp, target_fp. Under RLS the tenants in
+    `visit` are read one by one; bypassing it, those in `only` (None: all)."""
+    rows: list[tuple] = []
+    with conn.transaction():
+        for tenant in _for_tenants(conn, visit, bypass):
+            rows += conn.execute(baseline_sql(comp, tenant, only)).fetchall()
+    names = ["tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp"]
+    columns = list(zip(*rows)) if rows else [[] for _ in names]
+    types = [pa.string()] * 3 + [pa.int64()] * 2
+    return pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=names)
 
 
 def _key_match(comp: Component) -> sql.Composed:

@@ -33,7 +33,7 @@ from core.errors import (
     RollbackRefused,
     ValidationFailed,
 )
-from destinations import run_ledger, sync_ledger
+from destinations import connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
 from destinations.target_schema import TENANT_SETTING
 from pipelines import backup as backup_mod
@@ -48,7 +48,7 @@ from pipelines.engine import (
     source_errors_refused,
 )
 from pipelines.plan import Plan
-from pipelines.sync_baseline import baseline, comparer
+from pipelines.sync_baseline import source_prints
 from sources import change_set
 from sources.components import ARTIFACTS, SESSIONS, Component
 from sources.key_routing import mappers
@@ -57,6 +57,8 @@ from sources.memory_checks import cross_record_problems
 from sources.record_checks import RecordChecker
 from sources.sqlite_reader import SourceDB
 from sources.sqlite_schema import create_schema
+from validation import duck
+from validation.compare import ComponentComparer
 from validation.readback import readback
 from validation.stage import Validator
 
@@ -202,7 +204,7 @@ class Sync:
                     result.undone_run = unfinished.run_id
                 t0 = time.perf_counter()
                 with source_errors_refused(eng.source_path):
-                    planned = self._preflight(db, result)
+                    planned = self._preflight(db, conn, result)
                 result.stages["diff_and_preflight"] = time.perf_counter() - t0
                 for p in planned:
                     result.changes[p.comp.name] = p.changes.counts()
@@ -238,8 +240,8 @@ class Sync:
                 prints = self._validate(db, todo, result)
                 result.stages["validation"] = time.perf_counter() - t0
                 with conn.transaction():
-                    for name, table in prints.items():
-                        sync_ledger.write_prints(conn, run_id, name, table, bypass)
+                    for p in todo:
+                        sync_ledger.write_prints(conn, run_id, p.comp, prints[p.comp.name], bypass)
                 run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
                 result.status = "SUCCESS"
         except (Exception, KeyboardInterrupt) as exc:
@@ -274,23 +276,30 @@ class Sync:
                 "that first; nothing was written.",
             )
 
-    def _preflight(self, db: SourceDB, result: SyncResult) -> list[_Plan]:
+    def _preflight(self, db: SourceDB, conn: psycopg.Connection, result: SyncResult) -> list[_Plan]:
         plan = self.plan
         reach = preflight.classify_source(db, self.comps, plan.tenants, plan.key_layout)
         keep = {n: r.keep_verbatim for n, r in reach.items()}
         self.reach = reach
         self.mappers = mappers(self.comps, plan.key_layout, keep)
+        con = duck.connect(db.read_path)
+        try:
+            now = {
+                c.name: source_prints(con, c, plan.tenants, self.mappers.get(c.name))
+                for c in self.comps
+            }
+        finally:
+            con.close()
+        seen = {t for table in now.values() for t in table.column("tenant_id").to_pylist()}
+        visit = sorted(seen | sync_ledger.known_tenants(conn))
+        if plan.tenants:
+            visit = [t for t in visit if t in plan.tenants]
         planned: list[_Plan] = []
         conflicts: list[str] = []
-        with Validator(
-            str(db.read_path), self.target.dsn, self.bypass, self.comps, plan.tenants, self.mappers
-        ) as validator:
-            for comp in self.comps:
-                cmp = comparer(validator, comp)
-                changes = change_set.diff(
-                    comp.name, cmp.source_fingerprints(100, None), baseline(validator, comp)
-                )
-                planned.append(self._classify(cmp, changes, conflicts))
+        for comp in self.comps:
+            base = sync_ledger.baseline(conn, comp, visit, plan.tenants, self.bypass)
+            changes = change_set.diff(comp.name, now[comp.name], base)
+            planned.append(self._classify(db, conn, comp, changes, conflicts))
         if conflicts:
             raise PreflightError(
                 f"{len(conflicts)} record(s) changed in PostgreSQL since this tool wrote them "
@@ -306,54 +315,59 @@ class Sync:
         self._check_records(db, planned)
         return planned
 
-    def _classify(self, cmp, changes: change_set.ChangeSet, conflicts: list[str]) -> _Plan:
+    def _classify(
+        self,
+        db: SourceDB,
+        conn: psycopg.Connection,
+        comp: Component,
+        changes: change_set.ChangeSet,
+        conflicts: list[str],
+    ) -> _Plan:
         """Split one component's changes by what the target holds now for their keys."""
-        comp = cmp.comp
-        keys = sorted(changes.keys())
-        now = cmp.target_fingerprints(keys) if keys else None
-        held: dict[tuple[str, str], int] = {}
-        if now is not None:
-            signed = sync_ledger.signed(now.column("fp")).to_pylist()
-            held = dict(
-                zip(
-                    zip(now.column("tenant_id").to_pylist(), now.column("nkey").to_pylist()), signed
-                )
-            )
-        write, remove, adopt = [], [], []
+        by_tenant: dict[str, list[str]] = {}
+        for t, k in sorted(changes.keys()):
+            by_tenant.setdefault(t, []).append(k)
+        held = sync_ledger.target_prints(conn, comp, by_tenant, self.bypass)
+        write, remove, adopt, present = [], [], [], []
         for kind in ("inserts", "updates", "deletes"):
-            table = getattr(changes, kind)
-            for row in table.to_pylist():
+            for row in getattr(changes, kind).to_pylist():
                 key = (row["tenant_id"], row["nkey"])
                 where = f"{comp.name} tenant={key[0]} key={row['llmspell_key']!r}"
                 target_now = held.get(key)
                 if kind == "inserts":
-                    if target_now is None:
-                        write.append(row)
-                    elif target_now == row["source_fp"]:
-                        adopt.append(row)
-                    else:
-                        conflicts.append(
-                            f"{where}: new in the source, and PostgreSQL already "
-                            "holds a different row for this key"
-                        )
+                    (write if target_now is None else present).append(row)
                     continue
                 if target_now is None:
                     if kind == "updates":
                         conflicts.append(
-                            f"{where}: changed in the source, deleted in "
-                            "PostgreSQL since it was written"
+                            f"{where}: changed in the source, deleted in PostgreSQL since it "
+                            "was written"
                         )
                     continue  # deleted on both sides: nothing to do
                 if target_now != row["base_target_fp"]:
                     side = "changed" if kind == "updates" else "deleted"
                     conflicts.append(
-                        f"{where}: {side} in the source and changed in "
-                        "PostgreSQL since it was written"
+                        f"{where}: {side} in the source and changed in PostgreSQL since it "
+                        "was written"
                     )
                     continue
                 remove.append(row)
                 if kind == "updates":
                     write.append(row)
+        if present:  # new in the source, a row already in PostgreSQL: the same record?
+            schema = change_set.CHANGE_SCHEMA
+            table = pa.Table.from_pylist(present, schema)
+            with self._validator(db) as validator:
+                differ = {(m[0], m[1]) for m in self._differences(validator, comp, table)}
+            for row in present:
+                if (row["tenant_id"], row["nkey"]) in differ:
+                    conflicts.append(
+                        f"{comp.name} tenant={row['tenant_id']} key={row['llmspell_key']!r}: "
+                        "new in the source, and PostgreSQL already holds a different row "
+                        "under this key"
+                    )
+                else:
+                    adopt.append(row)
         schema = change_set.CHANGE_SCHEMA
         return _Plan(
             comp,
@@ -362,6 +376,69 @@ class Sync:
             pa.Table.from_pylist(remove, schema),
             pa.Table.from_pylist(adopt, schema),
         )
+
+    def _validator(self, db: SourceDB) -> Validator:
+        return Validator(
+            str(db.read_path),
+            self.target.dsn,
+            self.bypass,
+            self.comps,
+            self.plan.tenants,
+            self.mappers,
+        )
+
+    def _differences(
+        self, validator: Validator, comp: Component, rows: pa.Table
+    ) -> list[tuple[str, str, list[str]]]:
+        """Validation's canonical comparison of these records (source as the key layout
+        writes them, target as PostgreSQL holds them): (tenant, key, what differs) of each
+        one that is not equal, absent rows included."""
+        cmp = ComponentComparer(
+            validator.con,
+            comp,
+            validator.targets,
+            validator.tenants,
+            validator.mappers.get(comp.name),
+        )
+        wanted = pa.table({"t": rows.column("tenant_id"), "k": rows.column("llmspell_key")})
+        validator.con.register("sync_wanted", wanted)
+        try:
+            # only these records of the source: the comparer reads its rows from `source`
+            cmp.source = (
+                f"(SELECT * FROM {cmp.source} WHERE EXISTS (SELECT 1 FROM sync_wanted w "
+                f"WHERE w.t = tenant_id AND w.k = {comp.key_sql})) AS sync_rows"
+            )
+            src = cmp.source_fingerprints(100, None)
+            keys = list(zip(rows.column("tenant_id").to_pylist(), rows.column("nkey").to_pylist()))
+            tgt = cmp.target_fingerprints(keys)
+            s_fp = dict(
+                zip(
+                    zip(src.column("tenant_id").to_pylist(), src.column("nkey").to_pylist()),
+                    src.column("fp").to_pylist(),
+                )
+            )
+            lkeys = dict(
+                zip(
+                    zip(src.column("tenant_id").to_pylist(), src.column("nkey").to_pylist()),
+                    src.column("llmspell_key").to_pylist(),
+                )
+            )
+            t_fp = dict(
+                zip(
+                    zip(tgt.column("tenant_id").to_pylist(), tgt.column("nkey").to_pylist()),
+                    tgt.column("fp").to_pylist(),
+                )
+            )
+            out = []
+            for key in keys:
+                if key in s_fp and s_fp[key] == t_fp.get(key):
+                    continue
+                lkey = lkeys.get(key, key[1])
+                why = [str(m) for m in cmp.explain(key[0], key[1], lkey)]
+                out.append((key[0], key[1], why or [f"{comp.name} {key}: differs"]))
+            return out
+        finally:
+            validator.con.unregister("sync_wanted")
 
     def _refuse_unsupported(self, planned: list[_Plan]) -> None:
         """Artifacts (content-addressed blobs with reference counts and large objects) are
@@ -393,8 +470,6 @@ class Sync:
     def _sessions_with_artifacts(self, remove: pa.Table) -> list[str]:
         """Sessions sync would replace or delete that own artifacts in PostgreSQL (their
         foreign key cascades: the artifacts would go with them)."""
-        from destinations import connection
-
         out = []
         shown = dict(
             zip(remove.column("nkey").to_pylist(), remove.column("llmspell_key").to_pylist())
@@ -557,55 +632,37 @@ class Sync:
         )
 
     # -- validation ----------------------------------------------------------------------
-    def _validate(self, db: SourceDB, todo: list[_Plan], result: SyncResult) -> dict[str, pa.Table]:
-        """Every written record compared with the source, every deleted key gone, the whole
-        component's per-tenant counts, llmspell's read-back of written keys. Returns the
-        prints to record."""
+    def _validate(self, db: SourceDB, todo: list[_Plan], result: SyncResult) -> dict:
+        """Every written record compared with the source (validation's canonical form),
+        every deleted key gone, the whole component's per-tenant counts, llmspell's read-back
+        of written keys. Returns the prints to record per component."""
         self.emit("Validating sync...")
         problems: list[str] = []
         prints: dict[str, pa.Table] = {}
-        with Validator(
-            str(db.read_path),
-            self.target.dsn,
-            self.bypass,
-            self.comps,
-            self.plan.tenants,
-            self.mappers,
-        ) as validator:
+        with self._validator(db) as validator:
             for p in todo:
-                cmp = comparer(validator, p.comp)
                 written = pa.concat_tables([p.write, p.adopt])
-                wkeys = list(
-                    zip(written.column("tenant_id").to_pylist(), written.column("nkey").to_pylist())
-                )
-                tgt = cmp.target_fingerprints(wkeys) if wkeys else None
-                now = {}
-                if tgt is not None:
-                    now = dict(
-                        zip(
-                            zip(
-                                tgt.column("tenant_id").to_pylist(), tgt.column("nkey").to_pylist()
-                            ),
-                            sync_ledger.signed(tgt.column("fp")).to_pylist(),
-                        )
-                    )
-                checked = {"written": len(wkeys), "matched": 0, "deleted_gone": 0}
-                for row in written.to_pylist():
-                    key = (row["tenant_id"], row["nkey"])
-                    if now.get(key) == row["source_fp"]:
-                        checked["matched"] += 1
-                        continue
-                    why = cmp.explain(key[0], key[1], row["llmspell_key"])
-                    problems += [str(m) for m in why] or [f"{p.comp.name} {key}: differs"]
+                differ = self._differences(validator, p.comp, written) if written.num_rows else []
+                for _, _, why in differ:
+                    problems += why
+                checked: dict = {
+                    "written": written.num_rows,
+                    "matched": written.num_rows - len(differ),
+                }
                 gone = p.changes.deletes
-                dkeys = list(
-                    zip(gone.column("tenant_id").to_pylist(), gone.column("nkey").to_pylist())
-                )
-                still = cmp.target_fingerprints(dkeys).num_rows if dkeys else 0
-                checked["deleted_gone"] = len(dkeys) - still
+                by_tenant: dict[str, list[str]] = {}
+                for t, k in zip(
+                    gone.column("tenant_id").to_pylist(), gone.column("nkey").to_pylist()
+                ):
+                    by_tenant.setdefault(t, []).append(k)
+                with connection.connect(self.target) as conn:
+                    still = sync_ledger.target_prints(conn, p.comp, by_tenant, self.bypass)
+                checked["deleted_gone"] = gone.num_rows - len(still)
                 if still:
-                    problems.append(f"{p.comp.name}: {still} deleted record(s) still in the target")
-                counts = self._counts(cmp, p)
+                    problems.append(
+                        f"{p.comp.name}: {len(still)} deleted record(s) still in the target"
+                    )
+                counts = self._counts(validator, p)
                 checked["per_tenant"] = counts
                 problems += [
                     f"{p.comp.name} tenant={t}: {c['source']} source records, {c['target']} "
@@ -614,12 +671,17 @@ class Sync:
                     if c["source"] != c["target"]
                 ]
                 r = self.reach.get(p.comp.name)
-                if r is not None and wkeys:
+                if r is not None and p.write.num_rows:
                     back = self._readback(db, p, r)
                     checked["readback"] = back.to_dict()
                     problems += back.mismatches
                 result.validated[p.comp.name] = checked
-                prints[p.comp.name] = self._prints(written, now, gone)
+                prints[p.comp.name] = pa.concat_tables(
+                    [
+                        written.select(["tenant_id", "nkey", "llmspell_key", "source_fp"]),
+                        gone.select(["tenant_id", "nkey", "llmspell_key", "source_fp"]),
+                    ]
+                )
         if problems:
             raise ValidationFailed(
                 f"Sync validation failed: {problems[0]}",
@@ -629,11 +691,18 @@ class Sync:
             )
         return prints
 
-    def _counts(self, cmp, p: _Plan) -> dict[str, dict[str, int]]:
+    def _counts(self, validator: Validator, p: _Plan) -> dict[str, dict[str, int]]:
         """Per tenant: the source's records now, and how many of their keys the target holds."""
-        src = p.changes.source_keys
-        tgt = cmp.target_keys()
-        found = src.join(tgt, ["tenant_id", "nkey"], join_type="inner")
+        cmp = ComponentComparer(
+            validator.con,
+            p.comp,
+            validator.targets,
+            validator.tenants,
+            validator.mappers.get(p.comp.name),
+        )
+        found = p.changes.source_keys.join(
+            cmp.target_keys(), ["tenant_id", "nkey"], join_type="inner"
+        )
         out = {t: {"source": n, "target": 0} for t, n in p.changes.per_tenant.items()}
         for row in found.group_by("tenant_id").aggregate([("nkey", "count")]).to_pylist():
             out.setdefault(row["tenant_id"], {"source": 0, "target": 0})
@@ -672,44 +741,10 @@ class Sync:
                 conn.commit()
             finally:
                 conn.close()
-            from destinations import connection
-
             with SourceDB(path, snapshot=False) as written, connection.connect(self.target) as pg:
                 return readback(written, pg, comp, reach, 100, self.plan.tenants)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-
-    @staticmethod
-    def _prints(written: pa.Table, now: dict, gone: pa.Table) -> pa.Table:
-        rows = [
-            {
-                "tenant_id": r["tenant_id"],
-                "nkey": r["nkey"],
-                "llmspell_key": r["llmspell_key"],
-                "source_fp": r["source_fp"],
-                "target_fp": now.get((r["tenant_id"], r["nkey"])),
-            }
-            for r in written.to_pylist()
-        ] + [
-            {
-                "tenant_id": r["tenant_id"],
-                "nkey": r["nkey"],
-                "llmspell_key": r["llmspell_key"],
-                "source_fp": None,
-                "target_fp": None,
-            }
-            for r in gone.to_pylist()
-        ]
-        schema = pa.schema(
-            [
-                ("tenant_id", pa.string()),
-                ("nkey", pa.string()),
-                ("llmspell_key", pa.string()),
-                ("source_fp", pa.int64()),
-                ("target_fp", pa.int64()),
-            ]
-        )
-        return pa.Table.from_pylist(rows, schema)
 
     # -- failure -------------------------------------------------------------------------
     def _undo(self, conn: psycopg.Connection, run_id: str, why: str) -> dict[str, int]:
@@ -723,8 +758,6 @@ class Sync:
         return done
 
     def _rollback_after(self, run_id: str, exc: BaseException) -> dict[str, int] | None:
-        from destinations import connection
-
         self.emit(f"[ERROR] {getattr(exc, 'message', None) or _describe(exc)}")
         try:
             with connection.connect(self.target) as conn:

@@ -1,80 +1,84 @@
-"""Fingerprints of what a run wrote, and the baseline `sync` diffs against.
+"""Fingerprints of what a run wrote: the baseline `sync` diffs against.
 
-After `execute` validated, every row its ledger says it inserted gets two prints: the
-source record's (as the key layout wrote it) and the target row's, both validation's
-canonical xxhash. The next `sync` compares the source now with the first and the target
-now with the second, so it finds every change on either side without trusting timestamps.
+Two prints per written row, both cheap enough to take for every record: the source
+record's (DuckDB's `hash` over the record's stored columns, vectorised, one scan of the
+file) and the target row's (PostgreSQL's `hashtextextended(row::text)`, computed in the
+server). The next `sync` hashes the source again the same way: a key whose print moved
+changed, whatever its timestamps say; and it hashes the target rows of changed keys again,
+so a row PostgreSQL changed since is never overwritten. Validation's canonical comparison
+then checks every record a sync writes.
 """
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
-from psycopg import sql
 
 from destinations import connection, sync_ledger
-from destinations.target_schema import BOOKKEEPING_SCHEMA
-from sources.change_set import BASELINE_SCHEMA
+from pipelines.preflight import natural_key_of
 from sources.components import Component
-from validation.compare import ComponentComparer
-from validation.stage import Validator
+from sources.key_routing import KeyMapper
+from validation import duck
+from validation.duck import source_tables
+
+SOURCE_PRINTS = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("nkey", pa.string()),
+        ("llmspell_key", pa.string()),
+        ("source_fp", pa.int64()),
+    ]
+)
+_BATCH = 100_000
 
 
-def comparer(validator: Validator, comp: Component) -> ComponentComparer:
-    """A comparer on the validator's DuckDB session (source and target attached)."""
-    return ComponentComparer(
-        validator.con, comp, validator.targets, validator.tenants, validator.mappers.get(comp.name)
+def source_prints(
+    con: duckdb.DuckDBPyConnection,
+    comp: Component,
+    tenants: list[str] | None,
+    mapper: KeyMapper | None,
+) -> pa.Table:
+    """Every source record's tenant, target key (as the key layout writes it), SQLite key
+    and print. Only the key columns reach Python (to re-key), the hash stays in DuckDB."""
+    cols = comp.column_names
+    needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
+    needed = list(dict.fromkeys(needed))
+    where, params = "", []
+    if tenants:
+        where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
+        params = list(tenants)
+    source = comp.source_from("src.", source_tables(con))
+    query = (
+        f"SELECT {comp.key_sql} AS llmspell_key, "
+        + ", ".join(f'"{c}"' for c in needed)
+        + f", hash({', '.join(chr(34) + c + chr(34) for c in cols)}) AS fp FROM {source}{where}"
     )
-
-
-def _from_target(validator: Validator, text_for, schema: pa.Schema) -> pa.Table:
-    """Run `text_for(tenant)` in PostgreSQL through every attached target (one per tenant
-    under RLS, one for all otherwise) and collect the rows as `schema`."""
-    parts = [schema.empty_table()]
-    for alias, tenant in validator.targets.items():
-        got = validator.con.execute(
-            "SELECT * FROM postgres_query(?, ?)", [alias, text_for(tenant)]
-        ).arrow()
-        if hasattr(got, "read_all"):
-            got = got.read_all()
-        columns = [got.column(i).cast(f.type) for i, f in enumerate(schema)]
-        parts.append(pa.table(columns, schema=schema))
+    key_of = natural_key_of(comp)
+    slots = {c: 1 + cols.index(c) for c in needed}
+    width = 1 + len(cols)
+    parts = [SOURCE_PRINTS.empty_table()]
+    for batch in con.execute(query, params).to_arrow_reader(_BATCH):
+        lkeys = batch.column("llmspell_key").to_pylist()
+        values = {c: batch.column(c).to_pylist() for c in needed}
+        nkeys = []
+        for i, lkey in enumerate(lkeys):
+            row = [None] * width
+            row[0] = lkey
+            for c, at in slots.items():
+                row[at] = values[c][i]
+            nkeys.append(key_of(mapper.row(tuple(row)) if mapper else row))
+        parts.append(
+            pa.table(
+                [  # copies: DuckDB's batch memory is not ours to keep
+                    pa.array(values["tenant_id"], pa.string()),
+                    pa.array(nkeys, pa.string()),
+                    pa.array(lkeys, pa.string()),
+                    pa.array(batch.column("fp").to_numpy().view("int64").copy()),
+                ],
+                schema=SOURCE_PRINTS,
+            )
+        )
     return pa.concat_tables(parts)
-
-
-def baseline(validator: Validator, comp: Component) -> pa.Table:
-    """The latest written prints of `comp` per key (BASELINE_SCHEMA)."""
-    return _from_target(
-        validator,
-        lambda tenant: sync_ledger.baseline_sql(comp, tenant, validator.tenants),
-        BASELINE_SCHEMA,
-    )
-
-
-_LEDGER = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string())])
-
-
-def _ledger(validator: Validator, run_id: str, comp: Component) -> pa.Table:
-    query = sql.SQL(
-        "SELECT tenant_id::text, unnest(natural_keys) AS nkey FROM {}.written_keys "
-        "WHERE run_id = {} AND component = {}"
-    ).format(sql.Identifier(BOOKKEEPING_SCHEMA), sql.Literal(run_id), sql.Literal(comp.name))
-    return _from_target(validator, lambda _tenant: query.as_string(None), _LEDGER)
-
-
-def written_prints(validator: Validator, run_id: str, comp: Component) -> pa.Table:
-    """Source and target prints of every row `run_id` inserted into `comp` (PRINT_COLUMNS)."""
-    ledger = _ledger(validator, run_id, comp)
-    if not ledger.num_rows:
-        return pa.table({n: [] for n in sync_ledger.PRINT_COLUMNS})
-    cmp = comparer(validator, comp)
-    src = cmp.source_fingerprints(100, None).select(["tenant_id", "nkey", "llmspell_key", "fp"])
-    tgt = cmp.target_fingerprints(None).rename_columns(["tenant_id", "nkey", "target_fp"])
-    joined = (
-        ledger.join(src, ["tenant_id", "nkey"], join_type="inner")
-        .join(tgt, ["tenant_id", "nkey"], join_type="inner")
-        .rename_columns({"fp": "source_fp"})
-    )
-    return joined.select(list(sync_ledger.PRINT_COLUMNS))
 
 
 def record_run(
@@ -86,13 +90,18 @@ def record_run(
     mappers: dict,
     run_id: str,
 ) -> int:
-    """Record the prints of everything `run_id` wrote (before it is marked completed);
-    returns how many. A run that wrote nothing costs one ledger query per component."""
+    """Record the prints of every row `run_id` inserted (before it is marked completed);
+    returns how many. Source prints are joined with the run's ledger inside PostgreSQL."""
+    con = duck.connect(source_read_path)
+    try:
+        prints = {c.name: source_prints(con, c, tenants, mappers.get(c.name)) for c in comps}
+    finally:
+        con.close()
     total = 0
-    with Validator(source_read_path, target.dsn, bypass, comps, tenants, mappers) as validator:
-        prints = {c.name: written_prints(validator, run_id, c) for c in comps}
     with connection.connect(target) as conn:
         with conn.transaction():
-            for name, table in prints.items():
-                total += sync_ledger.write_prints(conn, run_id, name, table, bypass)
+            for comp in comps:
+                total += sync_ledger.write_prints(
+                    conn, run_id, comp, prints[comp.name], bypass, ledger_only=True
+                )
     return total

@@ -1,9 +1,9 @@
 """Which source records changed since they were last written: sync's diff.
 
-The source side is every record's fingerprint now (validation's canonical fingerprint, as
-the key layout writes the record); the baseline is the fingerprint of what was last written
-per key. A key only in the source is an insert, one only in the baseline a delete, one in
-both with another fingerprint an update. Fingerprints cover every column, so a change that
+The source side is every record's fingerprint now (a hash of its stored columns, keyed as
+the key layout writes it); the baseline is the fingerprint of what was last written per
+key. A key only in the source is an insert, one only in the baseline a delete, one in both
+with another fingerprint an update. Fingerprints cover every column, so a change that
 keeps `updated_at`/`data_version` (or happens within the same second) is found all the same.
 """
 
@@ -75,16 +75,9 @@ def _shape(table: pa.Table) -> pa.Table:
 
 
 def diff(component: str, source: pa.Table, baseline: pa.Table) -> ChangeSet:
-    """`source`: tenant_id, nkey, llmspell_key, fp (uint64, every record fingerprinted);
+    """`source`: tenant_id, nkey, llmspell_key, source_fp of every record now;
     `baseline`: BASELINE_SCHEMA."""
-    src = pa.table(
-        {
-            "tenant_id": source.column("tenant_id"),
-            "nkey": source.column("nkey"),
-            "llmspell_key": source.column("llmspell_key"),
-            "source_fp": source.column("fp").cast(pa.int64(), safe=False),
-        }
-    )
+    src = source.select(["tenant_id", "nkey", "llmspell_key", "source_fp"])
     base = baseline.rename_columns(
         ["tenant_id", "nkey", "base_llmspell_key", "base_source_fp", "base_target_fp"]
     )
