@@ -48,11 +48,9 @@ def acquire_lock(conn: psycopg.Connection) -> None:
             (LOCK_KEY,),
         ).fetchone()
         conn.commit()
-        who = (
-            f" (PostgreSQL backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})"
-            if holder
-            else ""
-        )
+        # a role without pg_read_all_stats sees no start time of another user's backend
+        since = f", since {holder[2]:%Y-%m-%d %H:%M:%S}" if holder and holder[2] else ""
+        who = f" (PostgreSQL backend pid {holder[0]}{since})" if holder else ""
         raise LockBusy(
             f"Another migration is running against this target{who}",
             "Wait for it to finish (or stop it); runs against one target never interleave.",

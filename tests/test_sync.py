@@ -239,11 +239,18 @@ def test_sync_catches_up_every_change(world):
 
 
 def test_second_sync_writes_nothing(world, capsys):
+    from destinations.run_ledger import LOCK_KEY
+
     db = world["db"]
-    code = migrate.run(["sync", "--plan", str(world["plan"]), "--target", db.app_dsn, "--json"])
+    argv = ["sync", "--plan", str(world["plan"]), "--target", db.app_dsn, "--json"]
+    code = migrate.run(argv)
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["status"] == "NO_CHANGES" and doc["total_changes"] == 0
     assert snapshot(db.dsn) == world["after_first_sync"]
+    with db.connect(autocommit=True) as holder:  # another run holds the target: exit 3
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        assert migrate.run(argv) == 3
+    assert json.loads(capsys.readouterr().out)["error"]["error"] == "LockBusy"
 
 
 def test_rollback_of_a_sync_restores_the_target_exactly(world):
@@ -336,8 +343,19 @@ def test_a_change_on_both_sides_is_refused_with_the_target_untouched(world, caps
         (tenant, aid),
     )
     c.execute("UPDATE kv_store SET value = X'aa' WHERE rowid = (SELECT max(rowid) FROM kv_store)")
+    c.execute(  # a key llmspell also created on PostgreSQL meanwhile, with another value
+        "INSERT INTO kv_store (tenant_id, key, value, created_at, updated_at) "
+        "VALUES (?, 'config:both', X'01', 9, 9)",
+        (tenant,),
+    )
     c.commit()
     c.close()
+    with db.connect() as conn:
+        conn.execute(
+            "INSERT INTO llmspell.kv_store (tenant_id, key, value) VALUES (%s, 'config:both', "
+            "'\\x02')",
+            (tenant,),
+        )
     with db.connect() as conn:  # llmspell on PostgreSQL wrote the same agent meanwhile
         conn.execute(
             'UPDATE llmspell.agent_states SET state_data = \'{"side": "pg"}\' '
@@ -350,6 +368,7 @@ def test_a_change_on_both_sides_is_refused_with_the_target_untouched(world, caps
     assert code == EXIT_USAGE
     assert f"agent_state tenant={tenant} key='agent:{aid}'" in err
     assert "changed in the source and changed in PostgreSQL" in err
+    assert f"kv_store tenant={tenant} key='config:both': new in the source" in err
     assert "nothing was written" in err
     assert snapshot(db.dsn) == before
     with pytest.raises(MigrateError):  # the dry run names it too
