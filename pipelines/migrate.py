@@ -298,6 +298,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_report(result, as_json: bool, render: Callable) -> None:
+    """A run's report on stdout: one JSON document, or the rendered text."""
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        print("\n".join(render(result)))
+
+
 def _emit_error(exc: MigrateError, as_json: bool) -> None:
     result = exc.result
     if as_json:
@@ -371,25 +379,20 @@ def run(argv: list[str] | None = None) -> int:
                         allow_unreachable=args.allow_unreachable,
                         progress=display.listener,
                     )
-            if as_json:
-                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
-            else:
-                print("\n".join(render_execute(result)))
+            _print_report(result, as_json, render_execute)
             return EXIT_OK
         if args.command == "sync":
-            result = api.sync(
-                args.plan,
-                source=args.source,
-                target=args.target,
-                tenants=args.tenants,
-                emit=emit,
-                dry_run=args.dry_run,
-                allow_unreachable=args.allow_unreachable,
-            )
-            if as_json:
-                print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
-            else:
-                print("\n".join(render_sync(result)))
+            with display:
+                result = api.sync(
+                    args.plan,
+                    source=args.source,
+                    target=args.target,
+                    tenants=args.tenants,
+                    emit=display.emit,
+                    dry_run=args.dry_run,
+                    allow_unreachable=args.allow_unreachable,
+                )
+            _print_report(result, as_json, render_sync)
             return EXIT_OK
         if args.command == "verify":
             with display:

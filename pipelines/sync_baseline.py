@@ -16,9 +16,10 @@ import pyarrow as pa
 
 from destinations import connection, sync_ledger
 from pipelines.preflight import natural_key_of
-from sources.components import Component
+from sources.components import HEXID, UUID, Component
 from sources.key_routing import KeyMapper
 from validation import duck
+from validation.canonical import uuid_key
 from validation.duck import source_tables
 
 SOURCE_PRINTS = pa.schema(
@@ -54,23 +55,29 @@ def source_prints(
         + f", hash({', '.join(chr(34) + c + chr(34) for c in cols)}) AS fp FROM {source}{where}"
     )
     key_of = natural_key_of(comp)
+    is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
     slots = {c: 1 + cols.index(c) for c in needed}
     width = 1 + len(cols)
     parts = [SOURCE_PRINTS.empty_table()]
     for batch in con.execute(query, params).to_arrow_reader(_BATCH):
         lkeys = batch.column("llmspell_key").to_pylist()
-        values = {c: batch.column(c).to_pylist() for c in needed}
-        nkeys = []
-        for i, lkey in enumerate(lkeys):
-            row = [None] * width
-            row[0] = lkey
-            for c, at in slots.items():
-                row[at] = values[c][i]
-            nkeys.append(key_of(mapper.row(tuple(row)) if mapper else row))
+        if mapper is not None:  # re-keyed rows: the mapper sees the key columns it needs
+            values = {c: batch.column(c).to_pylist() for c in needed}
+            nkeys = []
+            for i, lkey in enumerate(lkeys):
+                row = [None] * width
+                row[0] = lkey
+                for c, at in slots.items():
+                    row[at] = values[c][i]
+                nkeys.append(key_of(mapper.row(tuple(row))))
+        elif is_uuid:
+            nkeys = [uuid_key(v) for v in batch.column(comp.key_column).to_pylist()]
+        else:
+            nkeys = batch.column(comp.key_column).to_pylist()
         parts.append(
             pa.table(
                 [  # copies: DuckDB's batch memory is not ours to keep
-                    pa.array(values["tenant_id"], pa.string()),
+                    pa.array(batch.column("tenant_id").to_pylist(), pa.string()),
                     pa.array(nkeys, pa.string()),
                     pa.array(lkeys, pa.string()),
                     pa.array(batch.column("fp").to_numpy().view("int64").copy()),
