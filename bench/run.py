@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--target", help="superuser DSN of the server to use (default: embedded)")
     ap.add_argument("--only", help="comma list of method keys to run (debugging)")
+    ap.add_argument(
+        "--sync-records", type=int, default=1_000_000, help="mixed records for the sync case"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -359,11 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in vectors.values():
             r["payload_mb"] = nv * dim * 4 / 1e6
 
+    sync_lines = run_sync_case(args, admin, work) if want("sync") and args.sync_records else []
+
     lines = render(args, argv, admin, n, res, scale)
     if only == {"vectors"}:  # the header only: no mixed-records table without its methods
         lines = lines[: lines.index(MAIN_HEADING.format(n=n, t=args.tenants))]
     if vectors:
         lines += render_vectors(args, vectors)
+    lines += sync_lines
     text = "\n".join(lines) + "\n"
     print()
     print(text)
@@ -372,6 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text, encoding="utf-8")
     print(f"written to {out}")
     return 0
+
+
+def run_sync_case(args, admin: str, work: Path) -> list[str]:
+    """`sync` of 1% changes next to `execute` of the same data (bench/sync_case.py)."""
+    from bench import sync_case
+
+    print(f"sync run ({args.sync_records} mixed records, 1% changed):")
+    out = sync_case.run_case(admin, work, args.sync_records, 1.0)
+    return ["", *sync_case.render(out, "python -m bench.run " + " ".join(sys.argv[1:]), 1.0)]
 
 
 MAIN_HEADING = "## {n:,} mixed records ({t} tenants; SampleSpec.scaled)"
