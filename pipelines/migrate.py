@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from destinations import embedded_server

@@ -540,24 +540,24 @@ class Sync:
         """The records to write, as the key layout writes them, in batches: TEXT as UTF-8
         bytes for the writer (`raw`), as str for the record checks."""
         comp = p.comp
-        with SourceDB(db.read_path, snapshot=False, raw_text=raw) as raw:
-            raw.conn.execute("CREATE TEMP TABLE IF NOT EXISTS sync_wanted (t TEXT, k TEXT)")
-            raw.conn.execute("DELETE FROM sync_wanted")
-            raw.conn.executemany(
+        with SourceDB(db.read_path, snapshot=False, raw_text=raw) as src:
+            src.conn.execute("CREATE TEMP TABLE IF NOT EXISTS sync_wanted (t TEXT, k TEXT)")
+            src.conn.execute("DELETE FROM sync_wanted")
+            src.conn.executemany(
                 "INSERT INTO sync_wanted VALUES (?, ?)",
                 zip(
                     p.write.column("tenant_id").to_pylist(),
                     p.write.column("llmspell_key").to_pylist(),
                 ),
             )
-            query, args = raw.select_sql(comp, self.plan.tenants)
+            query, args = src.select_sql(comp, self.plan.tenants)
             head, order = query.rsplit(" ORDER BY ", 1)
             query = (
                 f"SELECT * FROM ({head}) AS wanted_rows WHERE (wanted_rows.tenant_id, "
                 "wanted_rows.llmspell_key) IN (SELECT t, k FROM sync_wanted) ORDER BY "
                 + ", ".join(f"wanted_rows.{c.strip()}" for c in order.split(","))
             )
-            cur = raw.conn.execute(query, args)
+            cur = src.conn.execute(query, args)
             mapper = self.mappers.get(comp.name)
             while rows := cur.fetchmany(batch):
                 yield mapper.rows(rows) if mapper else rows
