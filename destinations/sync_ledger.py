@@ -117,6 +117,7 @@ def write_prints(
             # is empty (as concat_tables of an empty table and a batch gives)
             pacsv.write_csv(table.combine_chunks(), sink, _CSV)
             copy.write(memoryview(sink.getvalue()))
+    conn.execute("ANALYZE llmspell_migrate_prints_stage")  # hash joins, not nested loops
     ledger = sql.SQL(
         " JOIN (SELECT tenant_id, unnest(natural_keys) AS k FROM {book}.written_keys "
         "WHERE run_id = %(run)s AND component = %(comp)s) w ON w.tenant_id = s.tenant_id "
