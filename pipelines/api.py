@@ -214,10 +214,12 @@ def sync(
     emit: Emit = _quiet,
     dry_run: bool = False,
     allow_unreachable: bool = False,
+    prefer_source: bool = False,
 ) -> sync_mod.SyncResult:
     """After a completed execute of `plan`, bring the target up to date with the source now
     (inserts, updates, deletes); `dry_run` reports the changes and conflicts, writing nothing.
-    `tenants` narrows the sync; the plan's execute is still found by its own identity."""
+    `tenants` narrows the sync; the plan's execute is still found by its own identity.
+    `prefer_source` writes the source's copy of a record changed on both sides."""
     p = _as_plan(plan)
     executed = p.fingerprint()
     p = _with_tenants(p, tenants)
@@ -228,6 +230,7 @@ def sync(
         emit=emit,
         allow_unreachable=allow_unreachable,
         executed_fingerprint=executed,
+        prefer_source=prefer_source,
     ).run(dry_run)
 
 

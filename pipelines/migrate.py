@@ -216,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write changed records llmspell's PostgreSQL backend cannot find, with their "
         "SQLite columns, instead of stopping",
     )
+    sp.add_argument(
+        "--prefer-source",
+        action="store_true",
+        help="a record changed on both sides gets the source's copy (PostgreSQL's row is "
+        "kept in the pre-image backup) instead of stopping the sync",
+    )
     common(sp)
 
     sp = sub.add_parser(
@@ -392,6 +398,7 @@ def run(argv: list[str] | None = None) -> int:
                     emit=display.emit,
                     dry_run=args.dry_run,
                     allow_unreachable=args.allow_unreachable,
+                    prefer_source=args.prefer_source,
                 )
             _print_report(result, as_json, render_sync)
             return EXIT_OK

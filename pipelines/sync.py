@@ -84,7 +84,8 @@ class SyncResult:
     source: str
     run_id: str | None = None
     changes: dict[str, dict[str, int]] = field(default_factory=dict)
-    adopted: dict[str, int] = field(default_factory=dict)  # inserts already in the target
+    # new source keys the target already held identically: tracked from now on, not written
+    adopted: dict[str, int] = field(default_factory=dict)
     undone_run: str | None = None  # an interrupted sync restored before this one
     backup_path: str | None = None
     validated: dict[str, dict] = field(default_factory=dict)
@@ -117,7 +118,8 @@ def render(result: SyncResult) -> list[str]:
             f"  - {name}: {c['inserted']} inserted, {c['updated']} updated, "
             f"{c['deleted']} deleted, {c['unchanged']} unchanged"
             + (
-                f" ({result.adopted[name]} already in the target)"
+                f"; {result.adopted[name]} new in the source but already in the target, "
+                "identical (now tracked, not written)"
                 if result.adopted.get(name)
                 else ""
             )
@@ -150,8 +152,11 @@ class Sync:
         emit: Emit = print,
         allow_unreachable: bool = False,
         executed_fingerprint: str | None = None,
+        prefer_source: bool = False,
     ):
         self.plan = plan
+        # a two-sided change is written from the source (PostgreSQL's row -> pre-images)
+        self.prefer_source = prefer_source
         # the identity of the plan as executed (before --tenant narrowed this sync)
         self.executed = executed_fingerprint or plan.fingerprint()
         self.emit = emit
@@ -207,9 +212,11 @@ class Sync:
                     planned = self._preflight(db, conn, result)
                 result.stages["diff_and_preflight"] = time.perf_counter() - t0
                 for p in planned:
-                    result.changes[p.comp.name] = p.changes.counts()
-                    if p.adopt.num_rows:
+                    counts = p.changes.counts()
+                    if p.adopt.num_rows:  # found identical in the target: tracked, not written
+                        counts["inserted"] -= p.adopt.num_rows
                         result.adopted[p.comp.name] = p.adopt.num_rows
+                    result.changes[p.comp.name] = counts
                 todo = [p for p in planned if p.changes.total]
                 if dry_run:
                     result.status = "DRY_RUN"
@@ -304,10 +311,10 @@ class Sync:
             raise PreflightError(
                 f"{len(conflicts)} record(s) changed in PostgreSQL since this tool wrote them "
                 "(or hold a row it did not write) and changed in the source too",
-                "Decide which copy is right for each: to keep PostgreSQL's, leave the "
-                "record's tenant out (--tenant) or make the source match; to keep the "
-                "source's, delete or fix the row in PostgreSQL. Then sync again; nothing "
-                "was written.",
+                "Nothing was written. To keep the source's copy of each, sync again with "
+                "--prefer-source (PostgreSQL's rows go to the pre-image backup; rollback "
+                "--backup puts them back); to keep PostgreSQL's, make the source record "
+                "match it in llmspell first.",
                 details=conflicts[:MAX_LISTED] + _more(conflicts),
             )
         self._refuse_unsupported(planned)
@@ -338,13 +345,15 @@ class Sync:
                     (write if target_now is None else present).append(row)
                     continue
                 if target_now is None:
-                    if kind == "updates":
+                    if kind == "updates" and self.prefer_source:
+                        write.append(row)
+                    elif kind == "updates":
                         conflicts.append(
                             f"{where}: changed in the source, deleted in PostgreSQL since it "
                             "was written"
                         )
                     continue  # deleted on both sides: nothing to do
-                if target_now != row["base_target_fp"]:
+                if target_now != row["base_target_fp"] and not self.prefer_source:
                     side = "changed" if kind == "updates" else "deleted"
                     conflicts.append(
                         f"{where}: {side} in the source and changed in PostgreSQL since it "
@@ -360,7 +369,10 @@ class Sync:
             with self._validator(db) as validator:
                 differ = {(m[0], m[1]) for m in self._differences(validator, comp, table)}
             for row in present:
-                if (row["tenant_id"], row["nkey"]) in differ:
+                if (row["tenant_id"], row["nkey"]) in differ and self.prefer_source:
+                    remove.append(row)
+                    write.append(row)
+                elif (row["tenant_id"], row["nkey"]) in differ:
                     conflicts.append(
                         f"{comp.name} tenant={row['tenant_id']} key={row['llmspell_key']!r}: "
                         "new in the source, and PostgreSQL already holds a different row "
@@ -818,9 +830,15 @@ def undo_sync(
 
 
 def _applied(p: _Plan) -> str:
-    inserted = p.write.column("base_source_fp").null_count
-    replaced = p.write.num_rows - inserted
-    return f"{inserted} inserted, {replaced} replaced, {p.remove.num_rows - replaced} deleted"
+    written, removed = _keys(p.write), _keys(p.remove)
+    return (
+        f"{len(written - removed)} inserted, {len(written & removed)} replaced, "
+        f"{len(removed - written)} deleted"
+    )
+
+
+def _keys(table: pa.Table) -> set[tuple[str, str]]:
+    return set(zip(table.column("tenant_id").to_pylist(), table.column("nkey").to_pylist()))
 
 
 def _by_tenant(table: pa.Table) -> dict[str, list[str]]:

@@ -369,7 +369,36 @@ def test_a_change_on_both_sides_is_refused_with_the_target_untouched(world, caps
     assert f"agent_state tenant={tenant} key='agent:{aid}'" in err
     assert "changed in the source and changed in PostgreSQL" in err
     assert f"kv_store tenant={tenant} key='config:both': new in the source" in err
-    assert "nothing was written" in err
+    assert "Nothing was written" in err and "--prefer-source" in err
     assert snapshot(db.dsn) == before
     with pytest.raises(MigrateError):  # the dry run names it too
         api.sync(plan, target=db.app_dsn, dry_run=True)
+
+
+def test_prefer_source_resolves_both_sided_changes_and_rollback_restores_postgres(world):
+    """After the refusal above, --prefer-source writes the source's copies; PostgreSQL's rows
+    go to the pre-images, and rolling the sync back puts them back exactly."""
+    db, plan = world["db"], world["plan"]
+    before = snapshot(db.dsn)
+    with pytest.raises(MigrateError):  # the conflicts of the test above still stand
+        api.sync(plan, target=db.app_dsn, dry_run=True)
+    done = api.sync(plan, target=db.app_dsn, prefer_source=True)
+    assert done.status == "SUCCESS"
+    with db.connect() as conn:
+        assert (
+            conn.execute(
+                'SELECT state_data FROM llmspell.agent_states WHERE state_data = \'{"side": "pg"}\''
+            ).fetchall()
+            == []
+        )
+        assert (
+            conn.execute(
+                "SELECT value FROM llmspell.kv_store WHERE key = 'config:both'"
+            ).fetchone()[0]
+            == b"\x01"
+        )
+    assert api.verify(plan, target=db.dsn, full=True).passed
+    assert api.sync(plan, target=db.app_dsn).status == "NO_CHANGES"
+    undo = api.rollback(backup=done.backup_path, target=db.dsn)
+    assert undo.status == "rolled_back"
+    assert snapshot(db.dsn) == before
