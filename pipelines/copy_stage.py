@@ -112,9 +112,12 @@ class Delivery:
     def deliver(self, table: str, batch: pa.RecordBatch) -> None:
         comp = self.by_table[table]
         with self._lock:
-            if self.error is not None:
+            if self.error is not None:  # dlt may report this job's error, not the first one
+                first = str(self.error).splitlines()[0] if str(self.error) else ""
                 raise MigrationFailed(
-                    f"{table}: not written, {self.failed_in} failed first", "See that error."
+                    f"{table}: not written, {self.failed_in} failed first "
+                    f"({self.failed_in}: {type(self.error).__name__}: {first})",
+                    "See that error.",
                 )
             if table not in self.progress:
                 self._start(comp)
