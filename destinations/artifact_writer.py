@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from destinations.target_schema import APP_ROLE, BOOKKEEPING_SCHEMA, TENANT_SETTING
+from destinations.target_schema import APP_ROLE, BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import ARTIFACT_CONTENT
 
 LARGE_OBJECT_THRESHOLD = 1 << 20  # llmspell's: bytea below, large object from here
@@ -134,7 +134,7 @@ def _copy_rows(conn, src, run_id: str, tenant: str, rows, app_owns: bool, out) -
     hashes: list[str] = []
     oids: list[int] = []
     with conn.transaction():
-        conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+        act_as_tenant(conn, tenant)
         for rowid, tenant_id, digest, size, compressed, original, created, length in rows:
             kind = storage_type(length)
             data = oid = None
@@ -178,7 +178,7 @@ def unlink_recorded(conn: psycopg.Connection, run_id: str, tenants: list[str | N
     rows = []
     for tenant in tenants:
         if tenant is not None:
-            conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+            act_as_tenant(conn, tenant)
         rows += conn.execute(
             sql.SQL(
                 "SELECT DISTINCT unnest(natural_keys)::oid FROM {}.written_keys "

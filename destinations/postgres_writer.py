@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import (
     BIGINT,
     BLOB,
@@ -218,7 +218,7 @@ class LlmspellWriter:
                 else:
                     statement = st.inserts[(self.skip_existing, True)]
                     for tenant in tenants:
-                        cur.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                        act_as_tenant(cur, tenant)
                         cur.execute(statement, {**args, "tenant": tenant})
                         inserted += sum(r[0] for r in cur.fetchall())
         self.inserted[comp.name] = self.inserted.get(comp.name, 0) + inserted

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from core.errors import LockBusy
 from destinations.artifact_writer import unlink_recorded
-from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import ARTIFACT_CONTENT, Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
@@ -135,7 +135,7 @@ def ledger_keys(
     with conn.transaction():
         for tenant in [None] if bypass_rls else _tenants(conn, run_id, False):
             if tenant is not None:
-                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                act_as_tenant(conn, tenant)
             keys.update(conn.execute(query, (run_id, comp.name)).fetchall())
     return keys
 
@@ -191,7 +191,7 @@ def delete_written(
                 if tenant is None:
                     n += conn.execute(_delete_sql(comp, False), args).rowcount
                 else:
-                    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    act_as_tenant(conn, tenant)
                     n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
                 conn.execute(drop_ledger, args)  # this tenant's ledger rows (all, bypassing)
             deleted[comp.name] = n

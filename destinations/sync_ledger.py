@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from destinations import run_ledger
-from destinations.target_schema import BOOKKEEPING_SCHEMA, TENANT_SETTING
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
@@ -74,7 +74,7 @@ def _for_tenants(conn: psycopg.Connection, tenants: Iterable[str], bypass: bool)
         yield None
         return
     for tenant in tenants:
-        conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+        act_as_tenant(conn, tenant)
         yield tenant
 
 
@@ -166,7 +166,7 @@ def target_prints(
     with conn.transaction():
         for tenant, wanted in keys.items():
             if not bypass:
-                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                act_as_tenant(conn, tenant)
             for t, k, h in conn.execute(query, {"tenant": tenant, "keys": wanted}):
                 out[(t, k)] = h
     return out

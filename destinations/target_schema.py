@@ -25,6 +25,14 @@ from sources.components import COMPONENTS, VECTOR, Component
 
 APP_ROLE = "llmspell_app"
 TENANT_SETTING = "app.current_tenant_id"
+
+
+def act_as_tenant(conn, tenant: str) -> None:
+    """Make the current transaction see and write only `tenant`'s rows (llmspell's RLS
+    setting, local to the transaction). `conn` is a psycopg connection or cursor."""
+    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+
+
 BOOKKEEPING_SCHEMA = "llmspell_migrate"
 
 # BEFORE UPDATE triggers as llmspell has them: an UPDATE rewrites these columns, an INSERT keeps

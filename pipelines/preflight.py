@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import PreflightError
-from destinations.target_schema import TENANT_SETTING
+from destinations.target_schema import act_as_tenant
 from pipelines.plan import Plan
 from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
 from sources import json_numbers, key_routing
@@ -269,7 +269,7 @@ def _per_tenant_query(
             rows += conn.execute(query, (tenants,)).fetchall()
         else:
             for tenant in tenants:
-                conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                act_as_tenant(conn, tenant)
                 rows += conn.execute(query, ([tenant],)).fetchall()
     return rows
 

@@ -35,7 +35,7 @@ from core.errors import (
 )
 from destinations import connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
-from destinations.target_schema import TENANT_SETTING
+from destinations.target_schema import act_as_tenant
 from pipelines import backup as backup_mod
 from pipelines import preflight, store_steps
 from pipelines.engine import (
@@ -491,7 +491,7 @@ class Sync:
                 return out
             with conn.transaction():
                 for tenant, keys in _by_tenant(remove).items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    act_as_tenant(conn, tenant)
                     for session, n in conn.execute(
                         "SELECT session_id::text, count(*) FROM llmspell.artifacts WHERE "
                         "tenant_id = %s AND session_id = ANY(%s::uuid[]) GROUP BY 1",
@@ -595,7 +595,7 @@ class Sync:
             with open(path, "w", encoding="utf-8") as out, conn.transaction():
                 n = 0
                 for tenant, keys in _by_tenant(p.remove).items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    act_as_tenant(conn, tenant)
                     for (image,) in conn.execute(_images_sql(p.comp), (tenant, keys)):
                         out.write(
                             json.dumps({"tenant_id": tenant, "row": image}, ensure_ascii=False)
@@ -635,7 +635,7 @@ class Sync:
         with conn.transaction():
             for p in todo:
                 for tenant, keys in _by_tenant(p.remove).items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                    act_as_tenant(conn, tenant)
                     sync_ledger.replace_out(conn, run_id, p.comp, tenant, keys)
                 for rows in self._source_rows(db, p):
                     writer.write_batch(p.comp, rows_to_arrow(p.comp, rows))

@@ -18,7 +18,7 @@ import time
 import psycopg
 
 from destinations.artifact_writer import PIECE, storage_type, stream_blob
-from destinations.target_schema import APP_ROLE, TENANT_SETTING
+from destinations.target_schema import APP_ROLE, act_as_tenant
 from validation.compare import MAX_REPORTED, ComponentResult, Mismatch, sampled
 
 NAME = "artifact_content"
@@ -88,7 +88,7 @@ def compare(
     )
     for tenant in tenants:
         with conn.transaction():
-            conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+            act_as_tenant(conn, tenant)
             target = {r[0]: r[1:] for r in conn.execute(_TARGET, (APP_ROLE, APP_ROLE, tenant))}
             rows = src.execute(_SOURCE, (tenant,)).fetchall()
             seen = 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from destinations.target_schema import TENANT_SETTING
+from destinations.target_schema import act_as_tenant
 from sources import json_numbers, key_routing
 from sources.components import COMPONENTS, KV_STORE, Component
 from sources.key_routing import Reachability
@@ -115,7 +115,7 @@ class Replayer:
         with self.conn.transaction():
             if self.role == APP_ROLE:
                 self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-            self.conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+            act_as_tenant(self.conn, tenant)
             for (table, column), idents in by_table.items():
                 value = _VALUE_COLUMN[table]
                 cast = "" if table == "kv_store" else "::text"
@@ -152,7 +152,7 @@ class Replayer:
             with self.conn.transaction():
                 if self.role == APP_ROLE:
                     self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-                self.conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+                act_as_tenant(self.conn, tenant)
                 for (table, column), (places, idents, values) in by_table.items():
                     rows = self.conn.execute(
                         _match_query(table, column), (idents, values, tenant)
