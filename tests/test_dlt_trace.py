@@ -10,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from core.errors import MigrationFailed
 from pipelines import migrate
+from pipelines.copy_stage import Delivery
+from sources.components import KV_STORE, SESSIONS
 from tests.test_faults import make_plan
 from tests.test_hardening import tiny_mount as _tiny_mount
 
@@ -134,3 +138,30 @@ def test_dlt_staging_space_is_checked_before_writing(
         assert "not enough disk space for dlt's staging" in err, err
     assert target_db.count("agent_states") == 0
     assert not list((tmp_path / "backups").glob("migration-*"))
+
+
+def test_a_job_refused_after_another_failed_names_the_first_error():
+    """dlt's trace may report either failed job; the follow-on one must still name the first
+    component and its error (first line only: PostgreSQL's DETAIL can hold row values)."""
+
+    def refuse(comp, batch):
+        raise ValueError('new row violates check constraint "test_refuse"\nDETAIL: secret row')
+
+    lines: list[str] = []
+    delivery = Delivery(  # no writer: neither batch gets as far as writing
+        None,
+        [SESSIONS, KV_STORE],
+        {"sessions": 1, "kv_store": 1},
+        lines.append,
+        lambda: None,
+        transform=refuse,
+    )
+    batch = pa.record_batch([pa.array([1])], names=["x"])
+    with pytest.raises(ValueError):
+        delivery.deliver("sessions", batch)
+    with pytest.raises(MigrationFailed) as refused:
+        delivery.deliver("kv_store", batch)
+    text = str(refused.value)
+    assert "kv_store: not written, sessions failed first" in text
+    assert "sessions: ValueError" in text and "test_refuse" in text
+    assert "secret row" not in text
