@@ -70,6 +70,13 @@ def sweep_stale_scratch() -> list[Path]:
     return removed
 
 
+def is_scratch(path: Path) -> bool:
+    """True for a file directly inside one of our scratch folders."""
+    return bool(_SCRATCH.match(path.parent.name)) and path.parent.parent == Path(
+        tempfile.gettempdir()
+    )
+
+
 def scratch_dir(kind: str) -> Path:
     """A private temporary folder named after this process, so a later run can tell it
     from a live one and remove it if a crash (kill -9) left it behind."""

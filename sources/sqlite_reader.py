@@ -6,6 +6,10 @@ touches the original. A closed database is hard-linked into the snapshot folder 
 filesystem allows (no copy; opened read-only, so the shared file is never written); a
 database llmspell has open (a `-wal` or `-shm` beside it) is copied WAL first, because the
 WAL may hold committed records the main file does not have yet.
+
+DuckDB's sqlite scanner opens the snapshot under a name of its own (`duckdb_name`): it
+carries its own copy of SQLite, and two SQLite libraries in one process must never share a
+`-shm` file.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import PreflightError, SourceError
-from core.files import scratch_dir
+from core.files import is_scratch, scratch_dir
 from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
@@ -51,6 +55,32 @@ def _roll_back_hot_journal(snap: Path, original: Path) -> None:
 def _decode(raw: bytes) -> str:
     # Keep invalid UTF-8 visible (as lone surrogates) so the record can be named, not crash.
     return raw.decode("utf-8", "surrogateescape")
+
+
+def duckdb_name(read_path: str | Path) -> Path:
+    """The name DuckDB's sqlite scanner opens a snapshot by: a second hard link beside it.
+
+    The scanner links its own copy of SQLite. POSIX locks cannot tell two libraries of one
+    process apart, so when one of them opens a WAL database the other already has open, it
+    takes itself for the first user and truncates the `-shm` index the other has mapped:
+    the process dies of SIGBUS (seen in CI, `verify --full` on a source llmspell had open).
+    Under a second name each library keeps its own `-shm`; the snapshot's WAL, which nobody
+    writes, is linked too so both read the same records. Only for our own snapshots: a link
+    beside the user's database would put a file in their folder."""
+    snap = Path(read_path)
+    if not is_scratch(snap):
+        raise ValueError(f"not a private snapshot: {snap}")
+    view = snap.with_name(f"{snap.stem}-duckdb{snap.suffix}")
+    for src, dst in ((Path(f"{snap}-wal"), Path(f"{view}-wal")), (snap, view)):
+        if src.exists() and not dst.exists():
+            try:
+                os.link(src, dst)
+            except FileExistsError:  # another thread of this run made it first
+                pass
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o600)
+    return view
 
 
 class SourceDB:

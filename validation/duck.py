@@ -3,9 +3,10 @@
 The machine cannot download DuckDB extensions, so the sqlite and postgres scanners are
 loaded from the files the PyPI packages `duckdb-extension-sqlite-scanner` and
 `duckdb-extension-postgres-scanner` ship. SQLite is attached from the reader's private
-snapshot (DuckDB's sqlite scanner creates -wal/-shm files even read-only). A role subject to
-row-level security sees nothing without a tenant, so such a target is attached once per
-tenant with `app.current_tenant_id` set in the connection options.
+snapshot under a name of its own (DuckDB's sqlite scanner creates -wal/-shm files even
+read-only, and must not share them with Python's SQLite: `sqlite_reader.duckdb_name`).
+A role subject to row-level security sees nothing without a tenant, so such a target is
+attached once per tenant with `app.current_tenant_id` set in the connection options.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from core.errors import MigrateError
 from destinations.connection import redact
 from destinations.target_schema import TENANT_SETTING
+from sources.sqlite_reader import duckdb_name
 
 
 def _literal(text: str) -> str:
@@ -49,8 +51,14 @@ def connect(source_read_path: str | Path) -> duckdb.DuckDBPyConnection:
         pass
     con.execute(f"LOAD '{extension_file('duckdb_extension_sqlite_scanner', 'sqlite_scanner')}'")
     con.execute(f"LOAD '{extension_file('duckdb_extension_postgres_scanner', 'postgres_scanner')}'")
-    con.execute(f"ATTACH {_literal(str(source_read_path))} AS src (TYPE sqlite, READ_ONLY)")
+    attach_source(con, source_read_path)
     return con
+
+
+def attach_source(con: duckdb.DuckDBPyConnection, source_read_path: str | Path) -> None:
+    """Attach the snapshot as `src`, read-only, under DuckDB's own name for it."""
+    view = duckdb_name(source_read_path)
+    con.execute(f"ATTACH {_literal(str(view))} AS src (TYPE sqlite, READ_ONLY)")
 
 
 def tenant_dsn(dsn: str, tenant: str | None) -> str:
