@@ -12,6 +12,8 @@ attached once per tenant with `app.current_tenant_id` set in the connection opti
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -20,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from core.errors import MigrateError
 from destinations.connection import redact
 from destinations.target_schema import TENANT_SETTING
-from sources.sqlite_reader import duckdb_name
+from sources.sqlite_reader import SourceDB, duckdb_name
 
 
 def _literal(text: str) -> str:
@@ -59,6 +61,18 @@ def attach_source(con: duckdb.DuckDBPyConnection, source_read_path: str | Path) 
     """Attach the snapshot as `src`, read-only, under DuckDB's own name for it."""
     view = duckdb_name(source_read_path)
     con.execute(f"ATTACH {_literal(str(view))} AS src (TYPE sqlite, READ_ONLY)")
+
+
+@contextmanager
+def source_session(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """DuckDB on any llmspell database (a notebook's way in): through a private snapshot,
+    so not even DuckDB's -wal/-shm files appear beside the file llmspell writes."""
+    with SourceDB(path) as db:
+        con = connect(db.read_path)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def tenant_dsn(dsn: str, tenant: str | None) -> str:
