@@ -150,19 +150,21 @@ def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
     conn.commit()
 
 
-def _delete_sql(comp: Component, per_tenant: bool) -> sql.Composed:
-    key_type = comp.column(comp.key_column).pg_type
-    tenant = sql.SQL(" AND tenant_id = %(tenant)s") if per_tenant else sql.SQL("")
+def delete_written_sql(comp: Component) -> sql.Composed:
+    """Delete one tenant's rows the run inserted into `comp`'s table (parameters run, comp,
+    tenant). The keys come as one array (`= ANY`), not a join: under RLS only a leakproof
+    condition reaches the (tenant_id, key) index (`Column.match_type`), and a join against
+    the ledger's arrays leaves the planner guessing their size (it guesses 10, and a
+    freshly loaded table has no statistics), which can rescan the tenant per key."""
     return sql.SQL(
-        "DELETE FROM llmspell.{table} t USING (SELECT tenant_id, unnest(natural_keys) AS k "
-        "FROM {book}.written_keys WHERE run_id = %(run)s AND component = %(comp)s{tenant}) w "
-        "WHERE t.tenant_id = w.tenant_id AND t.{key} = w.k::{key_type}"
+        "DELETE FROM llmspell.{table} WHERE tenant_id = %(tenant)s AND {key} = ANY(ARRAY("
+        "SELECT unnest(natural_keys)::{key_type} FROM {book}.written_keys WHERE run_id = "
+        "%(run)s AND component = %(comp)s AND tenant_id = %(tenant)s))"
     ).format(
         table=sql.Identifier(comp.pg_table),
         book=_BOOK,
         key=sql.Identifier(comp.key_column),
-        key_type=sql.SQL(key_type),
-        tenant=tenant,
+        key_type=sql.SQL(comp.column(comp.key_column).match_type),
     )
 
 
@@ -180,21 +182,22 @@ def delete_written(
         tables.append(comp)
     deleted: dict[str, int] = {}
     drop_ledger = sql.SQL(
-        "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s"
+        "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s "
+        "AND tenant_id = %(tenant)s"
     ).format(_BOOK)
     with conn.transaction():
-        tenants = [None] if bypass_rls else _tenants(conn, run_id, False)
+        tenants = _tenants(conn, run_id, bypass_rls)
         for comp in reversed(tables):
-            args = {"run": run_id, "comp": comp.name}
             n = 0
             for tenant in tenants:
-                if tenant is None:
-                    n += conn.execute(_delete_sql(comp, False), args).rowcount
-                else:
+                if not bypass_rls:
                     act_as_tenant(conn, tenant)
-                    n += conn.execute(_delete_sql(comp, True), {**args, "tenant": tenant}).rowcount
-                conn.execute(drop_ledger, args)  # this tenant's ledger rows (all, bypassing)
+                args = {"run": run_id, "comp": comp.name, "tenant": tenant}
+                n += conn.execute(delete_written_sql(comp), args).rowcount
+                conn.execute(drop_ledger, args)  # this tenant's ledger rows
             deleted[comp.name] = n
         if any(c is ARTIFACT_CONTENT for c in tables):
-            deleted["large_objects"] = unlink_recorded(conn, run_id, tenants)
+            deleted["large_objects"] = unlink_recorded(
+                conn, run_id, [None] if bypass_rls else tenants
+            )
     return deleted

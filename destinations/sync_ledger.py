@@ -83,6 +83,77 @@ def row_hash(alias: str = "t") -> sql.Composed:
     return sql.SQL("hashtextextended({}::text, 0)").format(sql.Identifier(alias))
 
 
+STAGE = "llmspell_migrate_prints_stage"
+LEDGER_STAGE = "llmspell_migrate_ledger_stage"
+
+
+def create_stage(conn: psycopg.Connection) -> None:
+    """The session's TEMP tables: the prints, COPYed in (PostgreSQL refuses COPY into a
+    table whose row-level security applies; a UUID key is also kept typed, `ukey`), and the
+    run's ledger keys, unnested. Both are ANALYZEd once filled, so the planner joins them
+    knowing their sizes: it guesses 10 keys per ledger array and would loop over them."""
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (tenant_id TEXT, nkey TEXT, "
+        "llmspell_key TEXT, source_fp BIGINT, ukey UUID) ON COMMIT DELETE ROWS"
+    )
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {LEDGER_STAGE} (tenant_id TEXT, k TEXT) "
+        "ON COMMIT DELETE ROWS"
+    )
+    conn.execute(f"TRUNCATE {STAGE}, {LEDGER_STAGE}")
+
+
+def _stage_ledger(
+    conn: psycopg.Connection, run_id: str, comp: Component, tenants: list[str], bypass: bool
+) -> None:
+    for _ in _for_tenants(conn, tenants, bypass):
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys "
+                "WHERE run_id = %s AND component = %s"
+            ).format(sql.Identifier(LEDGER_STAGE), _BOOK),
+            (run_id, comp.name),
+        )
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(LEDGER_STAGE)))
+
+
+def _key_by_uuid(comp: Component) -> bool:
+    key_type = comp.column(comp.key_column).match_type
+    if key_type not in ("TEXT", "UUID"):
+        raise ValueError(f"{comp.name}: no print join for a {key_type} key")
+    return key_type == "UUID"
+
+
+def prints_insert_sql(comp: Component, ledger_only: bool, per_tenant: bool) -> sql.Composed:
+    """INSERT ... SELECT of the staged prints with each target row's print (parameters run,
+    comp, tenant); `ledger_only` keeps the staged ledger's keys. The join on the target
+    table is leakproof (`Column.match_type`), so under RLS it can use the table's
+    (tenant_id, key) index whatever the statistics say."""
+    ledger = sql.SQL(" JOIN {} w ON w.tenant_id = s.tenant_id AND w.k = s.nkey").format(
+        sql.Identifier(LEDGER_STAGE)
+    )
+    return sql.SQL(
+        "INSERT INTO {book}.record_prints (run_id, component, tenant_id, nkey, llmspell_key, "
+        "source_fp, target_fp) SELECT %(run)s, %(comp)s, s.tenant_id, s.nkey, s.llmspell_key, "
+        "s.source_fp, CASE WHEN s.source_fp IS NULL THEN NULL ELSE {hash} END "
+        "FROM {stage} s{ledger} {join} llmspell.{table} t "
+        "ON t.tenant_id = s.tenant_id AND t.{key} = s.{skey}{where} "
+        "ON CONFLICT (run_id, component, tenant_id, nkey) DO UPDATE SET "
+        "llmspell_key = EXCLUDED.llmspell_key, source_fp = EXCLUDED.source_fp, "
+        "target_fp = EXCLUDED.target_fp"
+    ).format(
+        book=_BOOK,
+        hash=row_hash(),
+        stage=sql.Identifier(STAGE),
+        ledger=ledger if ledger_only else sql.SQL(""),
+        join=sql.SQL("JOIN" if ledger_only else "LEFT JOIN"),
+        table=sql.Identifier(comp.pg_table),
+        key=sql.Identifier(comp.key_column),
+        skey=sql.Identifier("ukey" if _key_by_uuid(comp) else "nkey"),
+        where=sql.SQL(" WHERE s.tenant_id = %(tenant)s") if per_tenant else sql.SQL(""),
+    )
+
+
 def write_prints(
     conn: psycopg.Connection,
     run_id: str,
@@ -94,58 +165,32 @@ def write_prints(
     """Record prints under `run_id`, in the caller's transaction: `prints` gives tenant_id,
     nkey, llmspell_key and source_fp (NULL for a deleted key); each target row's fingerprint
     is taken here, in PostgreSQL, from the row as it is now. `ledger_only` keeps the keys the
-    run's ledger holds (what an execute inserted). COPY goes to a TEMP table: PostgreSQL
-    refuses COPY into a table whose row-level security applies."""
+    run's ledger holds (what an execute inserted)."""
     if not prints.num_rows:
         return 0
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS llmspell_migrate_prints_stage (tenant_id TEXT, "
-        "nkey TEXT, llmspell_key TEXT, source_fp BIGINT) ON COMMIT DELETE ROWS"
-    )
-    conn.execute("TRUNCATE llmspell_migrate_prints_stage")
-    table = pa.table(
-        [prints.column(n) for n in PRINT_COLUMNS[:3]] + [signed(prints.column("source_fp"))],
-        names=list(PRINT_COLUMNS[:4]),
-    )
+    create_stage(conn)
+    by_uuid = _key_by_uuid(comp)
+    columns = [prints.column(n) for n in PRINT_COLUMNS[:3]] + [signed(prints.column("source_fp"))]
+    names = list(PRINT_COLUMNS[:4]) + (["ukey"] if by_uuid else [])
+    table = pa.table(columns + ([prints.column("nkey")] if by_uuid else []), names=names)
     with conn.cursor() as cur:
         with cur.copy(
-            "COPY llmspell_migrate_prints_stage (tenant_id, nkey, llmspell_key, source_fp) "
-            "FROM STDIN (FORMAT csv)"
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, names))
+            )
         ) as copy:
             sink = pa.BufferOutputStream()
             # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk
             # is empty (as concat_tables of an empty table and a batch gives)
             pacsv.write_csv(table.combine_chunks(), sink, _CSV)
             copy.write(memoryview(sink.getvalue()))
-    conn.execute("ANALYZE llmspell_migrate_prints_stage")  # hash joins, not nested loops
-    ledger = sql.SQL(
-        " JOIN (SELECT tenant_id, unnest(natural_keys) AS k FROM {book}.written_keys "
-        "WHERE run_id = %(run)s AND component = %(comp)s) w ON w.tenant_id = s.tenant_id "
-        "AND w.k = s.nkey"
-    ).format(book=_BOOK)
-    insert = sql.SQL(
-        "INSERT INTO {book}.record_prints (run_id, component, tenant_id, nkey, llmspell_key, "
-        "source_fp, target_fp) SELECT %(run)s, %(comp)s, s.tenant_id, s.nkey, s.llmspell_key, "
-        "s.source_fp, CASE WHEN s.source_fp IS NULL THEN NULL ELSE {hash} END "
-        "FROM llmspell_migrate_prints_stage s{ledger} {join} llmspell.{table} t "
-        "ON t.tenant_id = s.tenant_id AND t.{key} = s.nkey::{kt}{where} "
-        "ON CONFLICT (run_id, component, tenant_id, nkey) DO UPDATE SET "
-        "llmspell_key = EXCLUDED.llmspell_key, source_fp = EXCLUDED.source_fp, "
-        "target_fp = EXCLUDED.target_fp"
-    )
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGE)))
     tenants = sorted(set(prints.column("tenant_id").to_pylist()))
+    if ledger_only:
+        _stage_ledger(conn, run_id, comp, tenants, bypass)
     n = 0
     for tenant in _for_tenants(conn, tenants, bypass):
-        statement = insert.format(
-            book=_BOOK,
-            hash=row_hash(),
-            ledger=ledger if ledger_only else sql.SQL(""),
-            join=sql.SQL("JOIN" if ledger_only else "LEFT JOIN"),
-            table=sql.Identifier(comp.pg_table),
-            key=sql.Identifier(comp.key_column),
-            kt=sql.SQL(comp.column(comp.key_column).pg_type),
-            where=sql.SQL(" WHERE s.tenant_id = %(tenant)s") if tenant else sql.SQL(""),
-        )
+        statement = prints_insert_sql(comp, ledger_only, tenant is not None)
         n += conn.execute(statement, {"run": run_id, "comp": comp.name, "tenant": tenant}).rowcount
     return n
 

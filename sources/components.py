@@ -57,6 +57,15 @@ class Column:
             TEXT_ARRAY: "TEXT[]",
         }[self.kind]
 
+    @property
+    def match_type(self) -> str:
+        """The type to compare this column with when it joins a key list: its type without a
+        length (VARCHAR(n) compares as TEXT). Under row-level security PostgreSQL uses a join
+        condition for an index only if it is leakproof; a cast to VARCHAR(n), or from text
+        to UUID, applied to a column of the other side is not, and the join falls back to a
+        scan of the tenant's rows per key (quadratic; seen as minutes at 200k records)."""
+        return "TEXT" if self.pg_type.startswith("VARCHAR") else self.pg_type
+
 
 @dataclass(frozen=True)
 class Component:
