@@ -574,16 +574,25 @@ class Engine:
         waited = time.perf_counter()
         prints = printer.result()
         result.stages["source_prints_wait"] = time.perf_counter() - waited
-        self._validate(db, bypass, result, prints)
-        self._record_prints(db, bypass, result)
+        baseline = self._record_prints(db, bypass, result)
+        try:
+            self._validate(db, bypass, result, prints)
+        except BaseException:
+            baseline.abandon()
+            raise
+        waited = time.perf_counter()
+        baseline.commit()
+        result.stages["sync_baseline"] = time.perf_counter() - waited
         # still inside dlt's load: the package is marked loaded only after the run is
         with connection.connect(self.target) as conn:
             run_ledger.set_status(conn, result.run_id, run_ledger.COMPLETED)
 
-    def _record_prints(self, db: SourceDB, bypass: bool, result: ExecuteResult) -> None:
-        """What this run wrote, fingerprinted on both sides: the baseline of `sync`."""
-        t0 = time.perf_counter()
-        sync_baseline.record_run(
+    def _record_prints(
+        self, db: SourceDB, bypass: bool, result: ExecuteResult
+    ) -> sync_baseline.BaselineRecorder:
+        """What this run wrote, fingerprinted on both sides (the baseline of `sync`),
+        recorded alongside validation and kept only if the run validates."""
+        return sync_baseline.BaselineRecorder(
             str(db.read_path),
             self.target,
             bypass,
@@ -592,7 +601,6 @@ class Engine:
             self._mappers(result.preflight),
             result.run_id,
         )
-        result.stages["sync_baseline"] = time.perf_counter() - t0
 
     def _validate(
         self,

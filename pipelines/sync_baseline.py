@@ -11,7 +11,10 @@ then checks every record a sync writes.
 
 from __future__ import annotations
 
+import threading
+
 import duckdb
+import psycopg
 import pyarrow as pa
 
 from destinations import connection, sync_ledger
@@ -88,27 +91,83 @@ def source_prints(
     return pa.concat_tables(parts)
 
 
-def record_run(
-    source_read_path: str,
-    target: connection.Target,
-    bypass: bool,
-    comps: list[Component],
-    tenants: list[str] | None,
-    mappers: dict,
-    run_id: str,
-) -> int:
-    """Record the prints of every row `run_id` inserted (before it is marked completed);
-    returns how many. Source prints are joined with the run's ledger inside PostgreSQL."""
-    con = duck.connect(source_read_path)
-    try:
-        prints = {c.name: source_prints(con, c, tenants, mappers.get(c.name)) for c in comps}
-    finally:
-        con.close()
-    total = 0
-    with connection.connect(target) as conn:
-        with conn.transaction():
-            for comp in comps:
-                total += sync_ledger.write_prints(
-                    conn, run_id, comp, prints[comp.name], bypass, ledger_only=True
-                )
-    return total
+class BaselineRecorder:
+    """Records the prints of every row `run_id` inserted, in a thread, while validation runs.
+
+    Both mostly wait on PostgreSQL, each on its own connection, so on two cores they overlap.
+    The prints are written in one transaction that commits only after `commit()` (the run
+    validated); `abandon()` rolls it back, cancelling a statement in flight, so a run that
+    fails validation leaves no prints behind."""
+
+    def __init__(
+        self,
+        source_read_path: str,
+        target: connection.Target,
+        bypass: bool,
+        comps: list[Component],
+        tenants: list[str] | None,
+        mappers: dict,
+        run_id: str,
+    ):
+        self._decided = threading.Event()
+        self._keep = False
+        self._conn: psycopg.Connection | None = None
+        self._error: BaseException | None = None
+        self.recorded = 0
+        args = (source_read_path, target, bypass, comps, tenants, mappers, run_id)
+        self._thread = threading.Thread(target=self._run, args=args, name="sync-baseline")
+        self._thread.start()
+
+    def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
+        try:
+            con = duck.connect(source_read_path)
+            try:
+                prints = {
+                    c.name: source_prints(con, c, tenants, mappers.get(c.name)) for c in comps
+                }
+            finally:
+                con.close()
+            with connection.connect(target) as conn:
+                self._conn = conn
+                with conn.transaction():
+                    total = 0
+                    for comp in comps:
+                        if self._decided.is_set() and not self._keep:
+                            break
+                        total += sync_ledger.write_prints(
+                            conn, run_id, comp, prints[comp.name], bypass, ledger_only=True
+                        )
+                    self._decided.wait()
+                    if not self._keep:
+                        raise _Abandoned
+                self.recorded = total
+        except _Abandoned:
+            pass
+        except BaseException as exc:  # reported by commit(); nothing was committed
+            self._error = exc
+        finally:
+            self._conn = None
+
+    def commit(self) -> int:
+        """The run validated: commit the prints (waiting for them); returns how many."""
+        self._keep = True
+        self._decided.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.recorded
+
+    def abandon(self) -> None:
+        """The run failed: write nothing, and stop soon."""
+        self._decided.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel_safe(timeout=5)
+            except psycopg.Error:
+                pass
+        self._thread.join()
+
+
+class _Abandoned(Exception):
+    pass

@@ -127,6 +127,9 @@ def test_validation_failure_rolls_back_everything(tmp_path, sample_sqlite, targe
             conn.execute("SELECT status FROM llmspell_migrate.runs").fetchone()[0] == "rolled_back"
         )
         assert conn.execute("SELECT count(*) FROM llmspell_migrate.written_keys").fetchone()[0] == 0
+        # the sync baseline is recorded alongside validation: a failed run keeps none of it
+        prints = conn.execute("SELECT count(*) FROM llmspell_migrate.record_prints").fetchone()
+        assert prints[0] == 0
 
 
 @pytest.mark.parametrize("as_app", [False, True], ids=["superuser", "llmspell_app"])
