@@ -122,25 +122,24 @@ class BaselineRecorder:
         try:
             con = duck.connect(source_read_path)
             try:
-                prints = {
-                    c.name: source_prints(con, c, tenants, mappers.get(c.name)) for c in comps
-                }
+                with connection.connect(target) as conn:
+                    self._conn = conn
+                    with conn.transaction():
+                        total = 0
+                        for comp in comps:  # one component's prints in memory at a time
+                            if self._decided.is_set() and not self._keep:
+                                break
+                            prints = source_prints(con, comp, tenants, mappers.get(comp.name))
+                            total += sync_ledger.write_prints(
+                                conn, run_id, comp, prints, bypass, ledger_only=True
+                            )
+                            del prints
+                        self._decided.wait()
+                        if not self._keep:
+                            raise _Abandoned
+                    self.recorded = total
             finally:
                 con.close()
-            with connection.connect(target) as conn:
-                self._conn = conn
-                with conn.transaction():
-                    total = 0
-                    for comp in comps:
-                        if self._decided.is_set() and not self._keep:
-                            break
-                        total += sync_ledger.write_prints(
-                            conn, run_id, comp, prints[comp.name], bypass, ledger_only=True
-                        )
-                    self._decided.wait()
-                    if not self._keep:
-                        raise _Abandoned
-                self.recorded = total
         except _Abandoned:
             pass
         except BaseException as exc:  # reported by commit(); nothing was committed
