@@ -237,6 +237,39 @@ def baseline(
     return pa.table([pa.array(c, t) for c, t in zip(columns, types)], names=names)
 
 
+def changed_since(
+    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass: bool
+) -> list[str]:
+    """Rows a sync wrote or deleted that PostgreSQL changed since (llmspell writing after the
+    cutover, or a hand): undoing the sync would lose those writes. A written row whose print
+    moved, or that is gone; a deleted key that exists again."""
+    tenants = run_ledger.run_tenants(conn, run_id)
+    query = sql.SQL(
+        "SELECT tenant_id, nkey, llmspell_key, target_fp FROM {}.record_prints "
+        "WHERE run_id = %s AND component = %s"
+    ).format(_BOOK)
+    out: list[str] = []
+    for comp in comps:
+        recorded: list[tuple] = []
+        with conn.transaction():
+            for _ in _for_tenants(conn, tenants, bypass):
+                recorded += conn.execute(query, (run_id, comp.name)).fetchall()
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, nkey, _, _ in recorded:
+            by_tenant.setdefault(tenant, []).append(nkey)
+        now = target_prints(conn, comp, by_tenant, bypass)
+        for tenant, nkey, llmspell_key, written in recorded:
+            current = now.get((tenant, nkey))
+            where = f"{comp.name} tenant={tenant} key={llmspell_key!r}"
+            if written is None and current is not None:
+                out.append(f"{where}: deleted by the sync, exists again in PostgreSQL")
+            elif written is not None and current is None:
+                out.append(f"{where}: written by the sync, deleted in PostgreSQL since")
+            elif written is not None and current != written:
+                out.append(f"{where}: written by the sync, changed in PostgreSQL since")
+    return out
+
+
 def _key_match(comp: Component) -> sql.Composed:
     return sql.SQL("tenant_id = %(tenant)s AND {key} = ANY(%(keys)s::{kt}[])").format(
         key=sql.Identifier(comp.key_column), kt=sql.SQL(comp.column(comp.key_column).pg_type)
@@ -295,6 +328,22 @@ def restore(
     with conn.transaction():
         done.update(run_ledger.delete_written(conn, run_id, comps, bypass))
         for comp in comps:
+            # a row PostgreSQL wrote since under a pre-image's key gives way to the pre-image
+            # (only reached with `rollback --force`: `changed_since` refuses it otherwise)
+            make_way = sql.SQL(
+                "DELETE FROM llmspell.{t} WHERE tenant_id = %s AND {key} = ANY(ARRAY("
+                "SELECT nkey::{kt} FROM {book}.preimages WHERE run_id = %s AND component = %s "
+                "AND tenant_id = %s))"
+            ).format(
+                t=sql.Identifier(comp.pg_table),
+                key=sql.Identifier(comp.key_column),
+                kt=sql.SQL(comp.column(comp.key_column).match_type),
+                book=_BOOK,
+            )
+            for tenant in tenants:
+                if not bypass:
+                    act_as_tenant(conn, tenant)
+                conn.execute(make_way, (tenant, run_id, comp.name, tenant))
             put_back = sql.SQL(
                 "INSERT INTO llmspell.{t} SELECT (jsonb_populate_record(NULL::llmspell.{t}, "
                 "row_image)).* FROM {book}.preimages WHERE run_id = %s AND component = %s{w}"

@@ -822,6 +822,15 @@ def undo_sync(
         )
     run_ledger.acquire_lock(conn)
     try:
+        changed = [] if force else sync_ledger.changed_since(conn, record.run_id, comps, bypass)
+        if changed:
+            raise RollbackRefused(
+                f"Rollback refused: {len(changed)} row(s) written by sync {record.run_id} "
+                "were changed in PostgreSQL since",
+                "Nothing was changed. Review them; rerun with --force to undo the sync anyway "
+                "(PostgreSQL's later values of these rows are then lost).",
+                details=changed[:20],
+            )
         done = sync_ledger.restore(conn, record.run_id, comps, bypass)
         run_ledger.set_status(conn, record.run_id, run_ledger.ROLLED_BACK)
     finally:

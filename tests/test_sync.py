@@ -402,3 +402,41 @@ def test_prefer_source_resolves_both_sided_changes_and_rollback_restores_postgre
     undo = api.rollback(backup=done.backup_path, target=db.dsn)
     assert undo.status == "rolled_back"
     assert snapshot(db.dsn) == before
+
+
+def test_rollback_of_a_sync_refuses_to_lose_later_postgres_writes(world, capsys):
+    """After the switch llmspell writes to PostgreSQL: undoing the last sync must not throw
+    those writes away unless told to (`--force`)."""
+    db, plan = world["db"], world["plan"]
+    c = sqlite3.connect(world["src"])
+    tenant, key = first(c, "SELECT tenant_id, key FROM kv_store ORDER BY 1, 2")
+    c.execute("UPDATE kv_store SET value = X'0b0b' WHERE tenant_id = ? AND key = ?", (tenant, key))
+    gone_tenant, gone = first(c, "SELECT tenant_id, key FROM kv_store ORDER BY 1 DESC, 2 DESC")
+    c.execute("DELETE FROM kv_store WHERE tenant_id = ? AND key = ?", (gone_tenant, gone))
+    c.commit()
+    c.close()
+    before_sync = snapshot(db.dsn)
+    # (the two-sided changes of the tests above still stand: the source's copies win here)
+    done = api.sync(plan, target=db.app_dsn, prefer_source=True)
+    assert done.status == "SUCCESS"
+    with db.connect() as conn:  # llmspell, now on PostgreSQL, writes both keys again
+        conn.execute(
+            "UPDATE llmspell.kv_store SET value = '\\x0c' WHERE tenant_id = %s AND key = %s",
+            (tenant, key),
+        )
+        conn.execute(
+            "INSERT INTO llmspell.kv_store (tenant_id, key, value) VALUES (%s, %s, '\\x0d')",
+            (gone_tenant, gone),
+        )
+    after_llmspell = snapshot(db.dsn)
+    code = migrate.run(["rollback", "--backup", str(done.backup_path), "--target", db.app_dsn])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "Rollback refused: 2 row(s) written by sync" in err
+    assert f"kv_store tenant={tenant} key={key!r}: written by the sync, changed" in err
+    assert f"kv_store tenant={gone_tenant} key={gone!r}: deleted by the sync, exists again" in err
+    assert "--force" in err
+    assert snapshot(db.dsn) == after_llmspell
+    undo = api.rollback(backup=done.backup_path, target=db.app_dsn, force=True)
+    assert undo.status == "rolled_back"
+    assert snapshot(db.dsn) == before_sync
