@@ -141,6 +141,7 @@ class ComponentStatements:
         self.copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             self.stage, sql.SQL(", ").join(cols)
         )
+        self.clear_stage = sql.SQL("TRUNCATE {}").format(self.stage)
         key = sql.Identifier(comp.key_column)
         parts = dict(
             table=sql.Identifier(comp.pg_table),
@@ -207,8 +208,13 @@ class LlmspellWriter:
         tenants = pc.unique(batch.column("tenant_id")).to_pylist()
         args = {"run_id": self.run_id, "component": comp.name}
         inserted = 0
+        # Inside a caller's transaction (sync writes every batch in one) the stage is not
+        # emptied by a commit between batches: the next batch would insert this one again.
+        nested = self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         with self.conn.transaction():
             with self.conn.cursor() as cur:
+                if nested:
+                    cur.execute(st.clear_stage)
                 with cur.copy(st.copy) as copy:
                     copy.write(data)
                 del data
