@@ -250,10 +250,7 @@ def changed_since(
     ).format(_BOOK)
     out: list[str] = []
     for comp in comps:
-        recorded: list[tuple] = []
-        with conn.transaction():
-            for _ in _for_tenants(conn, tenants, bypass):
-                recorded += conn.execute(query, (run_id, comp.name)).fetchall()
+        recorded = _read_per_tenant(conn, query, (run_id, comp.name), tenants, bypass)
         by_tenant: dict[str, list[str]] = {}
         for tenant, nkey, _, _ in recorded:
             by_tenant.setdefault(tenant, []).append(nkey)
@@ -307,14 +304,21 @@ def preimage_rows(
     conn: psycopg.Connection, run_id: str, comp: Component, tenants: list[str], bypass: bool
 ) -> list[tuple[str, str, dict]]:
     """(tenant, key, row as JSON) of every pre-image the run saved for `comp`."""
-    out: list[tuple[str, str, dict]] = []
     query = sql.SQL(
         "SELECT tenant_id, nkey, row_image FROM {}.preimages WHERE run_id = %s AND "
         "component = %s ORDER BY tenant_id, nkey"
     ).format(_BOOK)
+    return _read_per_tenant(conn, query, (run_id, comp.name), tenants, bypass)
+
+
+def _read_per_tenant(
+    conn: psycopg.Connection, query: sql.Composable, args: tuple, tenants: list[str], bypass: bool
+) -> list[tuple]:
+    """The rows `query` returns for every tenant (one query bypassing RLS)."""
+    out: list[tuple] = []
     with conn.transaction():
         for _ in _for_tenants(conn, tenants, bypass):
-            out += conn.execute(query, (run_id, comp.name)).fetchall()
+            out += conn.execute(query, args).fetchall()
     return out
 
 
@@ -328,33 +332,32 @@ def restore(
     with conn.transaction():
         done.update(run_ledger.delete_written(conn, run_id, comps, bypass))
         for comp in comps:
+            images = sql.SQL(
+                "FROM {}.preimages WHERE run_id = %(run)s AND component = %(comp)s "
+                "AND tenant_id = %(tenant)s"
+            ).format(_BOOK)
             # a row PostgreSQL wrote since under a pre-image's key gives way to the pre-image
             # (only reached with `rollback --force`: `changed_since` refuses it otherwise)
             make_way = sql.SQL(
-                "DELETE FROM llmspell.{t} WHERE tenant_id = %s AND {key} = ANY(ARRAY("
-                "SELECT nkey::{kt} FROM {book}.preimages WHERE run_id = %s AND component = %s "
-                "AND tenant_id = %s))"
+                "DELETE FROM llmspell.{t} WHERE tenant_id = %(tenant)s AND {key} = ANY(ARRAY("
+                "SELECT nkey::{kt} {images}))"
             ).format(
                 t=sql.Identifier(comp.pg_table),
                 key=sql.Identifier(comp.key_column),
                 kt=sql.SQL(comp.column(comp.key_column).match_type),
-                book=_BOOK,
+                images=images,
             )
+            put_back = sql.SQL(
+                "INSERT INTO llmspell.{t} SELECT (jsonb_populate_record(NULL::llmspell.{t}, "
+                "row_image)).* {images}"
+            ).format(t=sql.Identifier(comp.pg_table), images=images)
+            n = 0
             for tenant in tenants:
                 if not bypass:
                     act_as_tenant(conn, tenant)
-                conn.execute(make_way, (tenant, run_id, comp.name, tenant))
-            put_back = sql.SQL(
-                "INSERT INTO llmspell.{t} SELECT (jsonb_populate_record(NULL::llmspell.{t}, "
-                "row_image)).* FROM {book}.preimages WHERE run_id = %s AND component = %s{w}"
-            )
-            n = 0
-            for tenant in _for_tenants(conn, tenants, bypass):
-                where = sql.SQL(" AND tenant_id = %s") if tenant else sql.SQL("")
-                args = (run_id, comp.name, tenant) if tenant else (run_id, comp.name)
-                n += conn.execute(
-                    put_back.format(t=sql.Identifier(comp.pg_table), book=_BOOK, w=where), args
-                ).rowcount
+                args = {"run": run_id, "comp": comp.name, "tenant": tenant}
+                conn.execute(make_way, args)
+                n += conn.execute(put_back, args).rowcount
             if n:
                 done[f"{comp.name}_restored"] = n
     return done

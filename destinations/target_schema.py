@@ -84,8 +84,6 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
 );
 CREATE INDEX IF NOT EXISTS written_keys_run
     ON {BOOKKEEPING_SCHEMA}.written_keys (run_id, component);
-ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE {BOOKKEEPING_SCHEMA}.written_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.record_prints (
     run_id TEXT NOT NULL,
     component TEXT NOT NULL,
@@ -98,8 +96,6 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.record_prints (
 );
 CREATE INDEX IF NOT EXISTS record_prints_key
     ON {BOOKKEEPING_SCHEMA}.record_prints (component, tenant_id, nkey);
-ALTER TABLE {BOOKKEEPING_SCHEMA}.record_prints ENABLE ROW LEVEL SECURITY;
-ALTER TABLE {BOOKKEEPING_SCHEMA}.record_prints FORCE ROW LEVEL SECURITY;
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
     run_id TEXT NOT NULL,
     component TEXT NOT NULL,
@@ -108,8 +104,6 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
     row_image JSONB NOT NULL,
     PRIMARY KEY (run_id, component, tenant_id, nkey)
 );
-ALTER TABLE {BOOKKEEPING_SCHEMA}.preimages ENABLE ROW LEVEL SECURITY;
-ALTER TABLE {BOOKKEEPING_SCHEMA}.preimages FORCE ROW LEVEL SECURITY;
 """
 # Tenant-data tables of the bookkeeping: the written keys (rollback), the fingerprints of
 # what was written (sync's baseline) and the pre-images of rows a sync replaced or deleted.
@@ -121,7 +115,14 @@ _LEDGER_POLICY = "tenant_isolation"
 
 
 def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
+    """Forced row-level security and the tenant policy on every table in TENANT_TABLES."""
     for table in TENANT_TABLES:
+        for switch in ("ENABLE", "FORCE"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} {} ROW LEVEL SECURITY").format(
+                    _BOOK, sql.Identifier(table), sql.SQL(switch)
+                )
+            )
         present = conn.execute(
             "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s "
             "AND policyname = %s",

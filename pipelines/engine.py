@@ -574,7 +574,7 @@ class Engine:
         waited = time.perf_counter()
         prints = printer.result()
         result.stages["source_prints_wait"] = time.perf_counter() - waited
-        baseline = self._record_prints(db, bypass, result)
+        baseline = self._start_baseline(db, bypass, result)
         try:
             self._validate(db, bypass, result, prints)
         except BaseException:
@@ -587,7 +587,7 @@ class Engine:
         with connection.connect(self.target) as conn:
             run_ledger.set_status(conn, result.run_id, run_ledger.COMPLETED)
 
-    def _record_prints(
+    def _start_baseline(
         self, db: SourceDB, bypass: bool, result: ExecuteResult
     ) -> sync_baseline.BaselineRecorder:
         """What this run wrote, fingerprinted on both sides (the baseline of `sync`),

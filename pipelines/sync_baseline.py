@@ -113,39 +113,40 @@ class BaselineRecorder:
         self._keep = False
         self._conn: psycopg.Connection | None = None
         self._error: BaseException | None = None
+        self.written = threading.Event()  # every print written, the commit still pending
         self.recorded = 0
         args = (source_read_path, target, bypass, comps, tenants, mappers, run_id)
         self._thread = threading.Thread(target=self._run, args=args, name="sync-baseline")
         self._thread.start()
 
     def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
+        con = None
         try:
             con = duck.connect(source_read_path)
-            try:
-                with connection.connect(target) as conn:
-                    self._conn = conn
-                    with conn.transaction():
-                        total = 0
-                        for comp in comps:  # one component's prints in memory at a time
-                            if self._decided.is_set() and not self._keep:
-                                break
-                            prints = source_prints(con, comp, tenants, mappers.get(comp.name))
-                            total += sync_ledger.write_prints(
-                                conn, run_id, comp, prints, bypass, ledger_only=True
-                            )
-                            del prints
-                        self._decided.wait()
-                        if not self._keep:
+            with connection.connect(target) as conn:
+                self._conn = conn
+                with conn.transaction():
+                    total = 0
+                    for comp in comps:  # one component's prints in memory at a time
+                        if self._decided.is_set() and not self._keep:
                             raise _Abandoned
-                    self.recorded = total
-            finally:
-                con.close()
+                        prints = source_prints(con, comp, tenants, mappers.get(comp.name))
+                        total += sync_ledger.write_prints(
+                            conn, run_id, comp, prints, bypass, ledger_only=True
+                        )
+                    self.written.set()
+                    self._decided.wait()
+                    if not self._keep:
+                        raise _Abandoned  # rolls the transaction back
+                self.recorded = total
         except _Abandoned:
             pass
         except BaseException as exc:  # reported by commit(); nothing was committed
             self._error = exc
         finally:
             self._conn = None
+            if con is not None:
+                con.close()
 
     def commit(self) -> int:
         """The run validated: commit the prints (waiting for them); returns how many."""

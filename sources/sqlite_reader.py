@@ -69,7 +69,11 @@ def duckdb_name(read_path: str | Path) -> Path:
     beside the user's database would put a file in their folder."""
     snap = Path(read_path)
     if not is_scratch(snap):
-        raise ValueError(f"not a private snapshot: {snap}")
+        raise SourceError(
+            f"DuckDB reads only this tool's private snapshots; {snap} is not a private snapshot",
+            "Open the database with validation.duck.source_session(path) (or SourceDB(path) "
+            "and its read_path): it takes the snapshot first.",
+        )
     view = snap.with_name(f"{snap.stem}-duckdb{snap.suffix}")
     for src, dst in ((Path(f"{snap}-wal"), Path(f"{view}-wal")), (snap, view)):
         if src.exists() and not dst.exists():

@@ -272,3 +272,47 @@ def test_postgres_stopped_mid_copy_then_resume(tmp_path, big_source, own_server)
     result = api.execute(plan)
     assert result.status == "SUCCESS" and result.resumed_run
     assert api.verify(plan, full=True).passed
+
+
+@pytest.mark.parametrize("run_validates", [False, True], ids=["abandoned", "committed"])
+def test_sync_baseline_is_kept_only_if_the_run_validates(
+    tmp_path, sample_sqlite, target_db, run_validates
+):
+    """execute records sync's baseline beside validation; its prints are written but stay
+    uncommitted until validation decides (the test above cannot time that: its validation
+    fails before the prints are written)."""
+    from destinations import connection
+    from pipelines.plan import load as load_plan
+    from pipelines.sync_baseline import BaselineRecorder
+    from sources.key_routing import classify_db, mappers
+    from sources.sqlite_reader import SourceDB
+
+    plan_path = make_plan(tmp_path, sample_sqlite, target_db.dsn)
+    run_id = api.execute(plan_path, target=target_db.dsn).run_id
+    count = "SELECT count(*) FROM llmspell_migrate.record_prints WHERE run_id = %s"
+    with target_db.connect() as conn:
+        recorded = conn.execute(count, (run_id,)).fetchone()[0]
+        conn.execute("DELETE FROM llmspell_migrate.record_prints WHERE run_id = %s", (run_id,))
+    assert recorded > 0
+    plan = load_plan(plan_path)
+    comps = [cp.component for cp in plan.components]
+    with SourceDB(sample_sqlite) as db:
+        reach = classify_db(db, comps, None, plan.key_layout)
+        routes = mappers(comps, plan.key_layout, {n: r.keep_verbatim for n, r in reach.items()})
+        recorder = BaselineRecorder(
+            str(db.read_path),
+            connection.resolve(target_db.dsn),
+            True,
+            comps,
+            None,
+            routes,
+            run_id,
+        )
+        assert recorder.written.wait(120), "the prints were never written"
+        if run_validates:
+            assert recorder.commit() == recorded
+        else:
+            recorder.abandon()
+    with target_db.connect() as conn:
+        kept = conn.execute(count, (run_id,)).fetchone()[0]
+    assert kept == (recorded if run_validates else 0)

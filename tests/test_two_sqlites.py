@@ -11,6 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from core.errors import SourceError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A reader thread walks rows that live only in the WAL while DuckDB attaches the same
@@ -81,10 +85,8 @@ def test_duckdb_name_refuses_a_path_outside_our_snapshots(tmp_path):
 
     db = tmp_path / "user.db"
     sqlite3.connect(db).close()
-    try:
+    with pytest.raises(SourceError) as refused:
         duckdb_name(db)
-    except ValueError as exc:
-        assert "not a private snapshot" in str(exc)
-    else:
-        raise AssertionError("a link was made beside the user's database")
+    assert "not a private snapshot" in str(refused.value)
+    assert "source_session" in refused.value.hint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user.db"]
