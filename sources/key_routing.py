@@ -21,6 +21,7 @@ re-keyed, keep their SQLite columns (and stop the run unless it allows them).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -151,6 +152,39 @@ def kv_route(key: str) -> Route:
 
 
 # -- one component's records ----------------------------------------------------------------
+# The column holding what llmspell's PostgreSQL `get` returns, per table.
+VALUE_COLUMN = {
+    "agent_states": "state_data",
+    "workflow_states": "state_data",
+    "sessions": "session_data",
+    "kv_store": "value",
+}
+
+# The key column llmspell's PostgreSQL `get` looks each table up by.
+GET_COLUMN = {
+    "agent_states": "agent_id",
+    "workflow_states": "workflow_id",
+    "sessions": "session_id",
+    "kv_store": "key",
+}
+
+
+def pg_lookup(key: str) -> tuple[str, str, str] | None:
+    """(table, key column, value) the PostgreSQL backend's get(key) reads; None when it
+    refuses the key (its parse error)."""
+    if key.startswith("agent:"):
+        parts = key.split(":")
+        return ("agent_states", GET_COLUMN["agent_states"], parts[2]) if len(parts) == 3 else None
+    if key.startswith("custom:workflow_"):
+        parts = key.split(":")
+        if len(parts) != 3 or not parts[1].startswith("workflow_"):
+            return None
+        return ("workflow_states", GET_COLUMN["workflow_states"], parts[1][len("workflow_") :])
+    if is_primary_session_key(key):
+        return ("sessions", GET_COLUMN["sessions"], str(uuid.UUID(key[len("session:") :])))
+    return ("kv_store", GET_COLUMN["kv_store"], key)
+
+
 @dataclass(frozen=True)
 class Listed:
     """One record in the reachability report."""

@@ -40,6 +40,7 @@ def test_round_trip_every_column(tmp_path, sample_sqlite, target_db, as_app):
     for c in result.validation.components:  # llmspell's get() replayed for the same sample
         assert c.readback.role == "llmspell_app" and c.readback.mismatch_count == 0
         assert c.readback.compared == c.readback.matched == c.compared > 0
+        assert c.readback.decoded == 0  # matched by prints inside PostgreSQL
     with target_db.connect() as conn:
         # The llmspell key layout: SQLite's `agent:<type>:<id>` row (agent_id `<type>:<id>`)
         # lands where llmspell's PostgreSQL backend looks it up; every other column as is.

@@ -16,12 +16,12 @@ from sources.key_routing import (
     agent_route,
     classify,
     kv_route,
+    pg_lookup,
     session_route,
     workflow_route,
 )
 from sources.record_checks import check_json
 from validation import canonical
-from validation.readback import pg_lookup
 
 UUID = "6f1c2b3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
 

@@ -47,6 +47,7 @@ def test_untouched_target_matches_every_record(migrated):
         result = _readback(source, target_db, name)
         assert result.role == "llmspell_app"
         assert (result.compared, result.matched, result.mismatch_count) == (count, count, 0)
+        assert result.decoded == 0  # every record matched by its print, inside PostgreSQL
 
 
 def test_changed_rows_are_named(migrated):

@@ -37,7 +37,15 @@ from sources.components import (
     VECTOR,
     Component,
 )
-from sources.key_routing import KeyMapper
+from sources.key_routing import (
+    ROUTED,
+    UNREACHABLE,
+    VALUE_COLUMN,
+    KeyMapper,
+    key_columns,
+    pg_lookup,
+    route_of,
+)
 from sources.memory_values import OPEN_END, pg_scope, vector_hex
 from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
 from validation.duck import source_tables
@@ -52,8 +60,15 @@ _SOURCE_PRINTS = pa.schema(
         ("llmspell_key", pa.string()),
         ("picked", pa.bool_()),
         ("fp", pa.binary()),
+        # what llmspell's PostgreSQL `get` must return (GetPrinter; null without a layout)
+        ("unreachable", pa.bool_()),  # under no key: read-back skips it
+        ("answers_to", pa.string()),  # the key `get` finds it under, if not its SQLite key
+        ("get_table", pa.string()),  # the row `get(answers_to)` reads (null: key refused)
+        ("get_ident", pa.string()),
+        ("value_fp", pa.binary()),  # `fingerprint` of the value `get` must return
     ]
 )
+GET_LAYOUT = b"get_layout"  # schema metadata: the key layout the get columns were routed by
 SAMPLE_BUCKETS = 10_000
 MAX_REPORTED = 20
 MAX_EXPLAINED = 200
@@ -148,6 +163,31 @@ def target_fingerprint_expr(columns) -> sql.Composable:
     )
 
 
+class GetPrinter:
+    """Where llmspell's PostgreSQL `get` finds each source record and the print of the value
+    it must return there. Computed with the source fingerprints (one parse of each
+    document), so read-back sends PostgreSQL keys and 8-byte prints, never the documents."""
+
+    def __init__(self, comp: Component, layout: str):
+        names = comp.column_names
+        self.comp = comp
+        self.layout = layout
+        self.key_at = [names.index(c) for c in key_columns(comp)]
+        self.value_at = names.index(VALUE_COLUMN[comp.pg_table])
+
+    def route(self, values: tuple) -> tuple[bool, str | None, str | None, str | None]:
+        """(unreachable, answers_to, table, key) for a record's SQLite column values."""
+        r = route_of(self.comp, tuple(values[i] for i in self.key_at), self.layout)
+        if r.status == UNREACHABLE:
+            return True, None, None, None
+        found = pg_lookup(r.answers_to)
+        return False, r.answers_to, found[0] if found else None, found[2] if found else None
+
+
+def get_printer(comp: Component, layout: str | None) -> GetPrinter | None:
+    return GetPrinter(comp, layout) if layout and comp.name in ROUTED else None
+
+
 # -- results -------------------------------------------------------------------------------
 @dataclass
 class Mismatch:
@@ -223,10 +263,12 @@ class ComponentComparer:
         targets: dict[str, str | None],
         tenants: list[str] | None = None,
         mapper: KeyMapper | None = None,
+        layout: str | None = None,
     ):
         self.con = con
         self.comp = comp
         self.mapper = mapper  # the key layout: source rows are compared as they are written
+        self.gets = get_printer(comp, layout)  # and where llmspell's `get` finds them
         self.targets = targets
         self.tenants = tenants
         self.kinds = [canon_kind(c) for c in comp.columns]
@@ -252,39 +294,47 @@ class ComponentComparer:
         return uuid_key(raw) if self.key_is_uuid else raw
 
     def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
-        """Every source record's key, whether it is sampled, and (if so) its fingerprint;
-        built batch by batch into Arrow so memory stays small."""
-        parts = [_SOURCE_PRINTS.empty_table()]
+        """Every source record's key, whether it is sampled, and (if so) its fingerprint, and
+        with a key layout what `get` must find (`GetPrinter`); built batch by batch into
+        Arrow so memory stays small."""
+        schema = _SOURCE_PRINTS
+        if self.gets is not None:
+            schema = schema.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
+        parts = [schema.empty_table()]
         kinds = self.kinds
+        gets = self.gets
         for batch in self._source_batches():
-            tenants, nkeys, lkeys, picks, fps = [], [], [], [], []
+            out: list[list] = [[] for _ in _SOURCE_PRINTS]
+            tenants, nkeys, lkeys, picks, fps, unreach, answers, tables, idents, vfps = out
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            for row in zip(*columns):
-                if self.mapper is not None:
-                    row = self.mapper.row(row)
+            for raw in zip(*columns):
+                row = raw if self.mapper is None else self.mapper.row(raw)
                 lkey, values = row[0], row[1:]
                 tenant = values[self.tenant_index]
                 nkey = self._natural_key(values[self.key_index])
                 if only is not None and (tenant, nkey) not in only:
                     continue
                 pick = sampled(tenant, lkey, percent)
+                texts = [_source_canon(k, v) for k, v in zip(kinds, values)] if pick else None
                 tenants.append(tenant)
                 nkeys.append(nkey)
                 lkeys.append(lkey)
                 picks.append(pick)
-                fps.append(
-                    fingerprint(_source_canon(k, v) for k, v in zip(kinds, values))
-                    if pick
-                    else None
-                )
+                fps.append(fingerprint(texts) if texts else None)
+                if gets is None:
+                    continue
+                lost, answer, table, ident = gets.route(raw[1:])
+                unreach.append(lost)
+                answers.append(None if answer == lkey else answer)
+                tables.append(table)
+                idents.append(ident)
+                vfps.append(fingerprint([texts[gets.value_at]]) if texts and not lost else None)
+            n = len(tenants)
             arrays = [
-                pa.array(tenants, pa.string()),
-                pa.array(nkeys, pa.string()),
-                pa.array(lkeys, pa.string()),
-                pa.array(picks, pa.bool_()),
-                pa.array(fps, pa.binary()),
+                pa.array(values if values or not n else [None] * n, f.type)
+                for values, f in zip(out, _SOURCE_PRINTS)
             ]
-            parts.append(pa.table(arrays, schema=_SOURCE_PRINTS))
+            parts.append(pa.table(arrays, schema=schema))
         return pa.concat_tables(parts)
 
     # target side -------------------------------------------------------------------------

@@ -6,40 +6,56 @@ For every sampled record (all of them under full comparison) the key PostgreSQL 
 the third key part, workflow_states by the id, sessions by UUID, else kv_store), and read as
 `llmspell_app` with `app.current_tenant_id` set (row-level security applies, as for
 llmspell), filtered by tenant as llmspell does. The comparison runs inside PostgreSQL
-first: the SQLite text goes to the server with the keys, and a record matches when the row
-`get` finds holds exactly the JSONB text of that source text (kv_store: the same bytes);
-the values' text never comes back. A record that does not match there is fetched and
-compared the slow way, decoded as serde_json decodes it and expecting JSONB's number forms
-(`sources.json_numbers`), which decides and names the difference. Records reported
-unreachable are skipped (they were allowed).
+first: the keys go to the server with an 8-byte print of each source value (its JSONB text,
+kv_store: its bytes; `validation.compare.GetPrinter`, computed with the source
+fingerprints), and a record matches when the row `get` finds hashes to the same print;
+no value's text travels either way. A record that does not match there is read from both
+sides and compared the slow way, decoded as serde_json decodes it and expecting JSONB's
+number forms (`sources.json_numbers`), which decides and names the difference. Records
+reported unreachable are skipped (they were allowed).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from destinations.target_schema import act_as_tenant
 from sources import json_numbers, key_routing
 from sources.components import COMPONENTS, KV_STORE, Component
-from sources.key_routing import Reachability
+from sources.key_routing import GET_COLUMN, VALUE_COLUMN, Reachability, pg_lookup
 from sources.sqlite_reader import SourceDB
 from validation import canonical
-from validation.compare import sampled
+from validation.compare import (
+    GET_LAYOUT,
+    _source_canon,
+    canon_kind,
+    fingerprint,
+    get_printer,
+    sampled,
+    target_fingerprint_expr,
+)
 
 APP_ROLE = "llmspell_app"
 MAX_REPORTED = 20
-_CHUNK = 2000
-_VALUE_COLUMN = {
-    "agent_states": "state_data",
-    "workflow_states": "state_data",
-    "sessions": "session_data",
-    "kv_store": "value",
-}
+_CHUNK = 10_000
+_GETS = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("llmspell_key", pa.string()),
+        ("picked", pa.bool_()),
+        ("unreachable", pa.bool_()),
+        ("answers_to", pa.string()),
+        ("get_table", pa.string()),
+        ("get_ident", pa.string()),
+        ("value_fp", pa.binary()),
+    ]
+)
 
 
 @dataclass
@@ -53,32 +69,17 @@ class Readback:
     mismatch_count: int = 0
     mismatches: list[str] = field(default_factory=list)
     role: str = APP_ROLE
+    decoded: int = 0  # records PostgreSQL did not match, compared the slow way
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def pg_lookup(key: str) -> tuple[str, str, str] | None:
-    """(table, key column, value) the PostgreSQL backend's get(key) reads; None when it
-    refuses the key (its parse error)."""
-    if key.startswith("agent:"):
-        parts = key.split(":")
-        return ("agent_states", "agent_id", parts[2]) if len(parts) == 3 else None
-    if key.startswith("custom:workflow_"):
-        parts = key.split(":")
-        if len(parts) != 3 or not parts[1].startswith("workflow_"):
-            return None
-        return ("workflow_states", "workflow_id", parts[1][len("workflow_") :])
-    if key_routing.is_primary_session_key(key):
-        return ("sessions", "session_id", str(uuid.UUID(key[len("session:") :])))
-    return ("kv_store", "key", key)
 
 
 def _source_rows(
     db: SourceDB, comp: Component, tenants: list[str] | None
 ) -> Iterator[tuple[str, tuple, object]]:
     cols = key_routing.key_columns(comp)
-    value = _VALUE_COLUMN[comp.pg_table]
+    value = VALUE_COLUMN[comp.pg_table]
     where, args = db._where(tenants)
     cur = db.conn.execute(
         f"SELECT tenant_id, {', '.join(cols)}, {value} FROM {comp.sqlite_table}{where} "
@@ -117,7 +118,7 @@ class Replayer:
                 self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
             act_as_tenant(self.conn, tenant)
             for (table, column), idents in by_table.items():
-                value = _VALUE_COLUMN[table]
+                value = VALUE_COLUMN[table]
                 cast = "" if table == "kv_store" else "::text"
                 rows = self.conn.execute(
                     sql.SQL(
@@ -134,62 +135,43 @@ class Replayer:
                     out[idents[ident]] = val
         return out
 
-    def matching(self, tenant: str, items: list[tuple[str, object]]) -> set[int]:
-        """Positions in `items` (key, SQLite value) whose `get(key)` under `tenant` returns
-        exactly the source value as JSONB stores it (kv_store: the same bytes), decided by
-        PostgreSQL. Anything not returned needs the slow comparison."""
-        by_table: dict[tuple[str, str], tuple[list[int], list[str], list]] = {}
-        for at, (key, value) in enumerate(items):
-            found = pg_lookup(key)
-            if found:
-                table, column, ident = found
-                places, idents, values = by_table.setdefault((table, column), ([], [], []))
-                places.append(at)
-                idents.append(ident)
-                values.append(_as_bytes(value) if table == "kv_store" else value)
-        same: set[int] = set()
+    def matching(self, tenant: str, table: str, idents: list[str], prints: list) -> list[int]:
+        """Positions (0-based) in `idents` whose row in `table`, found as `get` finds it
+        under `tenant`, holds a value with the given print; decided by PostgreSQL."""
         try:
             with self.conn.transaction():
                 if self.role == APP_ROLE:
                     self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
                 act_as_tenant(self.conn, tenant)
-                for (table, column), (places, idents, values) in by_table.items():
-                    rows = self.conn.execute(
-                        _match_query(table, column), (idents, values, tenant)
-                    ).fetchall()
-                    same.update(places[n - 1] for (n,) in rows)
-        except (psycopg.DataError, UnicodeError):  # PostgreSQL cannot parse one: the slow way
-            return set()
-        return same
+                query = _match_query(table)
+                rows = self.conn.execute(query, (idents, prints, tenant)).fetchall()
+        except (psycopg.DataError, UnicodeError):  # a key it cannot take: the slow way
+            return []
+        return [n - 1 for (n,) in rows]
 
 
-def _key_type(table: str, column: str) -> str:
-    comp = next(c for c in COMPONENTS.values() if c.pg_table == table)
-    return comp.column(column).pg_type
+def _component_of(table: str) -> Component:
+    return next(c for c in COMPONENTS.values() if c.pg_table == table)
 
 
-def _match_query(table: str, column: str) -> sql.Composed:
-    """Positions (1-based) whose row, found as `get` finds it, holds the source value."""
-    value = sql.Identifier(_VALUE_COLUMN[table])
-    if table == "kv_store":
-        src_type, same = sql.SQL("bytea"), sql.SQL("t.{} = u.src").format(value)
-    else:
-        src_type = sql.SQL("text")
-        same = sql.SQL("t.{}::text = u.src::jsonb::text").format(value)
+def _match_query(table: str) -> sql.Composed:
+    """Positions (1-based) whose row, found as `get` finds it, holds a value printing as
+    given (`validation.compare.target_fingerprint_expr` of the value column)."""
+    comp = _component_of(table)
+    column = GET_COLUMN[table]
     # LATERAL ... LIMIT 1: one index lookup per key, as `get` does (a join would let the
-    # planner scan and sort the tenant's whole table for every chunk). Arrays go in binary
-    # (%b): psycopg's text form escapes each element in Python, 1000x slower.
+    # planner scan and sort the tenant's whole table for every chunk); the key is cast on
+    # the array's side, so the column's index stays usable under row-level security.
+    # Arrays go in binary (%b): psycopg's text form escapes each element in Python.
     return sql.SQL(
-        "SELECT u.n FROM unnest(%b::text[], %b::{src_type}[]) WITH ORDINALITY AS u(ident, src, n) "
-        "CROSS JOIN LATERAL (SELECT {value} FROM llmspell.{table} t WHERE t.tenant_id = %s "
-        "AND t.{col} = u.ident::{key_type} LIMIT 1) t WHERE {same}"
+        "SELECT u.n FROM unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u(ident, fp, n) "
+        "CROSS JOIN LATERAL (SELECT {fp} AS fp FROM llmspell.{table} t WHERE t.tenant_id = %s "
+        "AND t.{col} = u.ident::{key_type} LIMIT 1) t WHERE t.fp = u.fp"
     ).format(
-        src_type=src_type,
-        value=value,
+        fp=target_fingerprint_expr([comp.column(VALUE_COLUMN[table])]),
         table=sql.Identifier(table),
         col=sql.Identifier(column),
-        key_type=sql.SQL(_key_type(table, column)),
-        same=same,
+        key_type=sql.SQL(comp.column(column).pg_type),
     )
 
 
@@ -211,6 +193,43 @@ def _compare(comp: Component, source, target) -> str | None:
     return canonical.difference(expected, json_numbers.llmspell_value(target))
 
 
+def source_gets(
+    db: SourceDB, comp: Component, layout: str, percent: float, tenants: list[str] | None
+) -> pa.Table:
+    """The read-back columns of `validation.compare.ComponentComparer.source_fingerprints`,
+    read straight from SQLite (for callers without the source fingerprints at hand)."""
+    gets = get_printer(comp, layout)
+    assert gets is not None, comp.name
+    kind = canon_kind(comp.column(VALUE_COLUMN[comp.pg_table]))
+    where, args = db._where(tenants)
+    names = comp.column_names
+    cur = db.conn.execute(
+        f"SELECT {comp.key_sql}, {', '.join(names)} FROM {comp.sqlite_table}{where}", args
+    )
+    out: list[list] = [[] for _ in _GETS]
+    tenant_at = names.index("tenant_id")
+    for lkey, *values in cur:
+        tenant = values[tenant_at]
+        pick = sampled(tenant, lkey, percent)
+        lost, answer, table, ident = gets.route(tuple(values))
+        value = values[gets.value_at]
+        for column, item in zip(
+            out,
+            (
+                tenant,
+                lkey,
+                pick,
+                lost,
+                None if answer == lkey else answer,
+                table,
+                ident,
+                fingerprint([_source_canon(kind, value)]) if pick and not lost else None,
+            ),
+        ):
+            column.append(item)
+    return pa.table([pa.array(c, f.type) for c, f in zip(out, _GETS)], schema=_GETS)
+
+
 def readback(
     db: SourceDB,
     conn: psycopg.Connection,
@@ -218,29 +237,81 @@ def readback(
     reach: Reachability,
     percent: float,
     tenants: list[str] | None,
+    prints: pa.Table | None = None,
 ) -> Readback:
-    """Replay `get` for the sampled keys of one component and compare with SQLite."""
+    """Replay `get` for the sampled keys of one component and compare with SQLite.
+    `prints` are the component's source fingerprints if computed ahead with read-back's
+    columns for this key layout; otherwise they are read from `db` here."""
+    if prints is None or (prints.schema.metadata or {}).get(GET_LAYOUT) != reach.layout.encode():
+        prints = source_gets(db, comp, reach.layout, percent, tenants)
     replayer = Replayer(conn)
     result = Readback(comp.name, role=replayer.role)
-    skip = {(x.tenant_id, x.key) for x in reach.unreachable}
-    pending: dict[str, list[tuple[str, str, object]]] = {}
-
-    def flush(tenant: str) -> None:
-        items = pending.pop(tenant, [])
-        if not items:
-            return
-        same = replayer.matching(tenant, [(answer, value) for _, answer, value in items])
-        result.compared += len(items)
+    wanted = _wanted(prints, reach, result)
+    undecided: dict[str, dict[str, str]] = {}  # tenant -> SQLite key -> key `get` reads
+    for tenant in pc.unique(wanted.column("tenant_id")).to_pylist():
+        mine = wanted.filter(pc.equal(wanted.column("tenant_id"), tenant))
+        lkeys = mine.column("llmspell_key").to_pylist()
+        answers = [a or k for a, k in zip(mine.column("answers_to").to_pylist(), lkeys)]
+        tables = mine.column("get_table").to_pylist()
+        idents = mine.column("get_ident").to_pylist()
+        fps = mine.column("value_fp").to_pylist()
+        same: set[int] = set()
+        for table in {t for t in tables if t is not None}:
+            at = [i for i, t in enumerate(tables) if t == table]
+            for start in range(0, len(at), _CHUNK):
+                part = at[start : start + _CHUNK]
+                found = replayer.matching(
+                    tenant, table, [idents[i] for i in part], [fps[i] for i in part]
+                )
+                same.update(part[n] for n in found)
+        result.compared += len(lkeys)
         result.matched += len(same)
-        items = [item for at, item in enumerate(items) if at not in same]
-        if not items:
-            return
-        got = replayer.get_many(tenant, [answer for _, answer, _ in items])
-        for key, answer, value in items:
+        left = {lkeys[i]: answers[i] for i in range(len(lkeys)) if i not in same}
+        if left:
+            undecided[tenant] = left
+    if undecided:
+        _decide(db, comp, tenants, replayer, undecided, result)
+    conn.rollback()
+    return result
+
+
+def _wanted(prints: pa.Table, reach: Reachability, result: Readback) -> pa.Table:
+    """The sampled records read-back replays; counts the unreachable ones it skips."""
+    lost = pc.fill_null(prints.column("unreachable"), False)
+    skip = {(x.tenant_id, x.key) for x in reach.unreachable}
+    if skip:  # reported unreachable (a collision, say) though its own key routes somewhere
+        pairs = zip(
+            prints.column("tenant_id").to_pylist(), prints.column("llmspell_key").to_pylist()
+        )
+        listed = pa.array([p in skip for p in pairs], pa.bool_())
+        lost = pc.or_(lost, listed)
+    result.skipped_unreachable = pc.sum(lost).as_py() or 0
+    return prints.filter(pc.and_(pc.invert(lost), prints.column("picked")))
+
+
+def _decide(
+    db: SourceDB,
+    comp: Component,
+    tenants: list[str] | None,
+    replayer: Replayer,
+    undecided: dict[str, dict[str, str]],
+    result: Readback,
+) -> None:
+    """The records PostgreSQL did not match: both values read and compared as llmspell
+    decodes them, which decides and names each difference (one pass over SQLite)."""
+    values: dict[tuple[str, str], object] = {}
+    for tenant, key_values, value in _source_rows(db, comp, tenants):
+        key = key_routing.sqlite_key(comp, key_values)
+        if key in undecided.get(tenant, ()):
+            values[(tenant, key)] = value
+    for tenant, left in undecided.items():
+        got = replayer.get_many(tenant, list(set(left.values())))
+        for key, answer in left.items():
+            result.decoded += 1
             if answer not in got:
                 problem = f"get({answer!r}) finds nothing"
             else:
-                problem = _compare(comp, value, got[answer])
+                problem = _compare(comp, values.get((tenant, key)), got[answer])
             if problem is None:
                 result.matched += 1
                 continue
@@ -248,19 +319,3 @@ def readback(
             if len(result.mismatches) < MAX_REPORTED:
                 shown = key if key == answer else f"{key} (read as {answer})"
                 result.mismatches.append(f"{comp.name} tenant={tenant} key={shown}: {problem}")
-
-    for tenant, values, value in _source_rows(db, comp, tenants):
-        key = key_routing.sqlite_key(comp, values)
-        route = key_routing.route_of(comp, values, reach.layout)
-        if (tenant, key) in skip or route.status == key_routing.UNREACHABLE:
-            result.skipped_unreachable += 1
-            continue
-        if not sampled(tenant, key, percent):
-            continue
-        pending.setdefault(tenant, []).append((key, route.answers_to, value))
-        if len(pending[tenant]) >= _CHUNK:
-            flush(tenant)
-    for tenant in list(pending):
-        flush(tenant)
-    conn.rollback()
-    return result

@@ -109,9 +109,7 @@ class Validator:
         only: set[tuple[str, str]] | None = None,
         source_prints: pa.Table | None = None,
     ) -> ComponentResult:
-        comparer = ComponentComparer(
-            self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name)
-        )
+        comparer = self.comparer(comp)
         result = comparer.run(percent, threshold, only, source_prints)
         if only is None and any(c.kind == VECTOR for c in comp.columns):
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
@@ -120,6 +118,12 @@ class Validator:
             result.mismatch_count += len(knn.problems)
             result.mismatches.extend(knn.problems[: max(0, MAX_REPORTED - len(result.mismatches))])
         return result
+
+    def comparer(self, comp: Component, layout: str | None = None) -> ComponentComparer:
+        """`comp`'s comparer; with `layout`, its source prints carry read-back's columns."""
+        return ComponentComparer(
+            self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name), layout
+        )
 
     def validate(
         self,
@@ -141,12 +145,17 @@ class Validator:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
         try:
             for comp in comps:
-                future = None
-                if reach is not None and comp.name in reach:
-                    pct = self.compare_percent(comp, percent, threshold)
-                    future = pool.submit(self.readback, comp, reach[comp.name], pct)
+                pct = self.compare_percent(comp, percent, threshold)
+                routes = reach.get(comp.name) if reach is not None else None
                 path = (source_print_files or {}).get(comp.name)
-                prints = pa.ipc.open_file(pa.memory_map(path)).read_all() if path else None
+                if path:
+                    prints = pa.ipc.open_file(pa.memory_map(path)).read_all()
+                else:  # one pass for the comparison and read-back's prints
+                    layout = routes.layout if routes is not None else None
+                    prints = self.comparer(comp, layout).source_fingerprints(pct, None)
+                future = None
+                if routes is not None:
+                    future = pool.submit(self.readback, comp, routes, pct, prints)
                 result = self.compare(comp, percent, threshold, None, prints)
                 if future is not None:
                     result.readback = future.result()
@@ -165,13 +174,15 @@ class Validator:
         comparer = ComponentComparer(self.con, comp, {}, self.tenants, None)
         return comparer.effective_percent(percent, threshold)
 
-    def readback(self, comp: Component, reach: Reachability, percent: float):
+    def readback(
+        self, comp: Component, reach: Reachability, percent: float, prints: pa.Table | None
+    ):
         """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
         with (
             SourceDB(self.source_read_path, snapshot=False) as db,
             psycopg.connect(self.target_dsn) as conn,
         ):
-            return readback(db, conn, comp, reach, percent, self.tenants)
+            return readback(db, conn, comp, reach, percent, self.tenants, prints)
 
     def compare_content(
         self, comps: list[Component], percent: float, threshold: int
@@ -222,7 +233,7 @@ def source_prints_to_files(
     try:
         for comp in comps:
             name = comp.name
-            comparer = ComponentComparer(con, comp, {}, tenants, mapped.get(name))
+            comparer = ComponentComparer(con, comp, {}, tenants, mapped.get(name), layout)
             table = comparer.source_fingerprints(
                 comparer.effective_percent(percent, threshold), None
             )
