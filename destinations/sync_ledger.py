@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
@@ -158,38 +159,41 @@ def write_prints(
     conn: psycopg.Connection,
     run_id: str,
     comp: Component,
-    prints: pa.Table,
+    prints: pa.Table | Iterable[pa.Table],
     bypass: bool,
     ledger_only: bool = False,
 ) -> int:
-    """Record prints under `run_id`, in the caller's transaction: `prints` gives tenant_id,
-    nkey, llmspell_key and source_fp (NULL for a deleted key); each target row's fingerprint
-    is taken here, in PostgreSQL, from the row as it is now. `ledger_only` keeps the keys the
-    run's ledger holds (what an execute inserted)."""
-    if not prints.num_rows:
-        return 0
+    """Record prints under `run_id`, in the caller's transaction: `prints` (a table, or
+    batches of one, streamed in) gives tenant_id, nkey, llmspell_key and source_fp (NULL for
+    a deleted key); each target row's fingerprint is taken here, in PostgreSQL, from the row
+    as it is now. `ledger_only` keeps the keys the run's ledger holds (what an execute
+    inserted)."""
     create_stage(conn)
     by_uuid = _key_by_uuid(comp)
-    columns = [prints.column(n) for n in PRINT_COLUMNS[:3]] + [signed(prints.column("source_fp"))]
     names = list(PRINT_COLUMNS[:4]) + (["ukey"] if by_uuid else [])
-    table = pa.table(columns + ([prints.column("nkey")] if by_uuid else []), names=names)
-    with conn.cursor() as cur:
-        with cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, names))
-            )
-        ) as copy:
-            sink = pa.BufferOutputStream()
-            # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk
-            # is empty (as concat_tables of an empty table and a batch gives)
-            pacsv.write_csv(table.combine_chunks(), sink, _CSV)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    tenants: set[str] = set()
+    for part in [prints] if isinstance(prints, pa.Table) else prints:
+        if not part.num_rows:
+            continue
+        columns = [part.column(n) for n in PRINT_COLUMNS[:3]] + [signed(part.column("source_fp"))]
+        table = pa.table(columns + ([part.column("nkey")] if by_uuid else []), names=names)
+        sink = pa.BufferOutputStream()
+        # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk
+        # is empty (as concat_tables of an empty table and a batch gives)
+        pacsv.write_csv(table.combine_chunks(), sink, _CSV)
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             copy.write(memoryview(sink.getvalue()))
+        tenants.update(pc.unique(part.column("tenant_id")).to_pylist())
+    if not tenants:
+        return 0
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGE)))
-    tenants = sorted(set(prints.column("tenant_id").to_pylist()))
     if ledger_only:
-        _stage_ledger(conn, run_id, comp, tenants, bypass)
+        _stage_ledger(conn, run_id, comp, sorted(tenants), bypass)
     n = 0
-    for tenant in _for_tenants(conn, tenants, bypass):
+    for tenant in _for_tenants(conn, sorted(tenants), bypass):
         statement = prints_insert_sql(comp, ledger_only, tenant is not None)
         n += conn.execute(statement, {"run": run_id, "comp": comp.name, "tenant": tenant}).rowcount
     return n

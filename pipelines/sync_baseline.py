@@ -12,6 +12,7 @@ then checks every record a sync writes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import duckdb
 import psycopg
@@ -43,7 +44,20 @@ def source_prints(
     mapper: KeyMapper | None,
 ) -> pa.Table:
     """Every source record's tenant, target key (as the key layout writes it), SQLite key
-    and print. Only the key columns reach Python (to re-key), the hash stays in DuckDB."""
+    and print, as one table."""
+    return pa.concat_tables(
+        [SOURCE_PRINTS.empty_table(), *source_print_batches(con, comp, tenants, mapper)]
+    )
+
+
+def source_print_batches(
+    con: duckdb.DuckDBPyConnection,
+    comp: Component,
+    tenants: list[str] | None,
+    mapper: KeyMapper | None,
+) -> Iterator[pa.Table]:
+    """`source_prints` a batch at a time (memory: one batch, whatever the component's size).
+    Only the key columns reach Python (to re-key), the hash stays in DuckDB."""
     cols = comp.column_names
     needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
     needed = list(dict.fromkeys(needed))
@@ -61,7 +75,6 @@ def source_prints(
     is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
     slots = {c: 1 + cols.index(c) for c in needed}
     width = 1 + len(cols)
-    parts = [SOURCE_PRINTS.empty_table()]
     for batch in con.execute(query, params).to_arrow_reader(_BATCH):
         lkeys = batch.column("llmspell_key").to_pylist()
         if mapper is not None:  # re-keyed rows: the mapper sees the key columns it needs
@@ -77,18 +90,15 @@ def source_prints(
             nkeys = [uuid_key(v) for v in batch.column(comp.key_column).to_pylist()]
         else:
             nkeys = batch.column(comp.key_column).to_pylist()
-        parts.append(
-            pa.table(
-                [  # copies: DuckDB's batch memory is not ours to keep
-                    pa.array(batch.column("tenant_id").to_pylist(), pa.string()),
-                    pa.array(nkeys, pa.string()),
-                    pa.array(lkeys, pa.string()),
-                    pa.array(batch.column("fp").to_numpy().view("int64").copy()),
-                ],
-                schema=SOURCE_PRINTS,
-            )
+        yield pa.table(
+            [  # copies: DuckDB's batch memory is not ours to keep
+                pa.array(batch.column("tenant_id").to_pylist(), pa.string()),
+                pa.array(nkeys, pa.string()),
+                pa.array(lkeys, pa.string()),
+                pa.array(batch.column("fp").to_numpy().view("int64").copy()),
+            ],
+            schema=SOURCE_PRINTS,
         )
-    return pa.concat_tables(parts)
 
 
 class BaselineRecorder:
@@ -127,10 +137,10 @@ class BaselineRecorder:
                 self._conn = conn
                 with conn.transaction():
                     total = 0
-                    for comp in comps:  # one component's prints in memory at a time
+                    for comp in comps:  # one batch of prints in memory at a time
                         if self._decided.is_set() and not self._keep:
                             raise _Abandoned
-                        prints = source_prints(con, comp, tenants, mappers.get(comp.name))
+                        prints = source_print_batches(con, comp, tenants, mappers.get(comp.name))
                         total += sync_ledger.write_prints(
                             conn, run_id, comp, prints, bypass, ledger_only=True
                         )
