@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from psycopg import sql
 
@@ -381,12 +382,10 @@ class ComponentComparer:
             sql.Identifier(f"{prefix}nkey"),
         )
 
-    def target_keys(self) -> pa.Table:
-        parts = [
-            self._target_query(a, t, self._key_select(), None).read_all()
-            for a, t in self.targets.items()
-        ]
-        return pa.concat_tables(parts) if parts else pa.table({"tenant_id": [], "nkey": []})
+    def target_keys(self, tenant: str | None = None) -> pa.Table:
+        """Every target key (of `tenant`'s rows only, if given)."""
+        parts = [r.read_all() for r in self._per_target(self._key_select(), None, tenant)]
+        return pa.concat_tables(parts) if parts else _TARGET_PRINTS.empty_table().drop(["fp"])
 
     def target_rows(self, keys: list[tuple[str, str]] | None) -> Iterator[pa.RecordBatch]:
         """The target's rows (all of them, or those with `keys`) as canonical text, in batches
@@ -403,11 +402,18 @@ class ComponentComparer:
             yield from reader
 
     def _per_target(
-        self, select: sql.Composable, keys: list[tuple[str, str]] | None
+        self,
+        select: sql.Composable,
+        keys: list[tuple[str, str]] | None,
+        only_tenant: str | None = None,
     ) -> Iterator[pa.RecordBatchReader]:
         """`select` on each attached target (one per tenant for a role under RLS), limited to
-        the `keys` of that target's tenant when keys are given."""
+        the `keys` of that target's tenant when keys are given, and to `only_tenant`'s rows."""
         for alias, tenant in self.targets.items():
+            if only_tenant is not None:
+                if tenant not in (None, only_tenant):
+                    continue
+                tenant = only_tenant
             wanted = keys
             if keys is not None and tenant is not None:
                 wanted = [k for k in keys if k[0] == tenant]
@@ -415,9 +421,11 @@ class ComponentComparer:
                     continue
             yield self._target_query(alias, tenant, select, wanted)
 
-    def target_fingerprints(self, keys: list[tuple[str, str]] | None) -> pa.Table:
-        """Keys and fingerprints of the target's rows (all, or those with `keys`), hashed by
-        PostgreSQL: only 8 bytes a row come back."""
+    def target_fingerprints(
+        self, keys: list[tuple[str, str]] | None, tenant: str | None = None
+    ) -> pa.Table:
+        """Keys and fingerprints of the target's rows (all, or those with `keys`; of
+        `tenant` only, if given), hashed by PostgreSQL: only 8 bytes a row come back."""
         select = (
             self._key_select()
             + sql.SQL(", ")
@@ -425,7 +433,7 @@ class ComponentComparer:
             + sql.SQL(" AS fp")
         )
         parts = [_TARGET_PRINTS.empty_table()]
-        parts += [r.read_all().cast(_TARGET_PRINTS) for r in self._per_target(select, keys)]
+        parts += [r.read_all().cast(_TARGET_PRINTS) for r in self._per_target(select, keys, tenant)]
         return pa.concat_tables(parts)
 
     # field-level explanation -------------------------------------------------------------
@@ -472,6 +480,51 @@ class ComponentComparer:
         return out
 
     # all together ------------------------------------------------------------------------
+    def _compare_tenant(
+        self, tenant: str, src: pa.Table, everything: bool, result: ComponentResult
+    ) -> list[tuple[str, str, str]]:
+        """Counts, missing keys and compared prints of one tenant's source prints `src` into
+        `result`; returns the records whose prints differ (tenant, nkey, SQLite key)."""
+        if everything:
+            # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
+            tgt = self.target_fingerprints(None, tenant)
+            tgt_keys = tgt.select(["tenant_id", "nkey"])
+        else:
+            tgt_keys = self.target_keys(tenant)
+            picked = src.filter(src.column("picked"))
+            keys = [(tenant, k) for k in picked.column("nkey").to_pylist()]
+            tgt = self.target_fingerprints(keys, tenant) if keys else _TARGET_PRINTS.empty_table()
+        con = self.con
+        con.register("v_src", src)
+        con.register("v_tgt_keys", tgt_keys)
+        con.register("v_tgt", tgt)
+        try:
+            n_src, n_tgt = con.execute(
+                "SELECT count(*), count(t.nkey) FROM v_src s "
+                "LEFT JOIN v_tgt_keys t USING (tenant_id, nkey)"
+            ).fetchone()
+            if n_src:
+                result.per_tenant[tenant] = {"source": n_src, "target": n_tgt}
+            result.source_count += n_src
+            result.target_count += n_tgt
+            missing = con.execute(
+                "SELECT s.tenant_id, s.llmspell_key FROM v_src s ANTI JOIN v_tgt_keys t "
+                "USING (tenant_id, nkey) ORDER BY 1, 2"
+            ).fetchall()
+            result.missing_count += len(missing)
+            room = MAX_REPORTED - len(result.missing)
+            result.missing += [f"{t}/{k}" for t, k in missing[: max(0, room)]]
+            result.compared += con.execute(
+                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) WHERE s.picked"
+            ).fetchone()[0]
+            return con.execute(
+                "SELECT s.tenant_id, s.nkey, s.llmspell_key FROM v_src s JOIN v_tgt t "
+                "USING (tenant_id, nkey) WHERE s.picked AND s.fp <> t.fp ORDER BY 1, 3"
+            ).fetchall()
+        finally:
+            for view in ("v_src", "v_tgt_keys", "v_tgt"):
+                con.unregister(view)
+
     def effective_percent(self, percent: float, full_threshold: int) -> float:
         """100 when the component is below the full-comparison threshold, else `percent`."""
         count = self.con.execute(
@@ -501,45 +554,11 @@ class ComponentComparer:
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
         src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
-        if full and only is None:
-            # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
-            tgt = self.target_fingerprints(None)
-            tgt_keys = tgt.select(["tenant_id", "nkey"])
-        else:
-            tgt_keys = self.target_keys()
-            picked = src.filter(src.column("picked"))
-            picked_keys = list(
-                zip(picked.column("tenant_id").to_pylist(), picked.column("nkey").to_pylist())
-            )
-            tgt = self.target_fingerprints(picked_keys)
-        con = self.con
-        con.register("v_src", src)
-        con.register("v_tgt_keys", tgt_keys)
-        con.register("v_tgt", tgt)
-        try:
-            for tenant, n_src, n_tgt in con.execute(
-                "SELECT s.tenant_id, count(*), count(t.nkey) FROM v_src s "
-                "LEFT JOIN v_tgt_keys t USING (tenant_id, nkey) GROUP BY 1 ORDER BY 1"
-            ).fetchall():
-                result.per_tenant[tenant] = {"source": n_src, "target": n_tgt}
-                result.source_count += n_src
-                result.target_count += n_tgt
-            missing = con.execute(
-                "SELECT s.tenant_id, s.llmspell_key FROM v_src s ANTI JOIN v_tgt_keys t "
-                "USING (tenant_id, nkey) ORDER BY 1, 2"
-            ).fetchall()
-            result.missing_count = len(missing)
-            result.missing = [f"{t}/{k}" for t, k in missing[:MAX_REPORTED]]
-            compared = con.execute(
-                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) WHERE s.picked"
-            ).fetchone()[0]
-            differing = con.execute(
-                "SELECT s.tenant_id, s.nkey, s.llmspell_key FROM v_src s JOIN v_tgt t "
-                "USING (tenant_id, nkey) WHERE s.picked AND s.fp <> t.fp ORDER BY 1, 3"
-            ).fetchall()
-        finally:
-            for view in ("v_src", "v_tgt_keys", "v_tgt"):
-                con.unregister(view)
+        differing: list[tuple[str, str, str]] = []
+        # One tenant at a time: memory follows the largest tenant, not the component.
+        for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
+            part = src.filter(pc.equal(src.column("tenant_id"), tenant))
+            differing += self._compare_tenant(tenant, part, full and only is None, result)
         real = 0
         for i, (tenant, nkey, lkey) in enumerate(differing):
             if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is
@@ -550,9 +569,8 @@ class ComponentComparer:
                 real += 1
                 if len(result.mismatches) < MAX_REPORTED:
                     result.mismatches.extend(found[: MAX_REPORTED - len(result.mismatches)])
-        result.compared = compared
         result.mismatch_count = real
-        result.matched = compared - real
-        result.json_compared = compared * len(self.comp.json_columns)
+        result.matched = result.compared - real
+        result.json_compared = result.compared * len(self.comp.json_columns)
         result.seconds = time.perf_counter() - started
         return result

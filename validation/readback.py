@@ -246,10 +246,10 @@ def readback(
         prints = source_gets(db, comp, reach.layout, percent, tenants)
     replayer = Replayer(conn)
     result = Readback(comp.name, role=replayer.role)
-    wanted = _wanted(prints, reach, result)
+    skip = {(x.tenant_id, x.key) for x in reach.unreachable}
     undecided: dict[str, dict[str, str]] = {}  # tenant -> SQLite key -> key `get` reads
-    for tenant in pc.unique(wanted.column("tenant_id")).to_pylist():
-        mine = wanted.filter(pc.equal(wanted.column("tenant_id"), tenant))
+    for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist()):
+        mine = _wanted(prints.filter(pc.equal(prints.column("tenant_id"), tenant)), skip, result)
         lkeys = mine.column("llmspell_key").to_pylist()
         answers = [a or k for a, k in zip(mine.column("answers_to").to_pylist(), lkeys)]
         tables = mine.column("get_table").to_pylist()
@@ -275,17 +275,16 @@ def readback(
     return result
 
 
-def _wanted(prints: pa.Table, reach: Reachability, result: Readback) -> pa.Table:
-    """The sampled records read-back replays; counts the unreachable ones it skips."""
+def _wanted(prints: pa.Table, skip: set[tuple[str, str]], result: Readback) -> pa.Table:
+    """The sampled records of `prints` read-back replays; counts the unreachable ones it
+    skips (`skip`: reported unreachable, a collision say, though their key routes)."""
     lost = pc.fill_null(prints.column("unreachable"), False)
-    skip = {(x.tenant_id, x.key) for x in reach.unreachable}
-    if skip:  # reported unreachable (a collision, say) though its own key routes somewhere
+    if skip:
         pairs = zip(
             prints.column("tenant_id").to_pylist(), prints.column("llmspell_key").to_pylist()
         )
-        listed = pa.array([p in skip for p in pairs], pa.bool_())
-        lost = pc.or_(lost, listed)
-    result.skipped_unreachable = pc.sum(lost).as_py() or 0
+        lost = pc.or_(lost, pa.array([p in skip for p in pairs], pa.bool_()))
+    result.skipped_unreachable += pc.sum(lost).as_py() or 0
     return prints.filter(pc.and_(pc.invert(lost), prints.column("picked")))
 
 
