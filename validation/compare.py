@@ -54,7 +54,7 @@ from validation.duck import source_tables
 NULL = "\x01"
 FP_BYTES = 8  # of SHA-256: a wrong row passes with odds 2**-64
 _TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
-_SOURCE_PRINTS = pa.schema(
+SOURCE_PRINTS = pa.schema(
     [
         ("tenant_id", pa.string()),
         ("nkey", pa.string()),
@@ -100,7 +100,7 @@ def canon_kind(col) -> str:
     return _ARRAY_NOT_NULL if col.kind == TEXT_ARRAY and col.empty_when_null else col.kind
 
 
-def _source_canon(kind: str, value) -> str:
+def source_canon(kind: str, value) -> str:
     if value is None:
         return "[]" if kind == _ARRAY_NOT_NULL else NULL
     try:
@@ -298,14 +298,14 @@ class ComponentComparer:
         """Every source record's key, whether it is sampled, and (if so) its fingerprint, and
         with a key layout what `get` must find (`GetPrinter`); built batch by batch into
         Arrow so memory stays small."""
-        schema = _SOURCE_PRINTS
+        schema = SOURCE_PRINTS
         if self.gets is not None:
             schema = schema.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
         parts = [schema.empty_table()]
         kinds = self.kinds
         gets = self.gets
         for batch in self._source_batches():
-            out: list[list] = [[] for _ in _SOURCE_PRINTS]
+            out: list[list] = [[] for _ in SOURCE_PRINTS]
             tenants, nkeys, lkeys, picks, fps, unreach, answers, tables, idents, vfps = out
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for raw in zip(*columns):
@@ -316,7 +316,7 @@ class ComponentComparer:
                 if only is not None and (tenant, nkey) not in only:
                     continue
                 pick = sampled(tenant, lkey, percent)
-                texts = [_source_canon(k, v) for k, v in zip(kinds, values)] if pick else None
+                texts = [source_canon(k, v) for k, v in zip(kinds, values)] if pick else None
                 tenants.append(tenant)
                 nkeys.append(nkey)
                 lkeys.append(lkey)
@@ -333,7 +333,7 @@ class ComponentComparer:
             n = len(tenants)
             arrays = [
                 pa.array(values if values or not n else [None] * n, f.type)
-                for values, f in zip(out, _SOURCE_PRINTS)
+                for values, f in zip(out, SOURCE_PRINTS)
             ]
             parts.append(pa.table(arrays, schema=schema))
         return pa.concat_tables(parts)
@@ -471,10 +471,10 @@ class ComponentComparer:
                         Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}", short(s), short(t))
                     )
                 continue
-            if _source_canon(kind, s) != (NULL if t is None else t):
+            if source_canon(kind, s) != (NULL if t is None else t):
                 out.append(
                     Mismatch(
-                        self.comp.name, tenant, lkey, name, short(_source_canon(kind, s)), short(t)
+                        self.comp.name, tenant, lkey, name, short(source_canon(kind, s)), short(t)
                     )
                 )
         return out

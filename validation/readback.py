@@ -33,28 +33,31 @@ from sources.sqlite_reader import SourceDB
 from validation import canonical
 from validation.compare import (
     GET_LAYOUT,
-    _source_canon,
+    SOURCE_PRINTS,
     canon_kind,
     fingerprint,
     get_printer,
     sampled,
+    source_canon,
     target_fingerprint_expr,
 )
 
 APP_ROLE = "llmspell_app"
 MAX_REPORTED = 20
 _CHUNK = 10_000
+# the source prints' columns read-back uses (`source_gets` reads them from SQLite)
 _GETS = pa.schema(
-    [
-        ("tenant_id", pa.string()),
-        ("llmspell_key", pa.string()),
-        ("picked", pa.bool_()),
-        ("unreachable", pa.bool_()),
-        ("answers_to", pa.string()),
-        ("get_table", pa.string()),
-        ("get_ident", pa.string()),
-        ("value_fp", pa.binary()),
-    ]
+    SOURCE_PRINTS.field(n)
+    for n in (
+        "tenant_id",
+        "llmspell_key",
+        "picked",
+        "unreachable",
+        "answers_to",
+        "get_table",
+        "get_ident",
+        "value_fp",
+    )
 )
 
 
@@ -223,7 +226,7 @@ def source_gets(
                 None if answer == lkey else answer,
                 table,
                 ident,
-                fingerprint([_source_canon(kind, value)]) if pick and not lost else None,
+                fingerprint([source_canon(kind, value)]) if pick and not lost else None,
             ),
         ):
             column.append(item)
