@@ -115,7 +115,12 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMSPELL_MIGRATE_HOME", str(tmp_path / ".llmspell-migrate"))
     for var in ("LLMSPELL_MIGRATE_TARGET", "LLMSPELL_MIGRATE_PASSWORD", "PGPASSWORD"):
         monkeypatch.delenv(var, raising=False)
-    return tmp_path
+    yield tmp_path
+    # An embedded server the test started in its home (a fuzzed plan without a target, say)
+    # is stopped with it, not left running after the suite.
+    own = tmp_path / ".llmspell-migrate" / "postgres"
+    if (own / "postmaster.pid").exists():
+        embedded_server.stop(own)
 
 
 SMALL = SampleSpec(agents=120, workflows=40, sessions=50, kv=60, tenants=3, seed=11)
