@@ -107,7 +107,15 @@ def csv_for_copy(comp: Component, batch: pa.RecordBatch | pa.Table) -> memoryvie
                 [None if v is None else vector_text(v) for v in values.to_pylist()], pa.string()
             )
         arrays.append(values)
-    table = pa.Table.from_arrays(arrays, names=comp.column_names)
+    return table_csv(pa.Table.from_arrays(arrays, names=comp.column_names))
+
+
+def table_csv(table: pa.Table) -> memoryview:
+    """A table as CSV for COPY (no header, NULL unquoted, '' quoted), written by Arrow in C."""
+    if any(c.num_chunks != 1 for c in table.columns):
+        # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk is
+        # empty (as concat_tables of an empty table and a batch gives)
+        table = table.combine_chunks()
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, _CSV)
     return memoryview(sink.getvalue())

@@ -18,16 +18,15 @@ from collections.abc import Iterable
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from psycopg import sql
 
 from destinations import run_ledger
+from destinations.postgres_writer import table_csv
 from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 PRINT_COLUMNS = ("tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp")
-_CSV = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
 def signed(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -180,12 +179,8 @@ def write_prints(
             continue
         columns = [part.column(n) for n in PRINT_COLUMNS[:3]] + [signed(part.column("source_fp"))]
         table = pa.table(columns + ([part.column("nkey")] if by_uuid else []), names=names)
-        sink = pa.BufferOutputStream()
-        # one chunk per column: pyarrow 26 writes garbage for a table whose first chunk
-        # is empty (as concat_tables of an empty table and a batch gives)
-        pacsv.write_csv(table.combine_chunks(), sink, _CSV)
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.write(memoryview(sink.getvalue()))
+            copy.write(table_csv(table))
         tenants.update(pc.unique(part.column("tenant_id")).to_pylist())
     if not tenants:
         return 0

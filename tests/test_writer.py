@@ -5,9 +5,11 @@ one batch (2,000 records) of a component always failed on a duplicate key."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from destinations.postgres_writer import LlmspellWriter
+from destinations.sync_ledger import write_prints
 from sources.components import COMPONENTS
 from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
@@ -27,3 +29,34 @@ def test_batches_in_one_transaction_are_each_written_once(sample_sqlite, target_
             written = sum(writer.write_batch(comp, batch) for batch in batches)
     assert written == total
     assert target_db.count("kv_store") == total
+
+
+def test_prints_streamed_in_batches_are_all_recorded(sample_sqlite, target_db):
+    """The sync baseline streams its prints a batch at a time: every batch is recorded, not
+    only the last one."""
+    comp = COMPONENTS["kv_store"]
+    with SourceDB(sample_sqlite) as db:
+        rows = [r for rows in db.iter_batches(comp, 7) for r in rows][:21]
+    at = comp.column_names.index
+    keys = [(r[at("tenant_id")], r[at("key")]) for r in rows]
+    batches = (
+        pa.table(
+            {
+                "tenant_id": [t for t, _ in keys[i : i + 7]],
+                "nkey": [k for _, k in keys[i : i + 7]],
+                "llmspell_key": [k for _, k in keys[i : i + 7]],
+                "source_fp": pa.array(range(i, i + 7), pa.int64()),
+            }
+        )
+        for i in range(0, 21, 7)
+    )
+    run_id = "20260101-000000-prints"
+    with target_db.connect() as conn:
+        with conn.transaction():
+            written = write_prints(conn, run_id, comp, batches, bypass=True)
+        recorded = conn.execute(
+            "SELECT tenant_id, nkey FROM llmspell_migrate.record_prints WHERE run_id = %s",
+            (run_id,),
+        ).fetchall()
+    assert written == 21
+    assert sorted(recorded) == sorted(keys)

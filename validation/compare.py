@@ -69,6 +69,7 @@ SOURCE_PRINTS = pa.schema(
         ("value_fp", pa.binary()),  # `fingerprint` of the value `get` must return
     ]
 )
+GET_FIELDS = ("unreachable", "answers_to", "get_table", "get_ident", "value_fp")
 GET_LAYOUT = b"get_layout"  # schema metadata: the key layout the get columns were routed by
 SAMPLE_BUCKETS = 10_000
 MAX_REPORTED = 20
@@ -175,14 +176,22 @@ class GetPrinter:
         self.layout = layout
         self.key_at = [names.index(c) for c in key_columns(comp)]
         self.value_at = names.index(VALUE_COLUMN[comp.pg_table])
+        self.value_kind = canon_kind(comp.columns[self.value_at])
 
-    def route(self, values: tuple) -> tuple[bool, str | None, str | None, str | None]:
-        """(unreachable, answers_to, table, key) for a record's SQLite column values."""
+    def record(self, lkey: str, values: tuple, value_text: str | None) -> tuple:
+        """The `GET_FIELDS` of one record from its SQLite column values; `value_text` is the
+        canonical text of its value (None: not sampled, no print)."""
         r = route_of(self.comp, tuple(values[i] for i in self.key_at), self.layout)
         if r.status == UNREACHABLE:
-            return True, None, None, None
+            return True, None, None, None, None
         found = pg_lookup(r.answers_to)
-        return False, r.answers_to, found[0] if found else None, found[2] if found else None
+        return (
+            False,
+            None if r.answers_to == lkey else r.answers_to,
+            found[0] if found else None,
+            found[2] if found else None,
+            None if value_text is None else fingerprint([value_text]),
+        )
 
 
 def get_printer(comp: Component, layout: str | None) -> GetPrinter | None:
@@ -306,7 +315,8 @@ class ComponentComparer:
         gets = self.gets
         for batch in self._source_batches():
             out: list[list] = [[] for _ in SOURCE_PRINTS]
-            tenants, nkeys, lkeys, picks, fps, unreach, answers, tables, idents, vfps = out
+            tenants, nkeys, lkeys, picks, fps = out[:5]
+            get_columns = out[5:]
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for raw in zip(*columns):
                 row = raw if self.mapper is None else self.mapper.row(raw)
@@ -322,14 +332,10 @@ class ComponentComparer:
                 lkeys.append(lkey)
                 picks.append(pick)
                 fps.append(fingerprint(texts) if texts else None)
-                if gets is None:
-                    continue
-                lost, answer, table, ident = gets.route(raw[1:])
-                unreach.append(lost)
-                answers.append(None if answer == lkey else answer)
-                tables.append(table)
-                idents.append(ident)
-                vfps.append(fingerprint([texts[gets.value_at]]) if texts and not lost else None)
+                if gets is not None:  # routed on the SQLite columns, before any re-keying
+                    text = texts[gets.value_at] if texts else None
+                    for column, item in zip(get_columns, gets.record(lkey, raw[1:], text)):
+                        column.append(item)
             n = len(tenants)
             arrays = [
                 pa.array(values if values or not n else [None] * n, f.type)

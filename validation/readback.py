@@ -18,6 +18,7 @@ reported unreachable are skipped (they were allowed).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -32,10 +33,9 @@ from sources.key_routing import GET_COLUMN, VALUE_COLUMN, Reachability, pg_looku
 from sources.sqlite_reader import SourceDB
 from validation import canonical
 from validation.compare import (
+    GET_FIELDS,
     GET_LAYOUT,
     SOURCE_PRINTS,
-    canon_kind,
-    fingerprint,
     get_printer,
     sampled,
     source_canon,
@@ -47,17 +47,7 @@ MAX_REPORTED = 20
 _CHUNK = 10_000
 # the source prints' columns read-back uses (`source_gets` reads them from SQLite)
 _GETS = pa.schema(
-    SOURCE_PRINTS.field(n)
-    for n in (
-        "tenant_id",
-        "llmspell_key",
-        "picked",
-        "unreachable",
-        "answers_to",
-        "get_table",
-        "get_ident",
-        "value_fp",
-    )
+    SOURCE_PRINTS.field(n) for n in ("tenant_id", "llmspell_key", "picked", *GET_FIELDS)
 )
 
 
@@ -85,9 +75,7 @@ def _source_rows(
     value = VALUE_COLUMN[comp.pg_table]
     where, args = db._where(tenants)
     cur = db.conn.execute(
-        f"SELECT tenant_id, {', '.join(cols)}, {value} FROM {comp.sqlite_table}{where} "
-        f"ORDER BY tenant_id, {comp.key_column}",
-        args,
+        f"SELECT tenant_id, {', '.join(cols)}, {value} FROM {comp.sqlite_table}{where}", args
     )
     for row in cur:
         yield row[0], tuple(row[1:-1]), row[-1]
@@ -107,6 +95,15 @@ class Replayer:
             conn.rollback()
             self.role = str(self.role)
 
+    @contextmanager
+    def as_llmspell(self, tenant: str) -> Iterator[None]:
+        """A transaction reading as llmspell does: its role, the tenant set (RLS applies)."""
+        with self.conn.transaction():
+            if self.role == APP_ROLE:
+                self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+            act_as_tenant(self.conn, tenant)
+            yield
+
     def get_many(self, tenant: str, keys: list[str]) -> dict[str, object]:
         """`get(key)` for each key under `tenant`: the raw value (JSON as text, kv bytes)."""
         by_table: dict[tuple[str, str], dict[str, str]] = {}
@@ -116,10 +113,7 @@ class Replayer:
                 table, column, ident = found
                 by_table.setdefault((table, column), {})[ident] = key
         out: dict[str, object] = {}
-        with self.conn.transaction():
-            if self.role == APP_ROLE:
-                self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-            act_as_tenant(self.conn, tenant)
+        with self.as_llmspell(tenant):
             for (table, column), idents in by_table.items():
                 value = VALUE_COLUMN[table]
                 cast = "" if table == "kv_store" else "::text"
@@ -142,12 +136,8 @@ class Replayer:
         """Positions (0-based) in `idents` whose row in `table`, found as `get` finds it
         under `tenant`, holds a value with the given print; decided by PostgreSQL."""
         try:
-            with self.conn.transaction():
-                if self.role == APP_ROLE:
-                    self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-                act_as_tenant(self.conn, tenant)
-                query = _match_query(table)
-                rows = self.conn.execute(query, (idents, prints, tenant)).fetchall()
+            with self.as_llmspell(tenant):
+                rows = self.conn.execute(_match_query(table), (idents, prints, tenant)).fetchall()
         except (psycopg.DataError, UnicodeError):  # a key it cannot take: the slow way
             return []
         return [n - 1 for (n,) in rows]
@@ -203,7 +193,6 @@ def source_gets(
     read straight from SQLite (for callers without the source fingerprints at hand)."""
     gets = get_printer(comp, layout)
     assert gets is not None, comp.name
-    kind = canon_kind(comp.column(VALUE_COLUMN[comp.pg_table]))
     where, args = db._where(tenants)
     names = comp.column_names
     cur = db.conn.execute(
@@ -214,21 +203,8 @@ def source_gets(
     for lkey, *values in cur:
         tenant = values[tenant_at]
         pick = sampled(tenant, lkey, percent)
-        lost, answer, table, ident = gets.route(tuple(values))
-        value = values[gets.value_at]
-        for column, item in zip(
-            out,
-            (
-                tenant,
-                lkey,
-                pick,
-                lost,
-                None if answer == lkey else answer,
-                table,
-                ident,
-                fingerprint([source_canon(kind, value)]) if pick and not lost else None,
-            ),
-        ):
+        text = source_canon(gets.value_kind, values[gets.value_at]) if pick else None
+        for column, item in zip(out, (tenant, lkey, pick, *gets.record(lkey, values, text))):
             column.append(item)
     return pa.table([pa.array(c, f.type) for c, f in zip(out, _GETS)], schema=_GETS)
 
@@ -254,7 +230,6 @@ def readback(
     for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist()):
         mine = _wanted(prints.filter(pc.equal(prints.column("tenant_id"), tenant)), skip, result)
         lkeys = mine.column("llmspell_key").to_pylist()
-        answers = [a or k for a, k in zip(mine.column("answers_to").to_pylist(), lkeys)]
         tables = mine.column("get_table").to_pylist()
         idents = mine.column("get_ident").to_pylist()
         fps = mine.column("value_fp").to_pylist()
@@ -269,9 +244,11 @@ def readback(
                 same.update(part[n] for n in found)
         result.compared += len(lkeys)
         result.matched += len(same)
-        left = {lkeys[i]: answers[i] for i in range(len(lkeys)) if i not in same}
-        if left:
-            undecided[tenant] = left
+        if len(same) < len(lkeys):  # the key `get` reads, for the records left undecided
+            answers = mine.column("answers_to").to_pylist()
+            undecided[tenant] = {
+                lkeys[i]: answers[i] or lkeys[i] for i in range(len(lkeys)) if i not in same
+            }
     if undecided:
         _decide(db, comp, tenants, replayer, undecided, result)
     conn.rollback()

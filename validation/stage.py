@@ -171,8 +171,7 @@ class Validator:
 
     def compare_percent(self, comp: Component, percent: float, threshold: int) -> float:
         """The percent `compare` will use for `comp` (100 below the full threshold)."""
-        comparer = ComponentComparer(self.con, comp, {}, self.tenants, None)
-        return comparer.effective_percent(percent, threshold)
+        return self.comparer(comp).effective_percent(percent, threshold)
 
     def readback(
         self, comp: Component, reach: Reachability, percent: float, prints: pa.Table | None
