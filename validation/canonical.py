@@ -13,26 +13,27 @@ migration by itself.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import uuid
 from decimal import Decimal, InvalidOperation
 
 _MARK = "\x00"  # PostgreSQL cannot store NUL in JSON strings, so it cannot collide with data
 _MARKED_NUMBER = re.compile(r'"\\u0000([^"]*)"')
+_NUMBER_TEXT = operator.itemgetter(1)  # a marked number's text: a C call, not a template
 
 
 def pg_number(text: str) -> str:
     """A JSON number as PostgreSQL's numeric prints it (exact, scale kept, no exponent)."""
-    if "." not in text and "e" not in text and "E" not in text:
-        return "0" if text == "-0" else text
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        return text
-    out = format(d, "f")
-    if d.is_zero() and out.startswith("-"):
-        out = out[1:]
-    return out
+    if "e" in text or "E" in text:
+        try:
+            d = Decimal(text)
+        except InvalidOperation:
+            return text
+        out = format(d, "f")
+        return out[1:] if d.is_zero() and out.startswith("-") else out
+    # Without an exponent numeric prints the digits as written, but it has no negative zero.
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def _mark_number(text: str) -> str:
@@ -62,7 +63,7 @@ def jsonb_text(raw: str) -> str:
     if isinstance(value, str) and value.startswith(_MARK):
         return value[1:]
     out = _JSONB_ENCODER.encode(value)
-    return _MARKED_NUMBER.sub(r"\1", out) if "\\u0000" in out else out
+    return _MARKED_NUMBER.sub(_NUMBER_TEXT, out) if "\\u0000" in out else out
 
 
 def _tree(raw: str):
