@@ -345,6 +345,74 @@ class RssSampler:
         return f"after validation ({mb:.0f} MB)"
 
 
+class CpuSampler:
+    """CPU seconds used so far, every 0.5 s, by this process, its child processes (the
+    source-print worker) and PostgreSQL's processes (visible only for a server on this
+    machine), so a report can say per stage who kept the two cores busy, and how busy."""
+
+    PARTS = ("main", "worker", "postgres")
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, tuple[float, ...]]] = []
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._cpu: dict[int, tuple[int, float]] = {}  # pid -> (part, CPU s); kept once gone
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _stat(self, pid: str) -> tuple[str, int, float] | None:
+        """(command, parent pid, CPU seconds) of one process, from /proc/<pid>/stat."""
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                head, _, rest = fh.read().rpartition(")")
+        except OSError:
+            return None
+        fields = rest.split()
+        cpu = (int(fields[11]) + int(fields[12])) / self._tick
+        return head.partition("(")[2], int(fields[1]), cpu
+
+    def _sample(self) -> tuple[float, ...]:
+        me = os.getpid()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            stat = self._stat(pid)
+            if stat is None:
+                continue
+            comm, parent, cpu = stat
+            part = 0 if int(pid) == me else 1 if parent == me else 2 if comm == "postgres" else -1
+            if part >= 0:
+                self._cpu[int(pid)] = (part, cpu)
+        totals = [0.0] * len(self.PARTS)
+        for part, cpu in self._cpu.values():
+            totals[part] += cpu
+        return tuple(totals)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.perf_counter(), self._sample()))
+            if self._stop.wait(0.5):
+                self.samples.append((time.perf_counter(), self._sample()))
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_stage(self, t0: float, stages: dict[str, float]) -> dict[str, dict[str, float]]:
+        """Per stage (ExecuteResult.stages order): CPU seconds of each part in it."""
+
+        def at(t: float) -> tuple[float, ...]:
+            before = [cpu for when, cpu in self.samples if when <= t]
+            return before[-1] if before else self.samples[0][1]
+
+        out: dict[str, dict[str, float]] = {}
+        edge = t0
+        for name, seconds in stages.items():
+            start, end = at(edge), at(edge + seconds)
+            out[name] = {p: round(b - a, 2) for p, a, b in zip(self.PARTS, start, end)}
+            edge += seconds
+        return out
+
+
 # -- a. this project's execute -------------------------------------------------------------
 def project_execute(
     source: str,
@@ -366,12 +434,13 @@ def project_execute(
     plan = from_dict(planned.plan)
     plan.checksum_sample_percent = percent
     plan.backup_path = str(Path(work) / "backups")
-    sampler = RssSampler()
+    sampler, cpu = RssSampler(), CpuSampler()
     t0 = time.perf_counter()
     try:
         result = api.execute(plan, target=dsn)
     finally:
         sampler.stop()
+        cpu.stop()
     seconds = time.perf_counter() - t0
     if result.status != "SUCCESS":
         raise RuntimeError(f"execute ended {result.status}")
@@ -380,6 +449,7 @@ def project_execute(
         "records": result.source_records,
         "seconds": seconds,
         "stages": result.stages,
+        "cpu": cpu.by_stage(t0, result.stages),
         "validated": result.validation.checksum_samples if result.validation else 0,
         "batch_size": [c.batch_size for c in plan.components],
         "written": sum(result.written.values()),

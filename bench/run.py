@@ -152,6 +152,7 @@ def summary(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1] if runs else {"error": "not run"}
     out = dict(ok[0])
+    out["first_stages"] = ok[0].get("stages", {})  # the stages `cpu` (first round) belongs to
     out["seconds"] = statistics.median(r["seconds"] for r in ok)
     out["all_seconds"] = [r["seconds"] for r in ok]
     top = max(ok, key=lambda r: r["peak_rss_mb"])
@@ -430,6 +431,31 @@ def target_rows(ex: dict, refs: tuple[float, float], label: str) -> list[str]:
     ]
 
 
+def cpu_rows(ex: dict, label: str) -> list[str]:
+    """Who kept the cores busy in each stage of one `execute` (its first round)."""
+    cpu = ex.get("cpu")
+    if not cpu:
+        return []
+    lines = [
+        "",
+        f"CPU seconds per stage, {label} (`execute`'s first round; the worker is the "
+        "source-print process, PostgreSQL every server process; 2 cores = 2.0 busy):",
+        "",
+        "| stage | seconds | main process | worker | PostgreSQL | cores busy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for stage, parts in cpu.items():
+        seconds = ex.get("first_stages", ex["stages"]).get(stage, 0)
+        if seconds < 0.05:
+            continue
+        busy = sum(parts.values()) / seconds
+        lines.append(
+            f"| {stage} | {seconds:.1f} | {parts['main']:.1f} | {parts['worker']:.1f} "
+            f"| {parts['postgres']:.1f} | {busy:.2f} |"
+        )
+    return lines
+
+
 def render(args, argv, admin, n, res, scale) -> list[str]:
     refs = refs_of(res)
     cmd = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -473,6 +499,7 @@ def render(args, argv, admin, n, res, scale) -> list[str]:
         "the run and every figure is slower than on an idle machine; compare ratios, not "
         "seconds, across runs.",
     ]
+    lines += cpu_rows(res.get("execute_app", {}), f"{n:,} records")
     lines += ["", "## Targets (issue 16)", "", "| target | measured | result |", "|---|---|---|"]
     lines += target_rows(res.get("execute_app", {}), refs, f"{n:,}")
     if scale:
@@ -497,6 +524,7 @@ def render(args, argv, admin, n, res, scale) -> list[str]:
             + [(f"a. `execute` at {args.rss_small:,} records (RSS)", small or {"error": "-"})],
             s_refs,
         )
+        lines += cpu_rows(sx, f"{args.scale_records:,} records")
     else:
         lines.append(f"| scale run (peak RSS < {RSS_TARGET_MB} MB) | not run | — |")
     return lines
