@@ -142,6 +142,7 @@ def test_sync_prints_read_each_target_row_once(loaded, name):
             written = sync_ledger.write_prints(conn, RUN, comp, prints, False, ledger_only=True)
             assert written == N
             act_as_tenant(conn, TENANT)
+            sync_ledger.clear_prints(conn, RUN, comp)  # as write_prints does before inserting
             plan = _explain(
                 conn,
                 sync_ledger.prints_insert_sql(comp, True, True),

@@ -60,3 +60,37 @@ def test_prints_streamed_in_batches_are_all_recorded(sample_sqlite, target_db):
         ).fetchall()
     assert written == 21
     assert sorted(recorded) == sorted(keys)
+
+
+@pytest.mark.parametrize("app", [False, True], ids=["superuser", "llmspell_app"])
+def test_execute_baseline_written_again_replaces_the_first(sample_sqlite, target_db, app):
+    """An execute resumed after a crash between committing its baseline and completing
+    writes the baseline again: the second write replaces the first (no duplicate key)."""
+    comp = COMPONENTS["kv_store"]
+    with SourceDB(sample_sqlite, raw_text=True) as db:
+        rows = next(db.iter_batches(comp, 21))
+    run_id = "20260101-000000-baseline"
+    with target_db.connect(app=app) as conn:
+        writer = LlmspellWriter(conn, run_id, skip_existing=False)
+        writer.write_batch(comp, rows_to_arrow(comp, rows))
+    at = 1 + comp.column_names.index("tenant_id"), 1 + comp.column_names.index("key")
+    keys = [(r[at[0]].decode(), r[at[1]].decode()) for r in rows]
+    prints = pa.table(
+        {
+            "tenant_id": [t for t, _ in keys],
+            "nkey": [k for _, k in keys],
+            "llmspell_key": [k for _, k in keys],
+            "source_fp": pa.array(range(len(keys)), pa.int64()),
+        }
+    )
+    with target_db.connect(app=app) as conn:
+        for _ in range(2):
+            with conn.transaction():
+                written = write_prints(conn, run_id, comp, prints, not app, ledger_only=True)
+            assert written == len(keys)
+    with target_db.connect() as conn:
+        recorded = conn.execute(
+            "SELECT tenant_id, nkey FROM llmspell_migrate.record_prints WHERE run_id = %s",
+            (run_id,),
+        ).fetchall()
+    assert sorted(recorded) == sorted(keys)
