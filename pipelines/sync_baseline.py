@@ -34,7 +34,7 @@ SOURCE_PRINTS = pa.schema(
         ("source_fp", pa.int64()),
     ]
 )
-_BATCH = 100_000
+_BATCH = 25_000  # prints a batch: ~12 MB of keys in Python at a time, whatever the size
 
 
 def source_prints(
