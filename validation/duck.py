@@ -12,7 +12,6 @@ attached once per tenant with `app.current_tenant_id` set in the connection opti
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,20 +42,11 @@ def extension_file(package: str, name: str) -> str:
     return str(path)
 
 
-def threads() -> int:
-    """DuckDB's threads: half the cores. Every DuckDB session of a run shares the machine
-    with other work (the backup with pre-flight's Python, validation with PostgreSQL,
-    read-back and the sync baseline); on 2 cores a second DuckDB thread cost CPU and time
-    (validation of 200,000 records: 4.1-5.1 s of CPU and 7.6-7.8 s with two, 2.8 s and
-    6.5-6.8 s with one; the backup: 2.6-3.9 s of CPU against 2.4-3.2 s)."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
 def connect(source_read_path: str | Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB session with the source attached as `src` (read-only)."""
     # No progress bar: it would write into stdout, which may carry the --json report.
     # Bounded memory: DuckDB spills to disk rather than grow with the database's size.
-    con = duckdb.connect(config={"threads": threads(), "memory_limit": "256MB"})
+    con = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
     try:
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error:  # in Jupyter DuckDB wants ipywidgets to change it; the bar is off there
