@@ -153,14 +153,16 @@ def prints_insert_sql(comp: Component, ledger_only: bool, per_tenant: bool) -> s
         key=sql.Identifier(comp.key_column),
         skey=sql.Identifier("ukey" if _key_by_uuid(comp) else "nkey"),
         where=sql.SQL(" WHERE s.tenant_id = %(tenant)s") if per_tenant else sql.SQL(""),
-        tail=sql.SQL(
-            " ORDER BY s.tenant_id, s.nkey"
-            if ledger_only
-            else " ON CONFLICT (run_id, component, tenant_id, nkey) DO UPDATE SET "
-            "llmspell_key = EXCLUDED.llmspell_key, source_fp = EXCLUDED.source_fp, "
-            "target_fp = EXCLUDED.target_fp"
-        ),
+        tail=sql.SQL(_IN_KEY_ORDER if ledger_only else _REPLACING),
     )
+
+
+_IN_KEY_ORDER = " ORDER BY s.tenant_id, s.nkey"
+_REPLACING = (
+    " ON CONFLICT (run_id, component, tenant_id, nkey) DO UPDATE SET "
+    "llmspell_key = EXCLUDED.llmspell_key, source_fp = EXCLUDED.source_fp, "
+    "target_fp = EXCLUDED.target_fp"
+)
 
 
 def clear_prints(conn: psycopg.Connection, run_id: str, comp: Component) -> None:

@@ -65,16 +65,18 @@ def test_prints_streamed_in_batches_are_all_recorded(sample_sqlite, target_db):
 @pytest.mark.parametrize("app", [False, True], ids=["superuser", "llmspell_app"])
 def test_execute_baseline_written_again_replaces_the_first(sample_sqlite, target_db, app):
     """An execute resumed after a crash between committing its baseline and completing
-    writes the baseline again: the second write replaces the first (no duplicate key)."""
+    writes the baseline again: the second write replaces the first (no duplicate key), for
+    every tenant (under RLS each tenant's earlier prints are cleared on its own)."""
     comp = COMPONENTS["kv_store"]
     with SourceDB(sample_sqlite, raw_text=True) as db:
-        rows = next(db.iter_batches(comp, 21))
+        rows = next(db.iter_batches(comp, 1000))
     run_id = "20260101-000000-baseline"
     with target_db.connect(app=app) as conn:
         writer = LlmspellWriter(conn, run_id, skip_existing=False)
         writer.write_batch(comp, rows_to_arrow(comp, rows))
     at = 1 + comp.column_names.index("tenant_id"), 1 + comp.column_names.index("key")
     keys = [(r[at[0]].decode(), r[at[1]].decode()) for r in rows]
+    assert len({t for t, _ in keys}) > 1
     prints = pa.table(
         {
             "tenant_id": [t for t, _ in keys],
