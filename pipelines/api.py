@@ -35,9 +35,10 @@ __all__ = [
 from pipelines.preflight import reachability_lines
 from pipelines.results import ExecuteResult, PlanResult
 from sources import components as registry
+from sources import installation
 from sources.key_routing import check_layout, classify_db
 from sources.memory_stores import HNSW_NOTE
-from sources.sqlite_reader import DEFAULT_PATH, SourceDB
+from sources.sqlite_reader import SourceDB
 
 Emit = Callable[[str], None]
 
@@ -54,7 +55,8 @@ def make_plan(
     components: list[str] | str = "agent_state,workflow_state,sessions",
     *,
     output: str | Path | None = None,
-    source: str | Path | None = None,
+    source: str | Path | list[str | Path] | None = None,
+    config: str | Path | None = None,
     target: str | None = None,
     batch_size: int | None = None,
     tenants: list[str] | None = None,
@@ -66,7 +68,11 @@ def make_plan(
     """Count the source per component and tenant, report where llmspell's PostgreSQL backend
     will find each record under `key_layout`, and write a reviewable plan. `output` is
     refused when it is the source database, a folder, or a file that is not a plan (unless
-    `force`)."""
+    `force`).
+
+    The source: `source` (one path or several: the main database first), else the files
+    llmspell's config names (`config`, or the config llmspell would discover), else
+    llmspell's default database, else the migration guide's path."""
     layout = check_layout(key_layout)
     if from_backend != "sqlite":
         raise UsageError(
@@ -81,19 +87,24 @@ def make_plan(
             f"--batch-size {batch_size} is outside 100-100000",
             "Pick a batch size from 100 to 100000 (default: from the volume).",
         )
-    source_path = str(Path(source or DEFAULT_PATH).expanduser().resolve())
+    inst, left_out = locate(source, config)
+    paths = [str(p.resolve()) for p in inst.paths]
+    source_path = paths[0]
     if output:
-        output = check_plan_output(output, source_path, force)
+        for path in paths:
+            output = check_plan_output(output, path, force)
     configured = connection.configured_dsn(target, None)
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
-    with SourceDB(source_path) as db:
+    per_file = per_file_records(paths, comps, tenants) if len(paths) > 1 else {}
+    with SourceDB(paths) as db:
         if names.strip() == registry.ALL:
             db.require_tenants([c for c in comps if db.has(c)], tenants)
             comps = [c for c in comps if db.has(c) and db.count(c, tenants)]
             if not comps:
                 raise UsageError(
-                    f"{source_path} holds no records of any component llmspell-migrate moves",
+                    f"{' + '.join(paths)} holds no records of any component llmspell-migrate "
+                    "moves",
                     "Check --source (and --tenant); there is nothing to plan.",
                 )
         for comp in comps:
@@ -112,14 +123,26 @@ def make_plan(
         resolved = connection.resolve(None, None)
         engine.prepare_target(resolved)
         where = resolved.where
+    if not per_file:
+        per_file = {source_path: {c.name: c.estimated_count for c in planned}}
     plan = Plan(
         components=planned,
         source_path=source_path,
+        # One file named by --source is the guide's `source.path`; found or several files
+        # are listed with why each is read and what it holds.
+        source_files=[]
+        if len(paths) == 1 and inst.files[0].why == installation.GIVEN
+        else [installation.SourceFile(Path(p), f.role, f.why) for p, f in zip(paths, inst.files)],
+        source_records={
+            p: {c.name: n for c in planned if (n := per_file.get(p, {}).get(c.name, 0))}
+            for p in paths
+        },
+        source_config=str(inst.config) if inst.config else None,
         target_connection=configured if target else None,
         tenants=tenants,
         key_layout=layout,
     )
-    warnings = list(left_behind) + reachability_lines(reach)
+    warnings = left_out + list(left_behind) + reachability_lines(reach)
     unreachable = [x for r in reach.values() for x in r.unreachable]
     if unreachable:
         warnings.append(
@@ -149,10 +172,41 @@ def make_plan(
     )
 
 
+def locate(
+    source: str | Path | list[str | Path] | None, config: str | Path | None
+) -> tuple[installation.Installation, list[str]]:
+    """The files to plan and a warning for each file llmspell's config names that the plan
+    leaves out (`--source` given) or that is not on disk yet."""
+    given = [source] if isinstance(source, (str, Path)) else list(source or [])
+    if not given:
+        inst = installation.discover(config)
+        return inst, [f"{f.path} ({f.why}) does not exist: nothing of it to migrate"
+                      for f in inst.missing]  # fmt: skip
+    inst = installation.given(given)
+    try:
+        named = installation.discover(config)
+    except UsageError:
+        if config is not None:
+            raise
+        return inst, []  # no config, no default database: nothing to compare with
+    return inst, installation.left_out(named, inst.paths)
+
+
+def per_file_records(
+    paths: list[str], comps: list[registry.Component], tenants: list[str] | None
+) -> dict[str, dict[str, int]]:
+    """Records per component in each file on its own: the plan says where each comes from."""
+    out: dict[str, dict[str, int]] = {}
+    for path in paths:
+        with SourceDB(path) as one:
+            out[path] = {c.name: one.count(c, tenants) for c in comps if one.has(c)}
+    return out
+
+
 def dry_run(
     plan: Plan | str | Path,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
@@ -176,7 +230,7 @@ def dry_run(
 def execute(
     plan: Plan | str | Path,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
@@ -208,7 +262,7 @@ def execute(
 def sync(
     plan: Plan | str | Path,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
@@ -263,7 +317,7 @@ def _with_tenants(plan: Plan, tenants: list[str] | None) -> Plan:
 def verify(
     plan: Plan | str | Path,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     full: bool = False,
     tenants: list[str] | None = None,
@@ -280,7 +334,7 @@ def validate_backend(
     backend: str,
     components: str = "agent_state,workflow_state,sessions",
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     tenants: list[str] | None = None,
 ):

@@ -260,7 +260,7 @@ class BackupWriter:
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
         os.chmod(path, 0o600)
 
-    def commit(self, plan: Plan, target_display: str, source_path: str) -> Path:
+    def commit(self, plan: Plan, target_display: str, source_paths: list[str]) -> Path:
         """Write plan and metadata, then atomically rename the folder into place."""
         (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")
         write_toml(
@@ -270,7 +270,8 @@ class BackupWriter:
                     "run_id": self.run_id,
                     "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "complete": True,
-                    "source": source_path,
+                    "source": source_paths[0],
+                    "sources": list(source_paths),
                     "target": target_display,
                     "components": list(self.counts),
                     "key_layout": plan.key_layout,

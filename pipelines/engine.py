@@ -44,15 +44,25 @@ from pipelines import progress as progress_mod
 from pipelines.plan import Plan
 from pipelines.report import render_validation
 from pipelines.results import ExecuteResult
+from sources import installation
 from sources.key_routing import mappers
-from sources.sqlite_reader import DEFAULT_PATH, SourceDB
+from sources.sqlite_reader import SourceDB
 from validation.stage import Validator, source_prints_to_files
 
 Emit = Callable[[str], None]
 
 
-def source_path_for(plan: Plan, override: str | None) -> str:
-    return str(Path(override or plan.source_path or DEFAULT_PATH).expanduser())
+def source_paths_for(plan: Plan, override: str | list[str] | None) -> list[str]:
+    """The files a run reads: `--source` (repeatable) over the plan's files, the main
+    database first."""
+    given = [override] if isinstance(override, str) else list(override or [])
+    paths = given or plan.source_paths or [str(p) for p in installation.discover().paths]
+    return [str(Path(p).expanduser()) for p in paths]
+
+
+def source_path_for(plan: Plan, override: str | list[str] | None) -> str:
+    """The main database of a run (for messages and the run record)."""
+    return source_paths_for(plan, override)[0]
 
 
 def prepare_target(target: connection.Target) -> None:
@@ -132,7 +142,7 @@ class Engine:
         self,
         plan: Plan,
         *,
-        source: str | None = None,
+        source: str | list[str] | None = None,
         target: str | None = None,
         emit: Emit = print,
         workers: int | None = None,
@@ -142,7 +152,8 @@ class Engine:
     ):
         self.plan = plan
         self.allow_unreachable = allow_unreachable
-        self.source_path = source_path_for(plan, source)
+        self.source_paths = source_paths_for(plan, source)
+        self.source_path = self.source_paths[0]
         self.target_override = target
         self.emit = emit
         # stages report their counts here; by default the guide's copy lines through `emit`
@@ -227,7 +238,7 @@ class Engine:
             )
 
     def _open(self) -> tuple[SourceDB, psycopg.Connection, bool]:
-        db = SourceDB(self.source_path)
+        db = SourceDB(self.source_paths)
         try:
             comps = [cp.component for cp in self.plan.components]
             for comp in comps:
@@ -316,12 +327,13 @@ class Engine:
         copy_stage.check_space(
             Path(self.source_path),
             backup_mod.backup_root(self.plan) if with_backup else None,
-            backup_mod.estimate_bytes(Path(self.source_path)),
+            sum(backup_mod.estimate_bytes(Path(p)) for p in self.source_paths),
         )
 
     def _check_backup_location(self) -> None:
         backup_mod.check_location(
-            backup_mod.backup_root(self.plan), backup_mod.estimate_bytes(Path(self.source_path))
+            backup_mod.backup_root(self.plan),
+            sum(backup_mod.estimate_bytes(Path(p)) for p in self.source_paths),
         )
 
     # -- execute -----------------------------------------------------------------------------
@@ -435,7 +447,7 @@ class Engine:
         if backup:
             backup.write_key_map(report.reachability)
             result.backup_path = str(
-                backup.commit(self.plan, self.target.display, self.source_path).resolve()
+                backup.commit(self.plan, self.target.display, self.source_paths).resolve()
             )
             self.emit(f"Backup written: {result.backup_path}")
         elif needs_backup:

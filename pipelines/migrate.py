@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--source",
             metavar="PATH",
-            help="llmspell SQLite file (default: the plan's source.path, else "
+            action="append",
+            help="an llmspell SQLite file; repeat it for each file of the installation, the "
+            "main database first (default: the plan's source files, else the files llmspell's "
+            "config names, else ~/.llmspell/data/llmspell.db, else "
             "~/.local/share/llmspell/llmspell.db)",
         )
         sp.add_argument(
@@ -157,6 +160,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="records per batch, 100-100000 (default: chosen from each volume)",
+    )
+    sp.add_argument(
+        "--config",
+        metavar="PATH",
+        help="llmspell's config file (llmspell.toml): plan every SQLite file it names (main "
+        "database, RAG vectors). Without --source and --config, the config is found as "
+        "llmspell finds it (./llmspell.toml, ~/.llmspell.toml, $XDG_CONFIG_HOME/llmspell/...)",
     )
     key_layout(sp, "default llmspell; written to the plan")
     common(sp)
@@ -346,6 +356,7 @@ def run(argv: list[str] | None = None) -> int:
                 args.components,
                 output=args.output,
                 source=args.source,
+                config=args.config,
                 target=args.target,
                 batch_size=args.batch_size,
                 tenants=args.tenants,

@@ -20,6 +20,7 @@ from core.errors import PlanError, UsageError
 from core.settings import cli_command
 from destinations.connection import has_password, redact
 from sources import components as registry
+from sources.installation import SourceFile
 from sources.key_routing import LAYOUTS, LLMSPELL
 from sources.memory_stores import HNSW_NOTE
 
@@ -56,7 +57,11 @@ class ComponentPlan:
 @dataclass
 class Plan:
     components: list[ComponentPlan]
-    source_path: str | None = None
+    source_path: str | None = None  # the main database (the first of source_files)
+    # every file of the installation, with why it is read and its records per component
+    source_files: list[SourceFile] = field(default_factory=list)
+    source_records: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> comp -> n
+    source_config: str | None = None  # the llmspell config the files were found from
     target_connection: str | None = None
     tenants: list[str] | None = None
     checksum_sample_percent: float = 10
@@ -72,22 +77,37 @@ class Plan:
     def component_names(self) -> list[str]:
         return [c.name for c in self.components]
 
+    @property
+    def source_paths(self) -> list[str]:
+        """Every file the run reads, the main database first (none: the default)."""
+        if self.source_files:
+            return [str(f.path) for f in self.source_files]
+        return [self.source_path] if self.source_path else []
+
     def fingerprint(self) -> str:
         """Identity of what this plan migrates, so a re-run can resume an unfinished run."""
+        paths = [str(Path(p).expanduser().resolve()) for p in self.source_paths]
         ident = {
-            "source": str(Path(self.source_path).expanduser().resolve())
-            if self.source_path
-            else None,
+            "source": paths[0] if paths else None,
             "components": self.component_names,
             "tenants": sorted(self.tenants) if self.tenants else None,
             "key_layout": self.key_layout,  # a resumed run must write rows the same way
         }
+        if len(paths) > 1:  # one file: the same identity as before several were possible
+            ident["also"] = paths[1:]
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         source: dict[str, Any] = {"backend": "sqlite"}
         if self.source_path:
             source["path"] = self.source_path
+        if self.source_config:
+            source["config"] = self.source_config
+        if self.source_files:
+            source["files"] = [
+                {**f.to_dict(), "records": dict(self.source_records.get(str(f.path), {}))}
+                for f in self.source_files
+            ]
         if self.tenants:
             source["tenants"] = list(self.tenants)
         target: dict[str, Any] = {"backend": "postgres"}
@@ -142,7 +162,7 @@ class Plan:
 # -- reading and checking ------------------------------------------------------------------
 _TOP_KEYS = {"version", "created_at", "source", "target", "components", "validation", "rollback"}
 _SECTION_KEYS = {
-    "source": {"backend", "path", "tenants"},
+    "source": {"backend", "path", "tenants", "config", "files"},
     "target": {"backend", "connection", "key_layout"},
     "validation": {"checksum_sample_percent", "full_comparison_threshold"},
     "rollback": {"backup_enabled", "backup_path"},
@@ -231,6 +251,7 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
             "Set key_layout: llmspell (rows where llmspell's PostgreSQL backend looks them "
             "up) or verbatim (every SQLite column unchanged).",
         )
+    files, records = _source_files(where, source)
     tenants = source.get("tenants")
     if tenants is not None and (
         not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants)
@@ -309,7 +330,10 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         created = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     return Plan(
         components=comps,
-        source_path=source.get("path"),
+        source_path=source.get("path") or (str(files[0].path) if files else None),
+        source_files=files,
+        source_records=records,
+        source_config=source.get("config") if isinstance(source.get("config"), str) else None,
         target_connection=connection,
         tenants=list(tenants) if tenants else None,
         checksum_sample_percent=pct,
@@ -320,6 +344,51 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         created_at=str(created) if created else utc_now(),
         version="1.0",
     )
+
+
+_FILE_KEYS = {"path", "role", "found_by", "records"}
+
+
+def _source_files(where: str, source: dict) -> tuple[list[SourceFile], dict[str, dict[str, int]]]:
+    """`source.files`: every file of the installation; the first is `source.path`."""
+    raw = source.get("files")
+    if raw is None:
+        return [], {}
+    if not isinstance(raw, list) or not raw:
+        raise _fail(
+            where,
+            "'source.files' must be a non-empty list of files",
+            "Write each as `- path: /path/to/file.db`, or remove the key to use source.path.",
+        )
+    files: list[SourceFile] = []
+    records: dict[str, dict[str, int]] = {}
+    for i, item in enumerate(raw):
+        label = f"source.files[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict):
+            raise _fail(where, f"'{label}' must be a mapping", "Write `- path: /path/file.db`.")
+        _check_keys(where, item, _FILE_KEYS, f"{label}.")
+        path = item.get("path")
+        if not isinstance(path, str) or not path:
+            raise _fail(where, f"'{label}.path' must be a path", "Quote the file's path.")
+        counts = item.get("records") or {}
+        if not isinstance(counts, dict):
+            raise _fail(where, f"'{label}.records' must be a mapping", "Remove it or fix it.")
+        role, why = str(item.get("role") or "given"), str(item.get("found_by") or "")
+        files.append(SourceFile(Path(path), role, why))
+        records[path] = {str(k): v for k, v in counts.items() if isinstance(v, int)}
+    paths = [str(f.path) for f in files]
+    if len(set(paths)) != len(paths):
+        raise _fail(where, "'source.files' lists a file twice", "List each file once.")
+    main = source.get("path")
+    if main is not None and main != paths[0]:
+        raise _fail(
+            where,
+            f"'source.path' ({main}) is not the first of source.files ({paths[0]})",
+            "Make source.path the first file (the main database), or remove source.path.",
+        )
+    return files, records
 
 
 class _PlanLoader(yaml.SafeLoader):

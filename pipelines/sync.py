@@ -147,7 +147,7 @@ class Sync:
         self,
         plan: Plan,
         *,
-        source: str | None = None,
+        source: str | list[str] | None = None,
         target: str | None = None,
         emit: Emit = print,
         allow_unreachable: bool = False,

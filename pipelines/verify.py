@@ -12,15 +12,16 @@ from psycopg import sql
 from core.errors import UsageError
 from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines.engine import prepare_target, source_path_for
+from pipelines.engine import prepare_target, source_paths_for
 from pipelines.plan import Plan
 from pipelines.progress import VALIDATION, Listener, StageCounter, quiet
 from sources import components as registry
+from sources import installation
 from sources.components import AGENT_STATE, Component
 from sources.key_routing import classify_db, mappers
 from sources.memory_checks import cross_record_problems
 from sources.record_checks import RecordChecker
-from sources.sqlite_reader import DEFAULT_PATH, SourceDB
+from sources.sqlite_reader import SourceDB
 from validation.stage import ValidationReport, Validator
 
 MAX_LISTED = 20
@@ -29,7 +30,7 @@ MAX_LISTED = 20
 def verify(
     plan: Plan,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     full: bool = False,
     progress: Listener = quiet,
@@ -44,7 +45,7 @@ def verify(
     with connection.connect(resolved) as conn:
         target_schema.check_schema(conn, comps)
         bypass = role_bypasses_rls(conn)
-    with SourceDB(source_path_for(plan, source)) as db:
+    with SourceDB(source_paths_for(plan, source)) as db:
         for comp in comps:
             db.require(comp)
         db.require_tenants(comps, plan.tenants)
@@ -146,7 +147,7 @@ def validate_backend(
     backend: str,
     components: str,
     *,
-    source: str | None = None,
+    source: str | list[str] | None = None,
     target: str | None = None,
     tenants: list[str] | None = None,
 ) -> BackendCheck:
@@ -155,8 +156,9 @@ def validate_backend(
     either to those tenants, and refuses one the backend does not hold."""
     comps = registry.parse_list(components)
     if backend == "sqlite":
-        path = str(source or DEFAULT_PATH)
-        with SourceDB(path) as db:
+        given = [source] if isinstance(source, str) else list(source or [])
+        paths = given or [str(p) for p in installation.discover().paths]
+        with SourceDB(paths) as db:
             check = BackendCheck("sqlite", str(db.path))
             for comp in comps:
                 db.require(comp)

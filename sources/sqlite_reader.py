@@ -1,11 +1,8 @@
-"""Read an llmspell SQLite database without ever modifying it.
+"""Read an llmspell installation's SQLite files without ever modifying them.
 
-Every reader (ours and DuckDB's sqlite scanner) works on a private snapshot: SQLite readers
-create `-wal`/`-shm` files and write read marks into `-shm`, so not even a read-only open
-touches the original. A closed database is hard-linked into the snapshot folder when the
-filesystem allows (no copy; opened read-only, so the shared file is never written); a
-database llmspell has open (a `-wal` or `-shm` beside it) is copied WAL first, because the
-WAL may hold committed records the main file does not have yet.
+Every reader (ours and DuckDB's sqlite scanner) works on a private, consistent snapshot
+(`sources.snapshot`); an installation of several files (main database, RAG vectors) is read
+as one snapshot holding every file's records.
 
 DuckDB's sqlite scanner opens the snapshot under a name of its own (`duckdb_name`): it
 carries its own copy of SQLite, and two SQLite libraries in one process must never share a
@@ -17,39 +14,15 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from core.errors import PreflightError, SourceError
 from core.files import is_scratch, scratch_dir
+from sources import snapshot
 from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
-
-
-def _private_copy(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-    os.chmod(dst, 0o600)
-
-
-def _roll_back_hot_journal(snap: Path, original: Path) -> None:
-    """Open the private copy read-write once so SQLite replays its hot journal into it."""
-    try:
-        conn = sqlite3.connect(snap)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        ok = str(exc)
-    if ok != "ok":
-        raise SourceError(
-            f"{original} has an unfinished transaction (a hot {original.name}-journal) that "
-            f"could not be rolled back in a private copy: {ok}",
-            "Open the database once with llmspell or the sqlite3 shell (it rolls the journal "
-            "back), then re-run; the source was not modified.",
-        )
 
 
 def _decode(raw: bytes) -> str:
@@ -87,26 +60,92 @@ def duckdb_name(read_path: str | Path) -> Path:
     return view
 
 
-class SourceDB:
-    """A read-only view of one llmspell SQLite file."""
+def merge_keys() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """What names a record of each table a component reads (for merging two files), and
+    which tables are joined to another by rowid (a vector dimension's embeddings)."""
+    keys: dict[str, tuple[str, ...]] = {}
+    linked: dict[str, str] = {}
+    for comp in COMPONENTS.values():
+        keys.setdefault(comp.sqlite_table, comp.conflict or ("tenant_id", comp.key_column))
+        for table, _ in comp.optional_tables:
+            linked[table] = comp.sqlite_table
+    return keys, linked
 
-    def __init__(self, path: str | Path, *, snapshot: bool = True, raw_text: bool = False):
-        """Open `path` through a private snapshot; `snapshot=False` is only for a path that
+
+def _one_file(path: Path) -> Path:
+    if not path.exists():
+        raise SourceError(
+            f"SQLite database not found: {path}",
+            "Pass --source PATH (or set source.path in the plan), or --config with llmspell's "
+            "config file; `plan` without either finds the installation itself.",
+        )
+    if not path.is_file():
+        raise SourceError(f"Not a file: {path}", "Point --source at the llmspell .db file.")
+    return path
+
+
+def _same_file_twice(paths: list[Path]) -> tuple[Path, Path] | None:
+    seen: dict[tuple[int, int], Path] = {}
+    for p in paths:
+        st = p.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            return seen[(st.st_dev, st.st_ino)], p
+        seen[(st.st_dev, st.st_ino)] = p
+    return None
+
+
+def _require_llmspell(original: Path, snap: Path) -> None:
+    """Each further file must be one llmspell wrote, named by its own path when it is not."""
+    conn = sqlite3.connect(f"file:{snap}?mode=ro", uri=True)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise SourceError(
+            f"{original} is not a readable SQLite database: {exc}",
+            "Point --source at an llmspell .db file (not its -wal file or a backup archive).",
+        ) from None
+    finally:
+        conn.close()
+    if not names & {c.sqlite_table for c in COMPONENTS.values()}:
+        raise SourceError(
+            f"{original} is not an llmspell database (it has none of llmspell's tables)",
+            "Leave it out of the plan, or point --source at a file llmspell writes.",
+        )
+
+
+class SourceDB:
+    """A read-only view of an llmspell installation's SQLite file(s), as one database."""
+
+    def __init__(
+        self,
+        path: str | Path | Sequence[str | Path],
+        *,
+        snapshot: bool = True,
+        raw_text: bool = False,
+    ):
+        """Open `path` (one file, or every file of an installation: the first is the main
+        database) through a private snapshot; `snapshot=False` is only for a path that
         already is one (the engine shares its snapshot with the dlt source and validation)."""
-        self.path = Path(path).expanduser()
-        if not self.path.exists():
+        given = [path] if isinstance(path, (str, Path)) else list(path)
+        self.paths = [_one_file(Path(p).expanduser()) for p in given]
+        if not self.paths:
+            raise SourceError("No source file given", "Pass --source PATH.")
+        twice = _same_file_twice(self.paths)
+        if twice:
             raise SourceError(
-                f"SQLite database not found: {self.path}",
-                "Pass --source PATH (or set source.path in the plan); llmspell's default is "
-                f"{DEFAULT_PATH}.",
+                f"{twice[0]} and {twice[1]} are the same file", "Name each source file once."
             )
-        if not self.path.is_file():
+        self.path = self.paths[0]
+        if len(self.paths) > 1 and not snapshot:
             raise SourceError(
-                f"Not a file: {self.path}", "Point --source at the llmspell .db file."
+                "Several source files can only be read through a snapshot",
+                "Open them with SourceDB([...]) (snapshot=True).",
             )
         self._snapshot_dir: str | None = None
         self.hot_journal = False  # a rollback journal was replayed in the snapshot
-        self.live = False  # llmspell had the database open (a -wal/-shm file was present)
+        self.live = False  # llmspell had a database open (a -wal/-shm file was present)
+        # table -> the files holding its records (file, rows): which file each record is from
+        self.origins: dict[str, snapshot.Origin] = {}
         self._take_snapshot = snapshot
         self._raw_text = raw_text  # TEXT as UTF-8 bytes: 1 byte a character, not a Python str
         self.conn = self._open()
@@ -122,28 +161,25 @@ class SourceDB:
 
     # -- opening -------------------------------------------------------------------------
     def _make_snapshot(self) -> Path:
-        wal = Path(f"{self.path}-wal")
         self._snapshot_dir = str(scratch_dir("src"))
+        taken = [
+            snapshot.take(p, Path(self._snapshot_dir) / f"source-{i}.db")
+            for i, p in enumerate(self.paths)
+        ]
+        self.live = any(t.live for t in taken)
+        self.hot_journal = any(t.hot_journal for t in taken)
         snap = Path(self._snapshot_dir) / "source.db"
-        self.live = wal.exists() or Path(f"{self.path}-shm").exists()
-        journal = Path(f"{self.path}-journal")
-        self.hot_journal = journal.exists() and journal.stat().st_size > 0
-        if self.live or self.hot_journal:
-            if wal.exists():
-                _private_copy(wal, Path(f"{snap}-wal"))
-            if self.hot_journal:
-                # A writer died (or is) mid-transaction in rollback-journal mode: the main
-                # file may hold uncommitted pages. With the journal beside the copy, SQLite
-                # rolls the copy back to the committed state (below); the source is untouched.
-                _private_copy(journal, Path(f"{snap}-journal"))
-            _private_copy(self.path, snap)
-            if self.hot_journal:
-                _roll_back_hot_journal(snap, self.path)
-            return snap
-        try:
-            os.link(self.path, snap)
-        except OSError:  # another filesystem, or links not allowed
-            _private_copy(self.path, snap)
+        taken[0].path.rename(snap)
+        if len(taken) > 1:
+            for original, t in zip(self.paths[1:], taken[1:]):
+                _require_llmspell(original, t.path)
+            keys, linked = merge_keys()
+            self.origins = snapshot.merge(
+                snap, [(p, t.path) for p, t in zip(self.paths[1:], taken[1:])], keys, linked,
+                self.path,
+            )  # fmt: skip
+            for t in taken[1:]:
+                t.path.unlink(missing_ok=True)
         return snap
 
     def _open(self) -> sqlite3.Connection:
