@@ -25,6 +25,18 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         f"  Key layout: {plan['target'].get('key_layout', 'llmspell')}",
         f"  Components: {len(plan['components'])}",
     ]
+    files = plan["source"].get("files") or [{"path": plan["source"].get("path")}]
+    lines.insert(4, f"  Source files: {len(files)}" if len(files) > 1 else
+                 f"  Source file: {files[0]['path']}")  # fmt: skip
+    at = 5
+    for f in files:
+        held = ", ".join(f"{k}: {n}" for k, n in f.get("records", {}).items()) or "no records"
+        if len(files) > 1:
+            lines.insert(at, f"    - {f['path']} ({held})")
+            at += 1
+        if f.get("found_by"):
+            lines.insert(at, f"        found by: {f['found_by']}")
+            at += 1
     for c in plan["components"]:
         lines.append(
             f"    - {c['name']}: {c['estimated_count']} records (batch size: {c['batch_size']})"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A user's install: the package without extras, not editable, into a fresh venv, then every
+# first command from a folder outside the checkout (so nothing is imported from it), with a
+# HOME laid out as llmspell lays it out, so `plan` finds the database itself.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+trap 'HOME="$work/home" "$work/venv/bin/llmspell-migrate" stop-embedded >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet --upgrade pip
+"$work/venv/bin/python" -m pip install --quiet "$repo"
+cd "$work"
+export HOME="$work/home"
+cli="$work/venv/bin/llmspell-migrate"
+"$cli" --help >/dev/null
+"$work/venv/bin/python" -m pipelines.migrate --help >/dev/null
+mkdir -p "$HOME/.llmspell/data"
+"$work/venv/bin/python" - <<'PY'
+import os
+from sources.sample_db import SampleSpec, generate
+generate(os.path.expanduser("~/.llmspell/data/llmspell.db"), SampleSpec(agents=30, workflows=10, sessions=10, kv=10, tenants=2))
+PY
+"$cli" plan --components all --output plan.yaml
+grep -q "found_by" plan.yaml
+"$cli" execute --plan plan.yaml --dry-run
+echo "plain install: --help, plan (found the database itself) and --dry-run ran"

@@ -1,0 +1,192 @@
+"""Where the target is and how to connect to it, without ever exposing a password.
+
+Order: `--target`, then the plan's `target.connection`, then LLMSPELL_MIGRATE_TARGET, then
+`.dlt/secrets.toml` (`[llmspell_migrate.target] dsn = ...`), else the embedded server. A
+password may come in the DSN, from LLMSPELL_MIGRATE_PASSWORD, from `.dlt/secrets.toml`
+(`[llmspell_migrate.target] password = ...`), or libpq's own PGPASSWORD / ~/.pgpass; only the
+password-free form is ever printed or written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from core.errors import TargetError, UsageError
+from destinations import embedded_server
+
+ENV_DSN = "LLMSPELL_MIGRATE_TARGET"
+ENV_PASSWORD = "LLMSPELL_MIGRATE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Target:
+    dsn: str  # what we connect with; may hold a password: never print or store it
+    display: str  # the same DSN without its password
+    embedded: embedded_server.EmbeddedServer | None = None
+
+    @property
+    def where(self) -> str:
+        if self.embedded:
+            return f"embedded PostgreSQL in {self.embedded.data_dir}"
+        return self.display
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_QUERY_PASSWORD = re.compile(r"([?&])password=[^&#]*&?", re.I)
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)", re.I)
+SCHEMES = ("postgresql", "postgres")
+
+
+def _split_uri(dsn: str) -> tuple[str, str, str, str] | None:
+    """(scheme, userinfo, rest, had_at) of a URI DSN; the password may hold unescaped `@`,
+    `/` or `:`, so userinfo runs to the last `@` before the query."""
+    m = _URI.match(dsn.strip())
+    if not m:
+        return None
+    scheme, rest = m.group(1), m.group(2)
+    query_at = rest.find("?")
+    head = rest if query_at < 0 else rest[:query_at]
+    at = head.rfind("@")
+    if at < 0:
+        return scheme, "", rest, ""
+    return scheme, rest[:at], rest[at + 1 :], "@"
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, in the form it was given (URI or key=value). Works on
+    any text, malformed or of another scheme, so even a refused DSN is shown safely."""
+    parts = _split_uri(dsn)
+    if parts is not None:
+        scheme, userinfo, rest, at = parts
+        user = userinfo.split(":", 1)[0]
+        return _QUERY_PASSWORD.sub(r"\1", f"{scheme}://{user}{at}{rest}").rstrip("?&")
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return _KEYWORD_PASSWORD.sub("password=***", dsn)
+    if "password" not in params:
+        return dsn
+    params.pop("password")
+    return make_conninfo(**params)
+
+
+_PASSWORD_IN_TEXT = re.compile(r"(://[^:/?#@\s]*):[^@\s]*@")
+
+
+def redact_text(text: str) -> str:
+    """Any message with a DSN somewhere in it, passwords masked (URI user:password@ and
+    password=...)."""
+    text = _PASSWORD_IN_TEXT.sub(r"\1:***@", text)
+    return _KEYWORD_PASSWORD.sub("password=***", text)
+
+
+def has_password(dsn: str) -> bool:
+    parts = _split_uri(dsn)
+    if parts is not None:
+        return ":" in parts[1] or bool(_QUERY_PASSWORD.search(parts[2]))
+    return bool(_KEYWORD_PASSWORD.search(dsn))
+
+
+def checked_dsn(dsn: str, where: str = "the target connection string") -> str:
+    """A DSN libpq will accept (URI scheme lower-cased), or a one-line UsageError that shows
+    only the redacted form: libpq's own message would echo the DSN, password and all."""
+    dsn = dsn.strip()
+    parts = _split_uri(dsn)
+    if parts is not None:
+        scheme = parts[0]
+        if scheme.lower() not in SCHEMES:
+            raise UsageError(
+                f"{where} uses the scheme '{scheme}://', not PostgreSQL's: {redact(dsn)}",
+                "Write it as postgresql://user@host:5432/dbname (the password goes in "
+                f"{ENV_PASSWORD} or .dlt/secrets.toml).",
+            )
+        dsn = scheme.lower() + dsn[len(scheme) :]
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise UsageError(
+            f"{where} is not a valid PostgreSQL connection string: {redact(dsn)}",
+            "Write it as postgresql://user@host:5432/dbname or 'host=H port=5432 dbname=D "
+            f"user=U' (the password goes in {ENV_PASSWORD} or .dlt/secrets.toml).",
+        ) from None
+    return dsn
+
+
+def _secret(name: str) -> str | None:
+    try:
+        import dlt
+
+        value = dlt.secrets.get(f"llmspell_migrate.target.{name}")
+    except Exception:  # no .dlt folder or unreadable secrets: treat as not configured
+        return None
+    return str(value) if value else None
+
+
+def configured_dsn(cli_target: str | None, plan_connection: str | None) -> str | None:
+    """The DSN the user configured anywhere (checked), or None for the embedded default."""
+    for dsn, where in (
+        (cli_target, "--target"),
+        (plan_connection, "the plan's target.connection"),
+        (os.environ.get(ENV_DSN), ENV_DSN),
+        (_secret("dsn"), ".dlt/secrets.toml's llmspell_migrate.target.dsn"),
+    ):
+        if dsn and dsn.strip():
+            return checked_dsn(dsn, where)
+    return None
+
+
+def _with_password(dsn: str) -> str:
+    if has_password(dsn):
+        return dsn
+    password = os.environ.get(ENV_PASSWORD) or _secret("password")
+    if not password:
+        return dsn  # libpq may still find PGPASSWORD or ~/.pgpass
+    if "://" in dsn:
+        return _insert_uri_password(dsn, password)
+    return make_conninfo(dsn, password=password)
+
+
+def _insert_uri_password(dsn: str, password: str) -> str:
+    scheme, rest = dsn.split("://", 1)
+    userinfo, at, hostpart = rest.partition("@")
+    if not at:
+        return make_conninfo(dsn, password=password)
+    return f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
+
+
+def resolve(cli_target: str | None = None, plan_connection: str | None = None) -> Target:
+    """Find the target; start the embedded server when nothing is configured."""
+    dsn = configured_dsn(cli_target, plan_connection)
+    if dsn:
+        return Target(dsn=_with_password(dsn), display=redact(dsn))
+    server = embedded_server.ensure_running()
+    return Target(dsn=server.dsn, display=server.dsn, embedded=server)
+
+
+def connect(target: Target | str, **kwargs) -> psycopg.Connection:
+    """Connect, turning libpq's failure into the guide's pre-flight error with a fix."""
+    dsn = target.dsn if isinstance(target, Target) else target
+    display = target.display if isinstance(target, Target) else redact(target)
+    kwargs.setdefault("connect_timeout", 10)
+    kwargs.setdefault("application_name", "llmspell-migrate")
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.OperationalError as exc:
+        # libpq puts the cause ("Connection refused", "password authentication failed") on the
+        # first line and a tab-indented hint after it: keep both, on one line.
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        reason = " ".join(lines).removeprefix("connection failed: ") or "connection failed"
+        if dsn != display and dsn:
+            reason = reason.replace(dsn, display)
+        raise TargetError(
+            f"Pre-flight failed: could not connect to PostgreSQL at {display}: {reason}",
+            "Start PostgreSQL or fix the connection string (--target, the plan's "
+            "target.connection, or LLMSPELL_MIGRATE_TARGET); put the password in "
+            f"{ENV_PASSWORD} or .dlt/secrets.toml.",
+        ) from None

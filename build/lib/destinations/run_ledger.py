@@ -1,0 +1,203 @@
+"""Which run wrote which rows: the bookkeeping that makes rollback and resume exact.
+
+`llmspell_migrate.runs` holds one row per execute (its plan fingerprint, status, backup
+folder); `llmspell_migrate.written_keys` the natural keys of every row a run inserted (one
+row per batch and tenant, keys in an array, so the ledger costs little on the write path). Rollback
+deletes exactly those rows, so rows that were in the target before the run stay untouched,
+and a run interrupted by a crash is found again by its plan's fingerprint and resumed.
+A session-level advisory lock keeps two runs off the same target at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from core.errors import LockBusy
+from destinations.artifact_writer import unlink_recorded
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
+from sources.components import ARTIFACT_CONTENT, Component
+
+_BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"llmspell-migrate").digest()[:4], "big") & 0x7FFFFFFF
+
+RUNNING, COMPLETED, ROLLED_BACK, FAILED = "running", "completed", "rolled_back", "failed"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    status: str
+    backup_path: str | None
+    components: list[str]
+    started_at: str
+
+
+def acquire_lock(conn: psycopg.Connection) -> None:
+    """Take the target-wide migration lock for this connection's session, or refuse."""
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+    conn.commit()
+    if not got:
+        holder = conn.execute(
+            "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid = 0 AND l.objid = %s::bigint::oid LIMIT 1",
+            (LOCK_KEY,),
+        ).fetchone()
+        conn.commit()
+        # a role without pg_read_all_stats sees no start time of another user's backend
+        since = f", since {holder[2]:%Y-%m-%d %H:%M:%S}" if holder and holder[2] else ""
+        who = f" (PostgreSQL backend pid {holder[0]}{since})" if holder else ""
+        raise LockBusy(
+            f"Another migration is running against this target{who}",
+            "Wait for it to finish (or stop it); runs against one target never interleave.",
+        )
+
+
+def release_lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    conn.commit()
+
+
+def _one_run(conn: psycopg.Connection, where: str, args: tuple) -> RunRecord | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
+            f"WHERE {where} ORDER BY started_at DESC LIMIT 1"
+        ).format(_BOOK),
+        args,
+    ).fetchone()
+    conn.commit()
+    return RunRecord(*row) if row else None
+
+
+def find_unfinished(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    """The latest run of this plan that neither completed nor was rolled back."""
+    return _one_run(conn, "plan_fingerprint = %s AND status = %s", (fingerprint, RUNNING))
+
+
+def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
+    return _one_run(conn, "run_id = %s", (run_id,))
+
+
+def start_run(
+    conn: psycopg.Connection,
+    run_id: str,
+    fingerprint: str,
+    components: list[str],
+    source_path: str,
+    backup_path: str | None,
+    tenants: list[str],
+) -> None:
+    """Record a run; `tenants` are those it may write, the ones rollback visits under RLS."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
+            "backup_path, tenants) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        ).format(_BOOK),
+        (run_id, fingerprint, RUNNING, components, source_path, backup_path, tenants),
+    )
+    conn.commit()
+
+
+def _tenants(conn: psycopg.Connection, run_id: str, bypass_rls: bool) -> list[str]:
+    """The tenants a run wrote to. A role under RLS sees no ledger row until it sets a tenant,
+    so it takes them from the run's record; a role that bypasses RLS asks the ledger."""
+    if bypass_rls:
+        query = "SELECT DISTINCT tenant_id FROM {}.written_keys WHERE run_id = %s"
+    else:
+        query = "SELECT unnest(tenants) FROM {}.runs WHERE run_id = %s"
+    return [r[0] for r in conn.execute(sql.SQL(query).format(_BOOK), (run_id,)).fetchall()]
+
+
+def run_tenants(conn: psycopg.Connection, run_id: str) -> list[str]:
+    """The tenants a run was recorded as writing (its `runs.tenants`)."""
+    return _tenants(conn, run_id, False)
+
+
+def completed_run(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    """The latest completed run of this plan fingerprint."""
+    return _one_run(conn, "plan_fingerprint = %s AND status = %s", (fingerprint, COMPLETED))
+
+
+def ledger_keys(
+    conn: psycopg.Connection, run_id: str, comp: Component, bypass_rls: bool
+) -> set[tuple[str, str]]:
+    """(tenant, natural key) of every row the run inserted into `comp`'s table."""
+    query = sql.SQL(
+        "SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys WHERE run_id = %s "
+        "AND component = %s"
+    ).format(_BOOK)
+    keys: set[tuple[str, str]] = set()
+    with conn.transaction():
+        for tenant in [None] if bypass_rls else _tenants(conn, run_id, False):
+            if tenant is not None:
+                act_as_tenant(conn, tenant)
+            keys.update(conn.execute(query, (run_id, comp.name)).fetchall())
+    return keys
+
+
+def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(
+            _BOOK
+        ),
+        (status, run_id),
+    )
+    conn.commit()
+
+
+def delete_written_sql(comp: Component) -> sql.Composed:
+    """Delete one tenant's rows the run inserted into `comp`'s table (parameters run, comp,
+    tenant). The keys come as one array (`= ANY`), not a join: under RLS only a leakproof
+    condition reaches the (tenant_id, key) index (`Column.match_type`), and a join against
+    the ledger's arrays leaves the planner guessing their size (it guesses 10, and a
+    freshly loaded table has no statistics), which can rescan the tenant per key."""
+    return sql.SQL(
+        "DELETE FROM llmspell.{table} WHERE tenant_id = %(tenant)s AND {key} = ANY(ARRAY("
+        "SELECT unnest(natural_keys)::{key_type} FROM {book}.written_keys WHERE run_id = "
+        "%(run)s AND component = %(comp)s AND tenant_id = %(tenant)s))"
+    ).format(
+        table=sql.Identifier(comp.pg_table),
+        book=_BOOK,
+        key=sql.Identifier(comp.key_column),
+        key_type=sql.SQL(comp.column(comp.key_column).match_type),
+    )
+
+
+def delete_written(
+    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass_rls: bool
+) -> dict[str, int]:
+    """Delete every row the run inserted, in one transaction; returns rows deleted per component.
+
+    Latest-loaded first, so rows are gone before what they refer to (artifacts before their
+    content and sessions); then the large objects the run created are unlinked."""
+    tables: list[Component] = []
+    for comp in comps:
+        if comp.own_copy and comp.name == "artifacts":
+            tables.append(ARTIFACT_CONTENT)  # the artifacts' content, deleted after them
+        tables.append(comp)
+    deleted: dict[str, int] = {}
+    drop_ledger = sql.SQL(
+        "DELETE FROM {}.written_keys WHERE run_id = %(run)s AND component = %(comp)s "
+        "AND tenant_id = %(tenant)s"
+    ).format(_BOOK)
+    with conn.transaction():
+        tenants = _tenants(conn, run_id, bypass_rls)
+        for comp in reversed(tables):
+            n = 0
+            for tenant in tenants:
+                if not bypass_rls:
+                    act_as_tenant(conn, tenant)
+                args = {"run": run_id, "comp": comp.name, "tenant": tenant}
+                n += conn.execute(delete_written_sql(comp), args).rowcount
+                conn.execute(drop_ledger, args)  # this tenant's ledger rows
+            deleted[comp.name] = n
+        if any(c is ARTIFACT_CONTENT for c in tables):
+            deleted["large_objects"] = unlink_recorded(
+                conn, run_id, [None] if bypass_rls else tenants
+            )
+    return deleted

@@ -1,0 +1,483 @@
+"""Create and check the llmspell target schema in PostgreSQL.
+
+`ensure_schema` is what `init-target` runs: it creates what is missing (schema, tables,
+indexes, triggers, forced row-level security, the runtime role's grants, and our own
+bookkeeping schema) and never drops or alters an existing llmspell object (our own
+bookkeeping tables are completed: a `tenants` column, forced RLS on the key ledger).
+`check_schema` is the pre-flight check that the tables the plan needs exist with the columns
+we write; `missing_bookkeeping`/`ensure_bookkeeping` let `execute` add the tool's own schema on
+a target llmspell set up, and `bookkeeping_blocker` says who must when the role may not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from core.errors import TargetError
+from core.settings import cli_command
+from destinations.store_ddl import AFTER_CREATE
+from sources.components import COMPONENTS, VECTOR, Component
+
+APP_ROLE = "llmspell_app"
+TENANT_SETTING = "app.current_tenant_id"
+
+
+def act_as_tenant(conn, tenant: str) -> None:
+    """Make the current transaction see and write only `tenant`'s rows (llmspell's RLS
+    setting, local to the transaction). `conn` is a psycopg connection or cursor."""
+    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+
+
+BOOKKEEPING_SCHEMA = "llmspell_migrate"
+
+# BEFORE UPDATE triggers as llmspell has them: an UPDATE rewrites these columns, an INSERT keeps
+# the values given (which is why the migration only ever INSERTs).
+_TRIGGER_BODIES = {
+    "agent_states": """
+        NEW.updated_at := now();
+        IF NEW.state_data IS DISTINCT FROM OLD.state_data THEN
+            NEW.data_version := OLD.data_version + 1;
+        END IF;""",
+    "workflow_states": """
+        NEW.last_updated := now();
+        IF NEW.status = 'running' AND OLD.status <> 'running' AND NEW.started_at IS NULL THEN
+            NEW.started_at := now();
+        END IF;
+        IF NEW.status IN ('completed', 'failed', 'cancelled')
+           AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+           AND NEW.completed_at IS NULL THEN
+            NEW.completed_at := now();
+        END IF;""",
+    "sessions": """
+        NEW.updated_at := now();
+        NEW.last_accessed_at := now();""",
+    "kv_store": """
+        NEW.updated_at := now();""",
+    "procedural_patterns": """
+        NEW.updated_at := now();""",
+}
+
+_BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
+_BOOKKEEPING_SQL = f"""
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.runs (
+    run_id TEXT PRIMARY KEY,
+    plan_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    components TEXT[] NOT NULL,
+    source_path TEXT,
+    backup_path TEXT,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at TIMESTAMPTZ
+);
+ALTER TABLE {BOOKKEEPING_SCHEMA}.runs ADD COLUMN IF NOT EXISTS tenants TEXT[];
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
+    id BIGSERIAL PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    natural_keys TEXT[] NOT NULL
+);
+CREATE INDEX IF NOT EXISTS written_keys_run
+    ON {BOOKKEEPING_SCHEMA}.written_keys (run_id, component);
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.record_prints (
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    nkey TEXT NOT NULL,
+    llmspell_key TEXT,
+    source_fp BIGINT,
+    target_fp BIGINT,
+    PRIMARY KEY (run_id, component, tenant_id, nkey)
+);
+CREATE INDEX IF NOT EXISTS record_prints_key
+    ON {BOOKKEEPING_SCHEMA}.record_prints (component, tenant_id, nkey);
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    nkey TEXT NOT NULL,
+    row_image JSONB NOT NULL,
+    PRIMARY KEY (run_id, component, tenant_id, nkey)
+);
+"""
+# Tenant-data tables of the bookkeeping: the written keys (rollback), the fingerprints of
+# what was written (sync's baseline) and the pre-images of rows a sync replaced or deleted.
+TENANT_TABLES = ("written_keys", "record_prints", "preimages")
+# The ledger's keys are tenant data: a role under RLS sees and writes only the rows of the
+# tenant it set, like llmspell's own tables. `runs` holds no tenant's data (only which tenants
+# a run covered, which rollback needs to visit them).
+_LEDGER_POLICY = "tenant_isolation"
+
+
+def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
+    """Forced row-level security and the tenant policy on every table in TENANT_TABLES."""
+    for table in TENANT_TABLES:
+        for switch in ("ENABLE", "FORCE"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} {} ROW LEVEL SECURITY").format(
+                    _BOOK, sql.Identifier(table), sql.SQL(switch)
+                )
+            )
+        present = conn.execute(
+            "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s "
+            "AND policyname = %s",
+            (BOOKKEEPING_SCHEMA, table, _LEDGER_POLICY),
+        ).fetchone()
+        if present:
+            continue
+        match = sql.SQL("tenant_id = current_setting({}, true)").format(sql.Literal(TENANT_SETTING))
+        conn.execute(
+            sql.SQL("CREATE POLICY {} ON {}.{} USING ({m}) WITH CHECK ({m})").format(
+                sql.Identifier(_LEDGER_POLICY), _BOOK, sql.Identifier(table), m=match
+            )
+        )
+
+
+def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
+    """What of the tool's bookkeeping is not in the target yet (empty when complete)."""
+    missing = []
+    has_schema = conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (BOOKKEEPING_SCHEMA,)
+    ).fetchone()
+    if not has_schema:
+        missing.append(f"schema {BOOKKEEPING_SCHEMA}")
+    for table in ("runs", *TENANT_TABLES):
+        if not _table_exists(conn, BOOKKEEPING_SCHEMA, table):
+            missing.append(f"table {BOOKKEEPING_SCHEMA}.{table}")
+    if not missing:
+        has_tenants = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'runs' AND column_name = 'tenants'",
+            (BOOKKEEPING_SCHEMA,),
+        ).fetchone()
+        if not has_tenants:
+            missing.append(f"column {BOOKKEEPING_SCHEMA}.runs.tenants")
+        for table in TENANT_TABLES:
+            forced = conn.execute(
+                "SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
+                (f"{BOOKKEEPING_SCHEMA}.{table}",),
+            ).fetchone()[0]
+            policy = conn.execute(
+                "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = %s",
+                (BOOKKEEPING_SCHEMA, table),
+            ).fetchone()
+            if not (forced and policy):
+                missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.{table}")
+    return missing
+
+
+def ensure_bookkeeping(conn: psycopg.Connection) -> None:
+    """Create (or complete) the bookkeeping schema, in the caller's transaction, and let the
+    runtime role use it when that role exists."""
+    # IF NOT EXISTS still needs CREATE on the database: a schema made for us is used as is
+    if not conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (BOOKKEEPING_SCHEMA,)
+    ).fetchone():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(_BOOK))
+    conn.execute(_BOOKKEEPING_SQL)
+    _ensure_ledger_policy(conn)
+    if _role_exists(conn, APP_ROLE):
+        _grant_app(conn, BOOKKEEPING_SCHEMA)
+
+
+def _grant_app(conn: psycopg.Connection, schema: str) -> None:
+    role, ident = sql.Identifier(APP_ROLE), sql.Identifier(schema)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
+    conn.execute(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
+            ident, role
+        )
+    )
+    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, role))
+    # Partitions carry no row-level security of their own: read directly they would show every
+    # tenant's rows. The app reaches them only through their parent, where RLS applies (and
+    # PostgreSQL checks the parent's privileges, not the partition's).
+    partitions = conn.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relispartition AND c.relkind IN ('r', 'p')",
+        (schema,),
+    ).fetchall()
+    for (name,) in partitions:
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.SQL(name), role))
+
+
+def bookkeeping_blocker(conn: psycopg.Connection) -> str | None:
+    """Why the connected role cannot create the missing bookkeeping, as the statement to run
+    and the role to run it as; None when it can."""
+    row = conn.execute(
+        "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+        "pg_get_userbyid(d.datdba), has_database_privilege(current_database(), 'CREATE'), "
+        "(SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s) "
+        "FROM pg_database d WHERE d.datname = current_database()",
+        (BOOKKEEPING_SCHEMA,),
+    ).fetchone()
+    me, superuser, db_owner, may_create_schema, schema_owner = row
+    if superuser or me == schema_owner or (schema_owner is None and may_create_schema):
+        return None
+    if schema_owner is None:
+        return (
+            f"as {db_owner} (the database owner) or a superuser, run: CREATE SCHEMA "
+            f"{BOOKKEEPING_SCHEMA} AUTHORIZATION {me};  then re-run this command"
+        )
+    return (
+        f"as {schema_owner} (owner of schema {BOOKKEEPING_SCHEMA}) or a superuser, run: "
+        f"{cli_command()} init-target  then re-run this command"
+    )
+
+
+@dataclass
+class SchemaReport:
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    role_created: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "created": self.created,
+            "existing": self.existing,
+            "warnings": self.warnings,
+            "role_created": self.role_created,
+        }
+
+
+def _table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
+    return row[0] is not None
+
+
+def _role_exists(conn: psycopg.Connection, role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _ensure_trigger(conn: psycopg.Connection, table: str) -> None:
+    fn = f"{table}_before_update"
+    if conn.execute("SELECT to_regprocedure(%s)", (f"llmspell.{fn}()",)).fetchone()[0] is None:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION llmspell.{fn}() RETURNS trigger LANGUAGE plpgsql AS {body}"
+            ).format(
+                fn=sql.Identifier(fn),
+                body=sql.Literal(f"BEGIN{_TRIGGER_BODIES[table]}\n    RETURN NEW;\nEND"),
+            )
+        )
+    has_trigger = conn.execute(
+        "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s",
+        (f"llmspell.{table}", f"trg_{fn}"),
+    ).fetchone()
+    if not has_trigger:
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER {trg} BEFORE UPDATE ON llmspell.{table} "
+                "FOR EACH ROW EXECUTE FUNCTION llmspell.{fn}()"
+            ).format(
+                trg=sql.Identifier(f"trg_{fn}"),
+                table=sql.Identifier(table),
+                fn=sql.Identifier(fn),
+            )
+        )
+
+
+def _ensure_rls(conn: psycopg.Connection, table: str) -> None:
+    ident = sql.Identifier(table)
+    conn.execute(sql.SQL("ALTER TABLE llmspell.{} ENABLE ROW LEVEL SECURITY").format(ident))
+    conn.execute(sql.SQL("ALTER TABLE llmspell.{} FORCE ROW LEVEL SECURITY").format(ident))
+    match = sql.SQL("tenant_id = current_setting({}, true)").format(sql.Literal(TENANT_SETTING))
+    for command in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+        name = f"tenant_isolation_{command.lower()}"
+        present = conn.execute(
+            "SELECT 1 FROM pg_policies WHERE schemaname = 'llmspell' AND tablename = %s "
+            "AND policyname = %s",
+            (table, name),
+        ).fetchone()
+        if present:
+            continue
+        if command == "INSERT":
+            clause = sql.SQL("WITH CHECK ({})").format(match)
+        elif command == "UPDATE":
+            clause = sql.SQL("USING ({m}) WITH CHECK ({m})").format(m=match)
+        else:
+            clause = sql.SQL("USING ({})").format(match)
+        conn.execute(
+            sql.SQL("CREATE POLICY {name} ON llmspell.{table} FOR {cmd} {clause}").format(
+                name=sql.Identifier(name), table=ident, cmd=sql.SQL(command), clause=clause
+            )
+        )
+
+
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+_STATEMENT_TABLE = re.compile(r"(?:CREATE TABLE IF NOT EXISTS|\bON)\s+llmspell\.(\w+)", re.I)
+
+
+def _ddl_statements() -> list[tuple[str | None, str]]:
+    """The schema file as (llmspell table it creates or indexes, statement) pairs."""
+    ddl = resources.files("destinations").joinpath("llmspell_schema.sql").read_text()
+    out = []
+    for stmt in _STATEMENT_END.split(ddl):
+        code = "\n".join(ln for ln in stmt.splitlines() if not ln.strip().startswith("--"))
+        if code.strip():
+            match = _STATEMENT_TABLE.search(code)
+            out.append((match.group(1) if match else None, code))
+    return out
+
+
+def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
+    row = conn.execute(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
+        (f"llmspell.{table}",),
+    ).fetchone()
+    return bool(row[0]), bool(row[1])
+
+
+def _vector_tables_without_extension(
+    conn: psycopg.Connection, before: dict[str, bool], report: SchemaReport
+) -> set[str]:
+    """Create pgvector's extension for the vector tables still missing; when this role may
+    not (or the server lacks pgvector), those tables are skipped with a warning saying what
+    to do, and every other table is still created."""
+    missing = {
+        c.pg_table
+        for c in COMPONENTS.values()
+        if any(col.kind == VECTOR for col in c.columns) and not before[c.pg_table]
+    }
+    if not missing:
+        return set()
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return set()
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the rest of the work intact
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        return set()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFile) as exc:
+        report.warnings.append(
+            f"{', '.join(sorted(missing))} not created: {exc.diag.message_primary}; "
+            "as a superuser run CREATE EXTENSION vector; in this database (pgvector must be "
+            "installed on the server), then init-target again"
+        )
+        return missing
+
+
+def ensure_schema(
+    conn: psycopg.Connection, app_password: str | None = None, bookkeeping: bool = True
+) -> SchemaReport:
+    """Create the llmspell schema objects that are missing, in one transaction, and (unless
+    `bookkeeping` is false: the schema as llmspell itself sets it up) the tool's bookkeeping.
+
+    Tables that already exist are left exactly as they are; if one lacks forced RLS, that is
+    reported as a warning rather than changed.
+    """
+    report = SchemaReport()
+    comps = {c.pg_table: c for c in COMPONENTS.values()}
+    tables = list(dict.fromkeys(t for t, _ in _ddl_statements() if t))
+    try:
+        with conn.transaction():
+            before = {t: _table_exists(conn, "llmspell", t) for t in tables}
+            skipped = _vector_tables_without_extension(conn, before, report)
+            # An existing table is left exactly as it is: no index, trigger or policy added.
+            for table, statement in _ddl_statements():
+                if not before.get(table) and table not in skipped:
+                    conn.execute(statement)
+            if bookkeeping:
+                ensure_bookkeeping(conn)
+            for table in tables:
+                comp = comps.get(table)
+                if table in skipped:
+                    continue
+                if before[table]:
+                    report.existing.append(f"llmspell.{table}")
+                    problems = _column_problems(conn, comp) if comp else []
+                    if problems:
+                        report.warnings.append(
+                            f"llmspell.{table} does not have the columns the migration writes "
+                            f"({'; '.join(problems)}); left unchanged"
+                        )
+                    enabled, forced = _rls_state(conn, table)
+                    if not (enabled and forced):
+                        report.warnings.append(
+                            f"llmspell.{table} exists without forced row-level security; "
+                            "left unchanged"
+                        )
+                else:
+                    report.created.append(f"llmspell.{table}")
+                    if table in _TRIGGER_BODIES:
+                        _ensure_trigger(conn, table)
+                    if table in AFTER_CREATE:
+                        conn.execute(AFTER_CREATE[table])
+                    _ensure_rls(conn, table)
+            if not _role_exists(conn, APP_ROLE):
+                stmt = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(
+                    sql.Identifier(APP_ROLE)
+                )
+                if app_password:
+                    stmt = stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(app_password))
+                conn.execute(stmt)
+                report.role_created = True
+            for schema in ("llmspell", BOOKKEEPING_SCHEMA) if bookkeeping else ("llmspell",):
+                _grant_app(conn, schema)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise TargetError(
+            f"Cannot create the llmspell schema: {exc.diag.message_primary}",
+            "Run init-target as the schema owner or a superuser (the llmspell_app role cannot).",
+        ) from exc
+    return report
+
+
+def expected_columns(component: Component) -> dict[str, str]:
+    """Column name -> PostgreSQL udt name the migration writes, for the schema check."""
+    udt = {
+        "UUID": "uuid",
+        "JSONB": "jsonb",
+        "TIMESTAMPTZ": "timestamptz",
+        "INTEGER": "int4",
+        "BYTEA": "bytea",
+        "TEXT": "text",
+        "BOOLEAN": "bool",
+        "BIGINT": "int8",
+        "TEXT[]": "_text",
+    }
+    out = {}
+    for col in component.columns:
+        t = col.pg_type
+        if t.startswith("VECTOR"):
+            out[col.name] = "vector"
+        else:
+            out[col.name] = "varchar" if t.startswith("VARCHAR") else udt[t]
+    return out
+
+
+def _column_problems(conn: psycopg.Connection, comp: Component) -> list[str]:
+    """`<column> is <found>, expected <udt>` for each column we write that does not fit."""
+    rows = conn.execute(
+        "SELECT column_name, udt_name FROM information_schema.columns "
+        "WHERE table_schema = 'llmspell' AND table_name = %s",
+        (comp.pg_table,),
+    ).fetchall()
+    have = dict(rows)
+    return [
+        f"{name} is {have.get(name, 'missing')}, expected {udt}"
+        for name, udt in expected_columns(comp).items()
+        if have.get(name) != udt
+    ]
+
+
+def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
+    """Refuse to run when a table the plan writes is missing or lacks a column we write."""
+    for comp in components:
+        if not _table_exists(conn, "llmspell", comp.pg_table):
+            raise TargetError(
+                f'relation "{comp.qualified_table}" does not exist',
+                f"Create the llmspell schema: {cli_command()} init-target "
+                "(as the schema owner), or start llmspell once with its PostgreSQL backend.",
+            )
+        problems = _column_problems(conn, comp)
+        if problems:
+            raise TargetError(
+                f"{comp.qualified_table}.{problems[0]}",
+                "The target schema is not llmspell's; upgrade llmspell's schema or "
+                "recreate it with init-target.",
+            )

@@ -1,0 +1,294 @@
+"""Pre-flight: everything that can refuse a run is checked before the first write.
+
+Source readable and an llmspell database; every planned component present; current counts
+against the plan's estimates; target reachable with the llmspell schema; free disk for the
+backup; every source record storable in PostgreSQL (listed by key otherwise); and rows
+already in the target under the same tenant and key: identical ones count as already
+migrated, different ones stop the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from core.errors import PreflightError
+from destinations.target_schema import act_as_tenant
+from pipelines.plan import Plan
+from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
+from sources import json_numbers, key_routing
+from sources.components import HEXID, UUID, Component
+from sources.key_routing import KeyMapper, Reachability
+from sources.memory_checks import cross_record_problems
+from sources.record_checks import BadRecord, RecordChecker
+from sources.sqlite_reader import SourceDB
+from validation.canonical import uuid_key
+
+MAX_LISTED = 20
+
+
+@dataclass
+class ComponentCheck:
+    name: str
+    batch_size: int
+    source_count: int
+    estimated_count: int
+    per_tenant: dict[str, int]
+    already_present: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.source_count != self.estimated_count
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PreflightReport:
+    components: list[ComponentCheck] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    bad_records: list[BadRecord] = field(default_factory=list)
+    left_behind: list[str] = field(default_factory=list)  # non-empty tables not planned
+    key_layout: str = key_routing.LLMSPELL
+    reachability: dict[str, Reachability] = field(default_factory=dict)
+    number_changes: dict[str, int] = field(default_factory=dict)  # per component
+    number_examples: list[str] = field(default_factory=list)
+
+    @property
+    def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
+        return {name: r.keep_verbatim for name, r in self.reachability.items()}
+
+    @property
+    def source_records(self) -> int:
+        return sum(c.source_count for c in self.components)
+
+    def component(self, name: str) -> ComponentCheck:
+        return next(c for c in self.components if c.name == name)
+
+    def to_dict(self) -> dict:
+        return {
+            "components": [c.to_dict() for c in self.components],
+            "warnings": self.warnings,
+            "left_behind": self.left_behind,
+            "key_layout": self.key_layout,
+            "reachability": {n: r.to_dict() for n, r in self.reachability.items()},
+            "number_changes": self.number_changes,
+            "number_examples": self.number_examples,
+        }
+
+
+def count_source(db: SourceDB, plan: Plan) -> PreflightReport:
+    report = PreflightReport()
+    for cp in plan.components:
+        comp = cp.component
+        per_tenant = db.counts_by_tenant(comp, plan.tenants)
+        check = ComponentCheck(
+            cp.name, cp.batch_size, sum(per_tenant.values()), cp.estimated_count, per_tenant
+        )
+        if check.changed:
+            report.warnings.append(
+                f"{cp.name}: source now holds {check.source_count} records, the plan estimated "
+                f"{cp.estimated_count} (the source changed since the plan was made)"
+            )
+        report.components.append(check)
+    report.left_behind = db.left_behind([cp.component for cp in plan.components], plan.tenants)
+    report.warnings += report.left_behind
+    if db.hot_journal:
+        report.warnings.append(
+            f"{db.path} has a hot rollback journal (a writer stopped mid-transaction): its "
+            "uncommitted changes were rolled back in a private copy and are not migrated"
+        )
+    if db.live:
+        report.warnings.append(
+            f"{db.path} is open in llmspell (WAL present): reading a consistent snapshot; "
+            "records written after it are not migrated"
+        )
+    return report
+
+
+def classify_source(
+    db: SourceDB, comps: list[Component], tenants: list[str] | None, layout: str
+) -> dict[str, Reachability]:
+    """Where llmspell's PostgreSQL backend will find each record (reads key columns only)."""
+    return key_routing.classify_db(db, comps, tenants, layout)
+
+
+def reachability_lines(reach: dict[str, Reachability], limit: int = MAX_LISTED) -> list[str]:
+    """Warnings: per component, the records llmspell reads only under another key."""
+    lines = []
+    for name, r in reach.items():
+        if r.elsewhere:
+            lines.append(
+                f"{name}: {len(r.elsewhere)} record(s) are read by llmspell's PostgreSQL "
+                "backend only under a different key (old key -> key it answers to):"
+            )
+            lines += [f"  {x.tenant_id} {x.key} -> {x.answers_to}" for x in r.elsewhere[:limit]]
+            if len(r.elsewhere) > limit:
+                lines.append(
+                    f"  ... and {len(r.elsewhere) - limit} more (all in the backup's key-map.json)"
+                )
+    return lines
+
+
+def check_reachability(report: PreflightReport, allow: bool) -> None:
+    """Records no PostgreSQL key reaches stop the run before anything is written, unless
+    the user allows them (then they are copied with their SQLite columns and listed)."""
+    listed = [x for r in report.reachability.values() for x in r.unreachable]
+    report.warnings += reachability_lines(report.reachability)
+    if not listed:
+        return
+    details = [f"{x.component} {x.tenant_id} {x.key}: {x.reason}" for x in listed]
+    if allow:
+        report.warnings.append(
+            f"{len(listed)} record(s) copied with their SQLite columns although llmspell's "
+            "PostgreSQL backend will not find them (--allow-unreachable):"
+        )
+        report.warnings += [f"  {d}" for d in details[:MAX_LISTED]]
+        return
+    raise PreflightError(
+        f"{len(listed)} record(s) would be unreachable for llmspell after the migration: its "
+        "PostgreSQL backend maps these keys to rows differently from its SQLite backend",
+        "Re-save or rename them with llmspell (a session saved in kv_store is found again "
+        "once llmspell saves it on PostgreSQL), leave their component or tenant out of the "
+        "plan, or pass --allow-unreachable to copy them unchanged (llmspell will not find "
+        "them on PostgreSQL); nothing was written.",
+        details=details[:MAX_LISTED]
+        + ([f"... and {len(details) - MAX_LISTED} more"] if len(details) > MAX_LISTED else []),
+    )
+
+
+def natural_key_of(comp: Component):
+    """A function giving a reader row's natural key, in the target's text form (sessions'
+    UUIDs canonical), with the column position looked up once, not per record."""
+    at = 1 + comp.column_names.index(comp.key_column)
+    if comp.column(comp.key_column).kind in (UUID, HEXID):
+        return lambda row: uuid_key(row[at])
+    return lambda row: row[at]
+
+
+def scan_source(
+    db: SourceDB,
+    plan: Plan,
+    existing: dict[str, set[tuple[str, str]]],
+    report: PreflightReport | None = None,
+    progress: Listener = quiet,
+) -> dict[str, set[tuple[str, str]]]:
+    """One pass over every record, as the key layout writes it: check it is storable, count
+    the numbers JSONB rewrites, and find the records whose (tenant, key) already exists in
+    the target. Memory stays bounded by the batch; `progress` hears each batch checked."""
+    overlaps: dict[str, set[tuple[str, str]]] = {}
+    bad: list[BadRecord] = []
+    bad_total = 0
+    keep = report.keep_verbatim if report else {}
+    for cp in plan.components:
+        comp = cp.component
+        checker = RecordChecker(comp)
+        mapper = KeyMapper(comp, plan.key_layout, keep.get(comp.name))
+        tenant_at = 1 + comp.column_names.index("tenant_id")
+        in_target = existing.get(comp.name) or set()
+        key_of = natural_key_of(comp)
+        found: set[tuple[str, str]] = set()
+        json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
+        total = report.component(comp.name).source_count if report else None
+        counter = Counter(progress, PREFLIGHT, comp.name, total)
+        for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
+            rows = mapper.rows(rows)
+            problems = checker.check_rows(rows)
+            if report is not None and checker.number_texts:
+                _count_number_changes(comp, rows, json_at, checker.number_texts, report)
+            if problems:
+                bad_total += len(problems)
+                bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
+            if in_target:
+                for row in rows:
+                    key = (row[tenant_at], key_of(row))
+                    if key in in_target:
+                        found.add(key)
+            counter.advance(len(rows))
+        overlaps[comp.name] = found
+        counter.finish()
+        problems = cross_record_problems(db, comp, plan.tenants)
+        if problems:
+            bad_total += len(problems)
+            bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
+    if bad_total:
+        raise PreflightError(
+            f"{bad_total} source record(s) cannot be stored in PostgreSQL",
+            "Fix or remove these records in llmspell (this tool never modifies the source), "
+            "then re-run; nothing was written.",
+            details=[str(b) for b in bad]
+            + ([f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
+        )
+    return overlaps
+
+
+def _count_number_changes(
+    comp: Component, rows: list[tuple], json_at: list[int], texts: set[int], report
+) -> None:
+    """Numbers llmspell will decode differently after JSONB (`1e16` -> integer, `-0` -> 0),
+    in the JSON texts the record checks flagged (`texts`: their ids)."""
+    tenant_at = 1 + comp.column_names.index("tenant_id")
+    for at in json_at:
+        for row in rows:
+            if id(row[at]) not in texts:
+                continue
+            for found in json_numbers.scan(row[at]):
+                if found.after_jsonb is None:
+                    continue  # refused by the record checks
+                report.number_changes[comp.name] = report.number_changes.get(comp.name, 0) + 1
+                if len(report.number_examples) < MAX_LISTED:
+                    report.number_examples.append(
+                        f"{comp.name} {row[tenant_at]} {row[0]}: {comp.column_names[at - 1]} "
+                        f"{found.path} {found.written} -> {found.after_jsonb}"
+                    )
+
+
+def number_change_lines(report: PreflightReport) -> list[str]:
+    total = sum(report.number_changes.values())
+    if not total:
+        return []
+    per = ", ".join(f"{n}: {c}" for n, c in report.number_changes.items())
+    return [
+        f"{total} JSON number(s) change form in PostgreSQL's JSONB ({per}): llmspell decodes "
+        "them as integers instead of floats (a whole number in exponent form) or as 0 "
+        "(-0) after the migration; values are otherwise equal:"
+    ] + [f"  {e}" for e in report.number_examples]
+
+
+def _per_tenant_query(
+    conn: psycopg.Connection, query: sql.Composable, tenants: list[str], bypass_rls: bool
+) -> list[tuple]:
+    """Run `query` (taking the tenant list as its one parameter) over `tenants`: at once for
+    a role that bypasses RLS, else once per tenant with the tenant setting in force."""
+    rows: list[tuple] = []
+    with conn.transaction():
+        if bypass_rls:
+            rows += conn.execute(query, (tenants,)).fetchall()
+        else:
+            for tenant in tenants:
+                act_as_tenant(conn, tenant)
+                rows += conn.execute(query, ([tenant],)).fetchall()
+    return rows
+
+
+def existing_target_keys(
+    conn: psycopg.Connection, comp: Component, tenants: list[str], bypass_rls: bool
+) -> set[tuple[str, str]]:
+    """Natural keys already in the target for these tenants."""
+    query = sql.SQL("SELECT tenant_id, {}::text FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
+        sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table)
+    )
+    return set(_per_tenant_query(conn, query, tenants, bypass_rls))
+
+
+def count_target_keys(
+    conn: psycopg.Connection, comp: Component, tenants: list[str], bypass_rls: bool
+) -> int:
+    """How many rows the target holds for these tenants."""
+    query = sql.SQL("SELECT count(*) FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
+        sql.Identifier(comp.pg_table)
+    )
+    return sum(n for (n,) in _per_tenant_query(conn, query, tenants, bypass_rls))

@@ -1,0 +1,228 @@
+"""Human-readable output in the words and layout of the llmspell migration guide."""
+
+from __future__ import annotations
+
+import shlex
+
+from core import settings
+from pipelines.results import ExecuteResult, PlanResult
+from validation.stage import ValidationReport
+
+OK, FAIL = "✓", "✗"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
+
+
+def render_plan(result: PlanResult, plan_path: str) -> list[str]:
+    plan = result.plan
+    lines = [
+        f'Migration plan generated: "{plan_path}"',
+        "",
+        "Plan summary:",
+        f"  Source: sqlite → Target: postgres ({result.target})",
+        f"  Key layout: {plan['target'].get('key_layout', 'llmspell')}",
+        f"  Components: {len(plan['components'])}",
+    ]
+    for c in plan["components"]:
+        lines.append(
+            f"    - {c['name']}: {c['estimated_count']} records (batch size: {c['batch_size']})"
+        )
+        tenants = result.per_tenant.get(c["name"], {})
+        if len(tenants) > 1:
+            lines.append("        " + ", ".join(f"{t}: {n}" for t, n in tenants.items()))
+    for w in result.warnings:
+        lines.append(f"  WARNING: {w}")
+    cli = settings.cli_command()
+    lines += [
+        "",
+        "Next steps:",
+        f"  1. Review plan: cat {plan_path}",
+        f"  2. Dry-run: {cli} execute --plan {shlex.quote(str(plan_path))} --dry-run",
+        f"  3. Execute: {cli} execute --plan {shlex.quote(str(plan_path))}",
+    ]
+    return lines
+
+
+def render_validation(report: ValidationReport, threshold: int) -> list[str]:
+    lines: list[str] = []
+    for c in report.components:
+        lines += ["", f"Component: {c.component}"]
+        mark = OK if c.counts_ok else FAIL
+        lines.append(
+            f"  Count validation: {mark} {c.source_count} source "
+            f"{'=' if c.counts_ok else '≠'} {c.target_count} target"
+        )
+        for key in c.missing[:5]:
+            lines.append(f"    missing in target: {key}")
+        mark = OK if c.mismatch_count == 0 else FAIL
+        if c.mode == "full" and c.source_count < threshold:
+            lines.append(
+                f"  Full comparison: {mark} {c.matched}/{c.compared} records matched "
+                f"(dataset <{threshold} records)"
+            )
+        elif c.mode == "full":
+            lines.append(f"  Full comparison: {mark} {c.matched}/{c.compared} records matched")
+        else:
+            lines.append(
+                f"  Checksum validation: {mark} {c.matched}/{c.compared} samples matched "
+                f"({c.sample_percent:g}% sample)"
+            )
+        if c.json_compared:
+            scope = "" if c.mode == "full" else f" in the {c.compared} sampled records"
+            if c.mismatch_count == 0:
+                lines.append(f"  Semantic validation: ✓ JSON content equivalent{scope}")
+            else:
+                lines.append(f"  Semantic validation: {FAIL} {c.mismatch_count} record(s) differ")
+        if c.knn_queries:
+            mark = OK if c.knn_failed == 0 else FAIL
+            lines.append(
+                f"  Vectors: {mark} float32 bits compared in every checked record; "
+                f"{c.knn_queries - c.knn_failed}/{c.knn_queries} nearest-neighbour queries "
+                "return the source's ids"
+            )
+        for m in c.mismatches[:10]:
+            lines.append(
+                f"    {m.tenant_id} {m.key}: {m.column}: source={m.source} target={m.target}"
+            )
+        rb = c.readback
+        if rb is not None:
+            mark = OK if rb.mismatch_count == 0 else FAIL
+            skipped = (
+                f", {rb.skipped_unreachable} unreachable not read" if rb.skipped_unreachable else ""
+            )
+            lines.append(
+                f"  Read-back as llmspell ({rb.role}): {mark} {rb.matched}/{rb.compared} keys "
+                f"return the SQLite value{skipped}"
+            )
+            lines += [f"    {m}" for m in rb.mismatches[:10]]
+    return lines
+
+
+def render_execute(result: ExecuteResult) -> list[str]:
+    if result.dry_run:
+        present = sum(result.already_present.values())
+        lines = [
+            "",
+            "Migration Report (DRY-RUN)",
+            "==========================",
+            "Status: SUCCESS (dry-run, no data modified)",
+            f"Components: {', '.join(result.components)}",
+            f"Key layout: {_layout(result)}",
+            f"Source Records: {result.source_records} (would migrate "
+            f"{result.source_records - present}, {present} already in target)",
+            "Target Records: unchanged (dry-run)",
+            f"Duration: {_duration(result.duration)}",
+            "",
+            f"{OK} All pre-flight checks passed",
+            f"{OK} Ready for actual migration",
+        ]
+        return lines
+    if result.status != "SUCCESS":
+        return _render_failed(result)
+    lines = [
+        "",
+        "Migration Report",
+        "================",
+        f"Status: {result.status}",
+        f"Components: {', '.join(result.components)}",
+        f"Key layout: {_layout(result)}",
+        f"Source Records: {result.source_records}",
+        f"Target Records: {result.target_records}",
+        f"Duration: {_duration(result.duration)}",
+        f"Records/sec: {result.records_per_sec:,.1f}",
+    ]
+    written = sum(result.written.values())
+    present = sum(result.already_present.values())
+    lines.append(f"Written: {written} new, {present} already migrated")
+    if result.backup_path:
+        lines.append(f"Backup: {result.backup_path}")
+    if result.run_id:
+        lines.append(f"Run: {result.run_id}{' (resumed)' if result.resumed_run else ''}")
+    v = result.validation
+    if v is not None:
+        lines += [
+            "",
+            "Validation Results:",
+            f"  {OK if v.passed else FAIL} {v.target_records}/{v.source_records} count matches",
+            f"  {OK} {v.checksum_samples} checksum samples validated",
+            f"  {OK if v.errors == 0 else FAIL} {v.errors} errors",
+        ]
+    lines += _reachability(result)
+    left = result.preflight.left_behind if result.preflight else []
+    if result.status == "SUCCESS":
+        if left:
+            lines += ["", "Not migrated (not in this plan):"] + [f"  ! {w}" for w in left]
+            lines += ["", "The planned components migrated successfully."]
+        else:
+            lines += ["", "All data migrated successfully!"]
+    return lines
+
+
+def _layout(result: ExecuteResult) -> str:
+    return result.preflight.key_layout if result.preflight else "llmspell"
+
+
+def _reachability(result: ExecuteResult) -> list[str]:
+    """The records llmspell's PostgreSQL backend reads under another key, or not at all."""
+    if result.preflight is None:
+        return []
+    lines = []
+    for name, r in result.preflight.reachability.items():
+        if r.elsewhere:
+            lines.append(
+                f"  ! {name}: {len(r.elsewhere)} record(s) answer to another key in llmspell "
+                "(key map in the backup's key-map.json)"
+            )
+        if r.unreachable:
+            lines.append(
+                f"  ! {name}: {len(r.unreachable)} record(s) copied unchanged that llmspell's "
+                "PostgreSQL backend cannot find (--allow-unreachable)"
+            )
+    changed = sum(result.preflight.number_changes.values())
+    if changed:
+        lines.append(f"  ! {changed} JSON number(s) changed form in JSONB (listed as warnings)")
+    return ["", "Reachability:"] + lines if lines else []
+
+
+def _render_failed(result: ExecuteResult) -> list[str]:
+    """A failed run: what it rolled back, never a throughput or rows it no longer holds."""
+    lines = [
+        "",
+        "Migration Report",
+        "================",
+        f"Status: {result.status}",
+        f"Components: {', '.join(result.components)}",
+        f"Source Records: {result.source_records}",
+        f"Duration: {_duration(result.duration)}",
+    ]
+    if result.rolled_back is not None:
+        lines.append(
+            f"Rolled back: {sum(result.rolled_back.values())} records deleted from the target"
+        )
+    else:
+        lines.append("Rolled back: not completed (see the error below)")
+    if result.backup_path:
+        lines.append(f"Backup: {result.backup_path}")
+    if result.run_id:
+        lines.append(f"Run: {result.run_id}")
+    return lines
+
+
+def render_backend_check(check) -> list[str]:
+    lines = [f"Validating {check.backend} backend: {check.where}"]
+    for c in check.components:
+        mark = OK if c.problem_count == 0 else FAIL
+        lines.append(
+            f"  {mark} {c.name}: {c.records} records"
+            + (f", {c.problem_count} problem(s)" if c.problem_count else "")
+        )
+        if len(c.per_tenant) > 1:
+            lines.append("      " + ", ".join(f"{t}: {n}" for t, n in c.per_tenant.items()))
+        for p in c.problems:
+            lines.append(f"      {p}")
+    for n in check.notes:
+        lines.append(f"  Note: {n}")
+    lines.append("Check passed." if check.ok else "Problems found (listed above).")
+    return lines

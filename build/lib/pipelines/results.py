@@ -1,0 +1,82 @@
+"""Typed results the Python API returns and the CLI renders (human text or `--json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipelines.preflight import PreflightReport
+from validation.stage import ValidationReport
+
+
+@dataclass
+class PlanResult:
+    path: str | None
+    plan: dict
+    per_tenant: dict[str, dict[str, int]]
+    target: str
+    warnings: list[str] = field(default_factory=list)
+    reachability: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "plan": self.plan,
+            "per_tenant": self.per_tenant,
+            "target": self.target,
+            "warnings": self.warnings,
+            "reachability": self.reachability,
+        }
+
+
+@dataclass
+class ExecuteResult:
+    status: str  # SUCCESS | FAILED | DRY_RUN
+    dry_run: bool
+    components: list[str]
+    target: str
+    source: str
+    run_id: str | None = None
+    resumed_run: bool = False
+    source_records: int = 0
+    target_records: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    already_present: dict[str, int] = field(default_factory=dict)
+    duration: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    backup_path: str | None = None
+    preflight: PreflightReport | None = None
+    validation: ValidationReport | None = None
+    rolled_back: dict[str, int] | None = None
+    error: dict | None = None
+
+    @property
+    def records_per_sec(self) -> float | None:
+        """Throughput of a successful run; None otherwise (a rolled-back run moved nothing)."""
+        if self.status != "SUCCESS":
+            return None
+        return self.source_records / self.duration if self.duration > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "components": self.components,
+            "source": self.source,
+            "target": self.target,
+            "run_id": self.run_id,
+            "resumed_run": self.resumed_run,
+            "source_records": self.source_records,
+            "target_records": self.target_records,
+            "written": self.written,
+            "already_present": self.already_present,
+            "duration_s": round(self.duration, 3),
+            "records_per_sec": None
+            if self.records_per_sec is None
+            else round(self.records_per_sec, 1),
+            "stages_s": {k: round(v, 3) for k, v in self.stages.items()},
+            "backup_path": self.backup_path,
+            "preflight": self.preflight.to_dict() if self.preflight else None,
+            "validation": self.validation.to_dict() if self.validation else None,
+            "rolled_back": self.rolled_back,
+            "error": self.error,
+        }

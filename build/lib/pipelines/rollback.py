@@ -1,0 +1,172 @@
+"""`rollback`: undo a completed (or interrupted) migration run.
+
+Deletes exactly the rows the run's ledger says it inserted, in one transaction. Before that
+it checks that those rows still hold what the run wrote: the backup's records are loaded into
+a scratch SQLite file and compared with the target by the validation stage. A row changed in
+PostgreSQL since (by llmspell, or by hand) stops the rollback unless `force` is given.
+Idempotent: a run already rolled back is reported as such and nothing changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import files
+from core.errors import MigrateError, RollbackRefused, UsageError
+from destinations import connection, run_ledger
+from destinations.postgres_writer import role_bypasses_rls
+from pipelines.backup import read_metadata
+from pipelines.sync import is_sync_run, undo_sync
+from sources import components as registry
+from sources.components import BLOB, VECTOR, Component
+from sources.key_routing import VERBATIM, classify_db, mappers
+from sources.memory_stores import RESTORERS
+from sources.sqlite_reader import SourceDB
+from sources.sqlite_schema import create_schema
+from validation.stage import Validator
+
+
+@dataclass
+class RollbackResult:
+    run_id: str
+    status: str  # rolled_back | already_rolled_back
+    deleted: dict[str, int] = field(default_factory=dict)
+    changed_rows: list[str] = field(default_factory=list)
+    forced: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
+    """The backup's records as an llmspell SQLite file, for comparison with the target."""
+    conn = sqlite3.connect(path)
+    try:
+        create_schema(conn)
+        for comp in comps:
+            src = folder / "source" / f"{comp.name}.jsonl"
+            if not src.exists():
+                continue
+            names = comp.column_names
+            blob_cols = [c.name for c in comp.columns if c.kind in (BLOB, VECTOR)]
+            restore = RESTORERS.get(comp.name)
+            insert = (
+                f"INSERT INTO {comp.sqlite_table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})"
+            )
+            batch = []
+            with open(src, encoding="utf-8", errors="surrogateescape") as f:
+                for line in f:
+                    row = json.loads(line)["row"]
+                    for c in blob_cols:
+                        if isinstance(row.get(c), dict):
+                            row[c] = base64.b64decode(row[c]["base64"])
+                    batch.append(row if restore else [row[n] for n in names])
+                    if len(batch) >= 5000:
+                        _insert(conn, comp, insert, batch, restore)
+                        batch.clear()
+            if batch:
+                _insert(conn, comp, insert, batch, restore)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _insert(conn: sqlite3.Connection, comp: Component, insert: str, batch: list, restore) -> None:
+    if restore:  # a store whose rows span tables (vectors) writes them its own way
+        restore(conn, comp, batch)
+    else:
+        conn.executemany(insert, batch)
+
+
+def changed_since(
+    folder: Path,
+    target: connection.Target,
+    run_id: str,
+    comps: list[Component],
+    bypass: bool,
+    layout: str = VERBATIM,
+) -> list[str]:
+    """Rows the run wrote that no longer match the backup, written under `layout` (the
+    backup's records are re-keyed the way the run wrote them)."""
+    scratch = files.scratch_dir("rollback")
+    try:
+        db_path = scratch / "backup.db"
+        _restore_sqlite(folder, comps, db_path)
+        changed: list[str] = []
+        count = 0
+        with connection.connect(target) as conn:
+            keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass) for c in comps}
+        with SourceDB(db_path, snapshot=False) as db:
+            reach = classify_db(db, [c for c in comps if db.has(c)], None, layout)
+        keep = {n: r.keep_verbatim for n, r in reach.items()}
+        with Validator(
+            str(db_path), target.dsn, bypass, comps, None, mappers(comps, layout, keep)
+        ) as validator:
+            for comp in comps:
+                if not keys[comp.name]:
+                    continue
+                result = validator.compare(comp, 100, 0, only=keys[comp.name])
+                count += result.mismatch_count + result.missing_count
+                changed += [str(m) for m in result.mismatches]
+                changed += [f"{comp.name} {k}: deleted in the target" for k in result.missing]
+        return count, changed
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def rollback(
+    *,
+    backup: str | Path | None = None,
+    run_id: str | None = None,
+    target: str | None = None,
+    force: bool = False,
+) -> RollbackResult:
+    if not backup and not run_id:
+        raise UsageError("Nothing to roll back", "Pass --backup DIR (or --run-id ID).")
+    folder = Path(backup) if backup else None
+    meta = read_metadata(folder) if folder else {}
+    run_id = run_id or meta.get("run_id")
+    resolved = connection.resolve(target or meta.get("target"), None)
+    with connection.connect(resolved) as conn:
+        bypass = role_bypasses_rls(conn)
+        conn.commit()
+        record = run_ledger.get_run(conn, run_id)
+        if record is None:
+            raise MigrateError(
+                f"Run {run_id} is not known to the target {resolved.display}",
+                "Check --target: it must be the database the run wrote to.",
+            )
+        comps = [registry.get(n) for n in record.components]
+        result = RollbackResult(run_id, "rolled_back", forced=force)
+        if record.status == run_ledger.ROLLED_BACK:
+            result.status = "already_rolled_back"
+            return result
+        if is_sync_run(run_id):
+            result.deleted = undo_sync(conn, record, comps, bypass, force)
+            return result
+        if folder and not force:
+            # Backups older than key layouts were written with every SQLite column unchanged.
+            layout = meta.get("key_layout", VERBATIM)
+            count, result.changed_rows = changed_since(
+                folder, resolved, run_id, comps, bypass, layout
+            )
+            if count:
+                raise RollbackRefused(
+                    f"Rollback refused: {count} row(s) written by run {run_id} were changed "
+                    "in PostgreSQL since",
+                    "Nothing was deleted. Review them; rerun with --force to delete them too.",
+                    details=result.changed_rows[:20],
+                )
+        run_ledger.acquire_lock(conn)
+        try:
+            result.deleted = run_ledger.delete_written(conn, run_id, comps, bypass)
+            run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)
+        finally:
+            run_ledger.release_lock(conn)
+        return result

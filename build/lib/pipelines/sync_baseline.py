@@ -1,0 +1,183 @@
+"""Fingerprints of what a run wrote: the baseline `sync` diffs against.
+
+Two prints per written row, both cheap enough to take for every record: the source
+record's (DuckDB's `hash` over the record's stored columns, vectorised, one scan of the
+file) and the target row's (PostgreSQL's `hashtextextended(row::text)`, computed in the
+server). The next `sync` hashes the source again the same way: a key whose print moved
+changed, whatever its timestamps say; and it hashes the target rows of changed keys again,
+so a row PostgreSQL changed since is never overwritten. Validation's canonical comparison
+then checks every record a sync writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import duckdb
+import psycopg
+import pyarrow as pa
+
+from destinations import connection, sync_ledger
+from pipelines.preflight import natural_key_of
+from sources.components import HEXID, UUID, Component
+from sources.key_routing import KeyMapper
+from validation import duck
+from validation.canonical import uuid_key
+from validation.duck import source_tables
+
+SOURCE_PRINTS = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("nkey", pa.string()),
+        ("llmspell_key", pa.string()),
+        ("source_fp", pa.int64()),
+    ]
+)
+_BATCH = 25_000  # prints a batch: ~12 MB of keys in Python at a time, whatever the size
+
+
+def source_prints(
+    con: duckdb.DuckDBPyConnection,
+    comp: Component,
+    tenants: list[str] | None,
+    mapper: KeyMapper | None,
+) -> pa.Table:
+    """Every source record's tenant, target key (as the key layout writes it), SQLite key
+    and print, as one table."""
+    return pa.concat_tables(
+        [SOURCE_PRINTS.empty_table(), *source_print_batches(con, comp, tenants, mapper)]
+    )
+
+
+def source_print_batches(
+    con: duckdb.DuckDBPyConnection,
+    comp: Component,
+    tenants: list[str] | None,
+    mapper: KeyMapper | None,
+) -> Iterator[pa.Table]:
+    """`source_prints` a batch at a time (memory: one batch, whatever the component's size).
+    Only the key columns reach Python (to re-key), the hash stays in DuckDB."""
+    cols = comp.column_names
+    needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
+    needed = list(dict.fromkeys(needed))
+    where, params = "", []
+    if tenants:
+        where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
+        params = list(tenants)
+    source = comp.source_from("src.", source_tables(con))
+    query = (
+        f"SELECT {comp.key_sql} AS llmspell_key, "
+        + ", ".join(f'"{c}"' for c in needed)
+        + f", hash({', '.join(chr(34) + c + chr(34) for c in cols)}) AS fp FROM {source}{where}"
+    )
+    key_of = natural_key_of(comp)
+    is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
+    slots = {c: 1 + cols.index(c) for c in needed}
+    width = 1 + len(cols)
+    for batch in con.execute(query, params).to_arrow_reader(_BATCH):
+        lkeys = batch.column("llmspell_key").to_pylist()
+        if mapper is not None:  # re-keyed rows: the mapper sees the key columns it needs
+            values = {c: batch.column(c).to_pylist() for c in needed}
+            nkeys = []
+            for i, lkey in enumerate(lkeys):
+                row = [None] * width
+                row[0] = lkey
+                for c, at in slots.items():
+                    row[at] = values[c][i]
+                nkeys.append(key_of(mapper.row(tuple(row))))
+        elif is_uuid:
+            nkeys = [uuid_key(v) for v in batch.column(comp.key_column).to_pylist()]
+        else:
+            nkeys = batch.column(comp.key_column).to_pylist()
+        yield pa.table(
+            [  # copies: DuckDB's batch memory is not ours to keep
+                pa.array(batch.column("tenant_id").to_pylist(), pa.string()),
+                pa.array(nkeys, pa.string()),
+                pa.array(lkeys, pa.string()),
+                pa.array(batch.column("fp").to_numpy().view("int64").copy()),
+            ],
+            schema=SOURCE_PRINTS,
+        )
+
+
+class BaselineRecorder:
+    """Records the prints of every row `run_id` inserted, in a thread, while validation runs.
+
+    Both mostly wait on PostgreSQL, each on its own connection, so on two cores they overlap.
+    The prints are written in one transaction that commits only after `commit()` (the run
+    validated); `abandon()` rolls it back, cancelling a statement in flight, so a run that
+    fails validation leaves no prints behind."""
+
+    def __init__(
+        self,
+        source_read_path: str,
+        target: connection.Target,
+        bypass: bool,
+        comps: list[Component],
+        tenants: list[str] | None,
+        mappers: dict,
+        run_id: str,
+    ):
+        self._decided = threading.Event()
+        self._keep = False
+        self._conn: psycopg.Connection | None = None
+        self._error: BaseException | None = None
+        self.written = threading.Event()  # every print written, the commit still pending
+        self.recorded = 0
+        args = (source_read_path, target, bypass, comps, tenants, mappers, run_id)
+        self._thread = threading.Thread(target=self._run, args=args, name="sync-baseline")
+        self._thread.start()
+
+    def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
+        con = None
+        try:
+            con = duck.connect(source_read_path)
+            with connection.connect(target) as conn:
+                self._conn = conn
+                with conn.transaction():
+                    total = 0
+                    for comp in comps:  # one batch of prints in memory at a time
+                        if self._decided.is_set() and not self._keep:
+                            raise _Abandoned
+                        prints = source_print_batches(con, comp, tenants, mappers.get(comp.name))
+                        total += sync_ledger.write_prints(
+                            conn, run_id, comp, prints, bypass, ledger_only=True
+                        )
+                    self.written.set()
+                    self._decided.wait()
+                    if not self._keep:
+                        raise _Abandoned  # rolls the transaction back
+                self.recorded = total
+        except _Abandoned:
+            pass
+        except BaseException as exc:  # reported by commit(); nothing was committed
+            self._error = exc
+        finally:
+            self._conn = None
+            if con is not None:
+                con.close()
+
+    def commit(self) -> int:
+        """The run validated: commit the prints (waiting for them); returns how many."""
+        self._keep = True
+        self._decided.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.recorded
+
+    def abandon(self) -> None:
+        """The run failed: write nothing, and stop soon."""
+        self._decided.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel_safe(timeout=5)
+            except psycopg.Error:
+                pass
+        self._thread.join()
+
+
+class _Abandoned(Exception):
+    pass

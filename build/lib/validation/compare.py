@@ -1,0 +1,582 @@
+"""Count, checksum and JSONB-aware comparison of one component across SQLite and PostgreSQL.
+
+Both sides are read through DuckDB (the target with `postgres_query`, so tenant and sample
+filters run inside PostgreSQL). Every record gets a fingerprint: the first 8 bytes of SHA-256
+over the canonical text of each column (JSON in PostgreSQL's own jsonb text form, UUIDs in
+canonical form, timestamps as exact epoch seconds, BLOBs as hex, NULL as its own marker).
+The source side is computed in Python from SQLite's values; the target side is computed
+inside PostgreSQL from the stored row (`sha256` of the same text), so only keys and
+fingerprints travel, never the rows' text. Counts compare the
+keys of every record; fingerprints compare every record (full comparison) or a deterministic
+sample picked by xxhash of the record key, the same records on both sides. Each fingerprint
+mismatch is then compared column by column, JSON structurally, to say which field differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from psycopg import sql
+
+from sources.components import (
+    BLOB,
+    BOOL,
+    EPOCH,
+    EPOCH_OPEN,
+    HEXID,
+    JSON,
+    SCOPE,
+    TEXT_ARRAY,
+    UUID,
+    VECTOR,
+    Component,
+)
+from sources.key_routing import (
+    ROUTED,
+    UNREACHABLE,
+    VALUE_COLUMN,
+    KeyMapper,
+    key_columns,
+    pg_lookup,
+    route_of,
+)
+from sources.memory_values import OPEN_END, pg_scope, vector_hex
+from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
+from validation.duck import source_tables
+
+NULL = "\x01"
+FP_BYTES = 8  # of SHA-256: a wrong row passes with odds 2**-64
+_TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
+SOURCE_PRINTS = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("nkey", pa.string()),
+        ("llmspell_key", pa.string()),
+        ("picked", pa.bool_()),
+        ("fp", pa.binary()),
+        # what llmspell's PostgreSQL `get` must return (GetPrinter; null without a layout)
+        ("unreachable", pa.bool_()),  # under no key: read-back skips it
+        ("answers_to", pa.string()),  # the key `get` finds it under, if not its SQLite key
+        ("get_table", pa.string()),  # the row `get(answers_to)` reads (null: key refused)
+        ("get_ident", pa.string()),
+        ("value_fp", pa.binary()),  # `fingerprint` of the value `get` must return
+    ]
+)
+GET_FIELDS = ("unreachable", "answers_to", "get_table", "get_ident", "value_fp")
+GET_LAYOUT = b"get_layout"  # schema metadata: the key layout the get columns were routed by
+SAMPLE_BUCKETS = 10_000
+MAX_REPORTED = 20
+MAX_EXPLAINED = 200
+_BATCH = 5_000
+
+
+def sampled(tenant: str, llmspell_key: str, percent: float) -> bool:
+    """Deterministic sample by record key: both sides, and every run, pick the same records."""
+    if percent >= 100:
+        return True
+    h = xxhash.xxh3_64_intdigest(f"{tenant}\x1f{llmspell_key}".encode("utf-8", "surrogatepass"))
+    return h % SAMPLE_BUCKETS < percent * (SAMPLE_BUCKETS / 100)
+
+
+def short(value, limit: int = 60) -> str:
+    text = NULL if value is None else str(value)
+    if text == NULL:
+        return "NULL"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- canonical values ----------------------------------------------------------------------
+_ARRAY_NOT_NULL = "text_array_not_null"  # a TEXT_ARRAY whose NULL is stored as '{}'
+
+
+def canon_kind(col) -> str:
+    """The column's kind as the canonical form sees it."""
+    return _ARRAY_NOT_NULL if col.kind == TEXT_ARRAY and col.empty_when_null else col.kind
+
+
+def source_canon(kind: str, value) -> str:
+    if value is None:
+        return "[]" if kind == _ARRAY_NOT_NULL else NULL
+    try:
+        if kind in (JSON, TEXT_ARRAY, _ARRAY_NOT_NULL):
+            return jsonb_text(value)
+        if kind == BOOL:
+            return "true" if int(value) else "false"
+        if kind in (HEXID, UUID):
+            return canonical_uuid(value)
+        if kind == BLOB:
+            return (value.encode("utf-8") if isinstance(value, str) else bytes(value)).hex()
+        if kind == EPOCH_OPEN and value == OPEN_END:
+            return "infinity"
+        if kind in (EPOCH, EPOCH_OPEN):
+            return str(int(value)) if float(value).is_integer() else repr(value)
+        if kind == VECTOR:
+            return vector_hex(value)
+        if kind == SCOPE:
+            return pg_scope(value)
+    except (ValueError, TypeError, AttributeError):
+        return f"\x02{value!r}"  # not storable: can never match a stored value
+    return str(value)
+
+
+def target_expr(col) -> sql.Composable:
+    """PostgreSQL expression giving the column's canonical text."""
+    ident = sql.Identifier(col.name)
+    if col.kind == EPOCH:
+        return sql.SQL("trim_scale(extract(epoch FROM {}))::text").format(ident)
+    if col.kind == EPOCH_OPEN:  # 'infinity' is the open end on both sides
+        return sql.SQL(
+            "CASE WHEN isfinite({c}) THEN trim_scale(extract(epoch FROM {c}))::text "
+            "ELSE {c}::text END"
+        ).format(c=ident)
+    if col.kind == VECTOR:  # the f32 values, big-endian, after vector_send's 4-byte header
+        return sql.SQL("encode(substr(vector_send({}), 5), 'hex')").format(ident)
+    if col.kind == BLOB:
+        return sql.SQL("encode({}, 'hex')").format(ident)
+    if col.kind == TEXT_ARRAY:
+        return sql.SQL("to_jsonb({})::text").format(ident)
+    return sql.SQL("{}::text").format(ident)
+
+
+SEPARATOR = "\x1f"
+
+
+def fingerprint(values: Iterable[str]) -> bytes:
+    """What `target_fingerprint_expr` computes inside PostgreSQL, from the source's values."""
+    text = SEPARATOR.join(values).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).digest()[:FP_BYTES]
+
+
+def target_fingerprint_expr(columns) -> sql.Composable:
+    """PostgreSQL expression: `fingerprint` of a stored row's canonical texts (NULL as the
+    NULL marker), computed by the server so the row's text never leaves it."""
+    parts = sql.SQL(", ").join(
+        sql.SQL("coalesce({}, chr(1))").format(target_expr(c)) for c in columns
+    )
+    return sql.SQL("substr(sha256(convert_to(concat_ws(chr(31), {}), 'UTF8')), 1, {})").format(
+        parts, sql.Literal(FP_BYTES)
+    )
+
+
+class GetPrinter:
+    """Where llmspell's PostgreSQL `get` finds each source record and the print of the value
+    it must return there. Computed with the source fingerprints (one parse of each
+    document), so read-back sends PostgreSQL keys and 8-byte prints, never the documents."""
+
+    def __init__(self, comp: Component, layout: str):
+        names = comp.column_names
+        self.comp = comp
+        self.layout = layout
+        self.key_at = [names.index(c) for c in key_columns(comp)]
+        self.value_at = names.index(VALUE_COLUMN[comp.pg_table])
+        self.value_kind = canon_kind(comp.columns[self.value_at])
+
+    def record(self, lkey: str, values: tuple, value_text: str | None) -> tuple:
+        """The `GET_FIELDS` of one record from its SQLite column values; `value_text` is the
+        canonical text of its value (None: not sampled, no print)."""
+        r = route_of(self.comp, tuple(values[i] for i in self.key_at), self.layout)
+        if r.status == UNREACHABLE:
+            return True, None, None, None, None
+        found = pg_lookup(r.answers_to)
+        return (
+            False,
+            None if r.answers_to == lkey else r.answers_to,
+            found[0] if found else None,
+            found[2] if found else None,
+            None if value_text is None else fingerprint([value_text]),
+        )
+
+
+def get_printer(comp: Component, layout: str | None) -> GetPrinter | None:
+    return GetPrinter(comp, layout) if layout and comp.name in ROUTED else None
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass
+class Mismatch:
+    component: str
+    tenant_id: str
+    key: str
+    column: str
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.component} tenant={self.tenant_id} key={self.key!r} {self.column}: "
+            f"source={self.source} target={self.target}"
+        )
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ComponentResult:
+    component: str
+    mode: str = "full"  # full | sample
+    sample_percent: float = 100.0
+    source_count: int = 0
+    target_count: int = 0
+    per_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    missing_count: int = 0
+    compared: int = 0
+    matched: int = 0
+    json_compared: int = 0
+    mismatch_count: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    knn_queries: int = 0  # vector tables: nearest-neighbour queries compared
+    knn_failed: int = 0
+    seconds: float = 0.0
+    readback: object | None = None  # validation.readback.Readback: llmspell's get() replayed
+    # False for a table checked along with a component (artifact_content with artifacts):
+    # its rows are not the plan's records, so run totals leave them out.
+    records: bool = True
+
+    @property
+    def counts_ok(self) -> bool:
+        return self.missing_count == 0 and self.source_count == self.target_count
+
+    @property
+    def readback_ok(self) -> bool:
+        return self.readback is None or self.readback.mismatch_count == 0
+
+    @property
+    def passed(self) -> bool:
+        return self.counts_ok and self.mismatch_count == 0 and self.readback_ok
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("mismatches", "readback")}
+        d["seconds"] = round(self.seconds, 3)
+        d["mismatches"] = [m.to_dict() for m in self.mismatches]
+        d["readback"] = self.readback.to_dict() if self.readback is not None else None
+        d["passed"] = self.passed
+        return d
+
+
+# -- the comparison ------------------------------------------------------------------------
+class ComponentComparer:
+    """Compares one component; `targets` maps a DuckDB alias to the tenant it sees (None = all)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        comp: Component,
+        targets: dict[str, str | None],
+        tenants: list[str] | None = None,
+        mapper: KeyMapper | None = None,
+        layout: str | None = None,
+    ):
+        self.con = con
+        self.comp = comp
+        self.mapper = mapper  # the key layout: source rows are compared as they are written
+        self.gets = get_printer(comp, layout)  # and where llmspell's `get` finds them
+        self.targets = targets
+        self.tenants = tenants
+        self.kinds = [canon_kind(c) for c in comp.columns]
+        self.names = comp.column_names
+        self.key_index = self.names.index(comp.key_column)
+        self.tenant_index = self.names.index("tenant_id")
+        self.key_is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
+        self.source = comp.source_from("src.", source_tables(con))
+
+    # source side -------------------------------------------------------------------------
+    def _source_batches(self) -> Iterator[pa.RecordBatch]:
+        cols = ", ".join(f'"{n}"' for n in self.names)
+        where = ""
+        params: list = []
+        if self.tenants:
+            where = f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
+            params = list(self.tenants)
+        query = f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} FROM {self.source}{where}"
+        reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
+        yield from reader
+
+    def _natural_key(self, raw) -> str:
+        return uuid_key(raw) if self.key_is_uuid else raw
+
+    def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
+        """Every source record's key, whether it is sampled, and (if so) its fingerprint, and
+        with a key layout what `get` must find (`GetPrinter`); built batch by batch into
+        Arrow so memory stays small."""
+        schema = SOURCE_PRINTS
+        if self.gets is not None:
+            schema = schema.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
+        parts = [schema.empty_table()]
+        kinds = self.kinds
+        gets = self.gets
+        for batch in self._source_batches():
+            out: list[list] = [[] for _ in SOURCE_PRINTS]
+            tenants, nkeys, lkeys, picks, fps = out[:5]
+            get_columns = out[5:]
+            columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            for raw in zip(*columns):
+                row = raw if self.mapper is None else self.mapper.row(raw)
+                lkey, values = row[0], row[1:]
+                tenant = values[self.tenant_index]
+                nkey = self._natural_key(values[self.key_index])
+                if only is not None and (tenant, nkey) not in only:
+                    continue
+                pick = sampled(tenant, lkey, percent)
+                texts = [source_canon(k, v) for k, v in zip(kinds, values)] if pick else None
+                tenants.append(tenant)
+                nkeys.append(nkey)
+                lkeys.append(lkey)
+                picks.append(pick)
+                fps.append(fingerprint(texts) if texts else None)
+                if gets is not None:  # routed on the SQLite columns, before any re-keying
+                    text = texts[gets.value_at] if texts else None
+                    for column, item in zip(get_columns, gets.record(lkey, raw[1:], text)):
+                        column.append(item)
+            n = len(tenants)
+            arrays = [
+                pa.array(values if values or not n else [None] * n, f.type)
+                for values, f in zip(out, SOURCE_PRINTS)
+            ]
+            parts.append(pa.table(arrays, schema=schema))
+        return pa.concat_tables(parts)
+
+    # target side -------------------------------------------------------------------------
+    def _target_query(
+        self,
+        alias: str,
+        tenant: str | None,
+        select: sql.Composable,
+        keys: list[tuple[str, str]] | None,
+    ) -> pa.RecordBatchReader:
+        """Run `select` inside PostgreSQL (filters pushed down) and stream the result."""
+        conds = []
+        if tenant is not None:
+            conds.append(sql.SQL("tenant_id = {}").format(sql.Literal(tenant)))
+        elif self.tenants:
+            conds.append(sql.SQL("tenant_id = ANY({})").format(sql.Literal(list(self.tenants))))
+        if keys is not None:
+            key_type = sql.SQL(self.comp.column(self.comp.key_column).pg_type)
+            conds.append(
+                sql.SQL(
+                    "(tenant_id, {key}) IN (SELECT u.t, u.k::{kt} FROM unnest({ts}::text[], "
+                    "{ks}::text[]) AS u(t, k))"
+                ).format(
+                    key=sql.Identifier(self.comp.key_column),
+                    kt=key_type,
+                    ts=sql.Literal([k[0] for k in keys]),
+                    ks=sql.Literal([k[1] for k in keys]),
+                )
+            )
+        query = sql.SQL("SELECT {select} FROM llmspell.{table}{where}").format(
+            select=select,
+            table=sql.Identifier(self.comp.pg_table),
+            where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL(""),
+        )
+        text = query.as_string(None)
+        return self.con.execute(
+            "SELECT * FROM postgres_query(?, ?)", [alias, text]
+        ).to_arrow_reader(_BATCH)
+
+    def _key_select(self, prefix: str = "") -> sql.Composable:
+        return sql.SQL("tenant_id AS {}, {}::text AS {}").format(
+            sql.Identifier(f"{prefix}tenant_id"),
+            sql.Identifier(self.comp.key_column),
+            sql.Identifier(f"{prefix}nkey"),
+        )
+
+    def target_keys(self, tenant: str | None = None) -> pa.Table:
+        """Every target key (of `tenant`'s rows only, if given)."""
+        parts = [r.read_all() for r in self._per_target(self._key_select(), None, tenant)]
+        return pa.concat_tables(parts) if parts else _TARGET_PRINTS.empty_table().drop(["fp"])
+
+    def target_rows(self, keys: list[tuple[str, str]] | None) -> Iterator[pa.RecordBatch]:
+        """The target's rows (all of them, or those with `keys`) as canonical text, in batches
+        so memory stays bounded by the batch, not by the table."""
+        select = (
+            self._key_select("k_")
+            + sql.SQL(", ")
+            + sql.SQL(", ").join(
+                target_expr(c) + sql.SQL(" AS {}").format(sql.Identifier(c.name))
+                for c in self.comp.columns
+            )
+        )
+        for reader in self._per_target(select, keys):
+            yield from reader
+
+    def _per_target(
+        self,
+        select: sql.Composable,
+        keys: list[tuple[str, str]] | None,
+        only_tenant: str | None = None,
+    ) -> Iterator[pa.RecordBatchReader]:
+        """`select` on each attached target (one per tenant for a role under RLS), limited to
+        the `keys` of that target's tenant when keys are given, and to `only_tenant`'s rows."""
+        for alias, tenant in self.targets.items():
+            if only_tenant is not None:
+                if tenant not in (None, only_tenant):
+                    continue
+                tenant = only_tenant
+            wanted = keys
+            if keys is not None and tenant is not None:
+                wanted = [k for k in keys if k[0] == tenant]
+                if not wanted:
+                    continue
+            yield self._target_query(alias, tenant, select, wanted)
+
+    def target_fingerprints(
+        self, keys: list[tuple[str, str]] | None, tenant: str | None = None
+    ) -> pa.Table:
+        """Keys and fingerprints of the target's rows (all, or those with `keys`; of
+        `tenant` only, if given), hashed by PostgreSQL: only 8 bytes a row come back."""
+        select = (
+            self._key_select()
+            + sql.SQL(", ")
+            + target_fingerprint_expr(self.comp.columns)
+            + sql.SQL(" AS fp")
+        )
+        parts = [_TARGET_PRINTS.empty_table()]
+        parts += [r.read_all().cast(_TARGET_PRINTS) for r in self._per_target(select, keys, tenant)]
+        return pa.concat_tables(parts)
+
+    # field-level explanation -------------------------------------------------------------
+    def explain(self, tenant: str, nkey: str, lkey: str) -> list[Mismatch]:
+        """Which columns of one record differ; an empty list means equal in content."""
+        src = self.con.execute(
+            f"SELECT {', '.join(chr(34) + n + chr(34) for n in self.names)} "
+            f"FROM {self.source} WHERE tenant_id = ? AND {self.comp.key_sql} = ?",
+            [tenant, lkey],
+        ).fetchone()
+        if src is not None and self.mapper is not None:
+            src = self.mapper.row((lkey, *src))[1:]
+        batches = list(self.target_rows([(tenant, nkey)]))
+        tgt_table = pa.Table.from_batches(batches) if batches else None
+        tgt = None
+        if tgt_table is not None and tgt_table.num_rows:
+            tgt = [tgt_table.column(n)[0].as_py() for n in self.names]
+        out = []
+        if src is None or tgt is None:
+            return [
+                Mismatch(
+                    self.comp.name,
+                    tenant,
+                    lkey,
+                    "*",
+                    "present" if src else "absent",
+                    "present" if tgt else "absent",
+                )
+            ]
+        for name, kind, s, t in zip(self.names, self.kinds, src, tgt):
+            if kind == JSON and s is not None and t is not None:
+                diff = json_difference(s, t)
+                if diff:
+                    out.append(
+                        Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}", short(s), short(t))
+                    )
+                continue
+            if source_canon(kind, s) != (NULL if t is None else t):
+                out.append(
+                    Mismatch(
+                        self.comp.name, tenant, lkey, name, short(source_canon(kind, s)), short(t)
+                    )
+                )
+        return out
+
+    # all together ------------------------------------------------------------------------
+    def _compare_tenant(
+        self, tenant: str, src: pa.Table, everything: bool, result: ComponentResult
+    ) -> list[tuple[str, str, str]]:
+        """Counts, missing keys and compared prints of one tenant's source prints `src` into
+        `result`; returns the records whose prints differ (tenant, nkey, SQLite key)."""
+        if everything:
+            # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
+            tgt = self.target_fingerprints(None, tenant)
+            tgt_keys = tgt.select(["tenant_id", "nkey"])
+        else:
+            tgt_keys = self.target_keys(tenant)
+            picked = src.filter(src.column("picked"))
+            keys = [(tenant, k) for k in picked.column("nkey").to_pylist()]
+            tgt = self.target_fingerprints(keys, tenant) if keys else _TARGET_PRINTS.empty_table()
+        con = self.con
+        con.register("v_src", src)
+        con.register("v_tgt_keys", tgt_keys)
+        con.register("v_tgt", tgt)
+        try:
+            n_src, n_tgt = con.execute(
+                "SELECT count(*), count(t.nkey) FROM v_src s "
+                "LEFT JOIN v_tgt_keys t USING (tenant_id, nkey)"
+            ).fetchone()
+            if n_src:
+                result.per_tenant[tenant] = {"source": n_src, "target": n_tgt}
+            result.source_count += n_src
+            result.target_count += n_tgt
+            missing = con.execute(
+                "SELECT s.tenant_id, s.llmspell_key FROM v_src s ANTI JOIN v_tgt_keys t "
+                "USING (tenant_id, nkey) ORDER BY 1, 2"
+            ).fetchall()
+            result.missing_count += len(missing)
+            room = MAX_REPORTED - len(result.missing)
+            result.missing += [f"{t}/{k}" for t, k in missing[: max(0, room)]]
+            result.compared += con.execute(
+                "SELECT count(*) FROM v_src s JOIN v_tgt t USING (tenant_id, nkey) WHERE s.picked"
+            ).fetchone()[0]
+            return con.execute(
+                "SELECT s.tenant_id, s.nkey, s.llmspell_key FROM v_src s JOIN v_tgt t "
+                "USING (tenant_id, nkey) WHERE s.picked AND s.fp <> t.fp ORDER BY 1, 3"
+            ).fetchall()
+        finally:
+            for view in ("v_src", "v_tgt_keys", "v_tgt"):
+                con.unregister(view)
+
+    def effective_percent(self, percent: float, full_threshold: int) -> float:
+        """100 when the component is below the full-comparison threshold, else `percent`."""
+        count = self.con.execute(
+            f"SELECT count(*) FROM {self.source}"
+            + (
+                f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
+                if self.tenants
+                else ""
+            ),
+            list(self.tenants or []),
+        ).fetchone()[0]
+        return 100.0 if percent >= 100 or count < full_threshold else float(percent)
+
+    def run(
+        self,
+        percent: float,
+        full_threshold: int,
+        only: set[tuple[str, str]] | None = None,
+        source_prints: pa.Table | None = None,
+    ) -> ComponentResult:
+        """Compare; `source_prints` are the source fingerprints if computed ahead (they must
+        come from `source_fingerprints` with the same effective percent)."""
+        started = time.perf_counter()
+        pct = self.effective_percent(percent, full_threshold)
+        full = pct >= 100
+        result = ComponentResult(
+            self.comp.name, mode="full" if full else "sample", sample_percent=pct
+        )
+        src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
+        differing: list[tuple[str, str, str]] = []
+        # One tenant at a time: memory follows the largest tenant, not the component.
+        for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
+            part = src.filter(pc.equal(src.column("tenant_id"), tenant))
+            differing += self._compare_tenant(tenant, part, full and only is None, result)
+        real = 0
+        for i, (tenant, nkey, lkey) in enumerate(differing):
+            if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is
+                real += 1
+                continue
+            found = self.explain(tenant, nkey, lkey)
+            if found:
+                real += 1
+                if len(result.mismatches) < MAX_REPORTED:
+                    result.mismatches.extend(found[: MAX_REPORTED - len(result.mismatches)])
+        result.mismatch_count = real
+        result.matched = result.compared - real
+        result.json_compared = result.compared * len(self.comp.json_columns)
+        result.seconds = time.perf_counter() - started
+        return result

@@ -1,0 +1,300 @@
+"""Read-back: replay llmspell's PostgreSQL backend `get(key)` for migrated keys and compare
+with what its SQLite backend returns, as llmspell decodes it.
+
+For every sampled record (all of them under full comparison) the key PostgreSQL answers to
+(`sources.key_routing`) is routed the way the PostgreSQL backend routes it (agent_states by
+the third key part, workflow_states by the id, sessions by UUID, else kv_store), and read as
+`llmspell_app` with `app.current_tenant_id` set (row-level security applies, as for
+llmspell), filtered by tenant as llmspell does. The comparison runs inside PostgreSQL
+first: the keys go to the server with an 8-byte print of each source value (its JSONB text,
+kv_store: its bytes; `validation.compare.GetPrinter`, computed with the source
+fingerprints), and a record matches when the row `get` finds hashes to the same print;
+no value's text travels either way. A record that does not match there is read from both
+sides and compared the slow way, decoded as serde_json decodes it and expecting JSONB's
+number forms (`sources.json_numbers`), which decides and names the difference. Records
+reported unreachable are skipped (they were allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from destinations.target_schema import act_as_tenant
+from sources import json_numbers, key_routing
+from sources.components import COMPONENTS, KV_STORE, Component
+from sources.key_routing import GET_COLUMN, VALUE_COLUMN, Reachability, pg_lookup
+from sources.sqlite_reader import SourceDB
+from validation import canonical
+from validation.compare import (
+    GET_FIELDS,
+    GET_LAYOUT,
+    SOURCE_PRINTS,
+    get_printer,
+    sampled,
+    source_canon,
+    target_fingerprint_expr,
+)
+
+APP_ROLE = "llmspell_app"
+MAX_REPORTED = 20
+_CHUNK = 10_000
+# the source prints' columns read-back uses (`source_gets` reads them from SQLite)
+_GETS = pa.schema(
+    SOURCE_PRINTS.field(n) for n in ("tenant_id", "llmspell_key", "picked", *GET_FIELDS)
+)
+
+
+@dataclass
+class Readback:
+    """One component's read-back result."""
+
+    component: str
+    compared: int = 0
+    matched: int = 0
+    skipped_unreachable: int = 0
+    mismatch_count: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    role: str = APP_ROLE
+    decoded: int = 0  # records PostgreSQL did not match, compared the slow way
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _source_rows(
+    db: SourceDB, comp: Component, tenants: list[str] | None
+) -> Iterator[tuple[str, tuple, object]]:
+    cols = key_routing.key_columns(comp)
+    value = VALUE_COLUMN[comp.pg_table]
+    where, args = db._where(tenants)
+    cur = db.conn.execute(
+        f"SELECT tenant_id, {', '.join(cols)}, {value} FROM {comp.sqlite_table}{where}", args
+    )
+    for row in cur:
+        yield row[0], tuple(row[1:-1]), row[-1]
+
+
+class Replayer:
+    """Reads keys the way llmspell's PostgreSQL backend does, on one connection."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.role = APP_ROLE
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+        except psycopg.Error:  # not allowed to become llmspell_app: read as ourselves
+            self.role = conn.execute("SELECT current_user").fetchone()[0]
+            conn.rollback()
+            self.role = str(self.role)
+
+    @contextmanager
+    def as_llmspell(self, tenant: str) -> Iterator[None]:
+        """A transaction reading as llmspell does: its role, the tenant set (RLS applies)."""
+        with self.conn.transaction():
+            if self.role == APP_ROLE:
+                self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+            act_as_tenant(self.conn, tenant)
+            yield
+
+    def get_many(self, tenant: str, keys: list[str]) -> dict[str, object]:
+        """`get(key)` for each key under `tenant`: the raw value (JSON as text, kv bytes)."""
+        by_table: dict[tuple[str, str], dict[str, str]] = {}
+        for key in keys:
+            found = pg_lookup(key)
+            if found:
+                table, column, ident = found
+                by_table.setdefault((table, column), {})[ident] = key
+        out: dict[str, object] = {}
+        with self.as_llmspell(tenant):
+            for (table, column), idents in by_table.items():
+                value = VALUE_COLUMN[table]
+                cast = "" if table == "kv_store" else "::text"
+                rows = self.conn.execute(
+                    sql.SQL(
+                        "SELECT {col}::text, {val}" + cast + " FROM llmspell.{table} "
+                        "WHERE tenant_id = %s AND {col}::text = ANY(%s)"
+                    ).format(
+                        col=sql.Identifier(column),
+                        val=sql.Identifier(value),
+                        table=sql.Identifier(table),
+                    ),
+                    (tenant, list(idents)),
+                ).fetchall()
+                for ident, val in rows:
+                    out[idents[ident]] = val
+        return out
+
+    def matching(self, tenant: str, table: str, idents: list[str], prints: list) -> list[int]:
+        """Positions (0-based) in `idents` whose row in `table`, found as `get` finds it
+        under `tenant`, holds a value with the given print; decided by PostgreSQL."""
+        try:
+            with self.as_llmspell(tenant):
+                rows = self.conn.execute(_match_query(table), (idents, prints, tenant)).fetchall()
+        except (psycopg.DataError, UnicodeError):  # a key it cannot take: the slow way
+            return []
+        return [n - 1 for (n,) in rows]
+
+
+def _component_of(table: str) -> Component:
+    return next(c for c in COMPONENTS.values() if c.pg_table == table)
+
+
+def _match_query(table: str) -> sql.Composed:
+    """Positions (1-based) whose row, found as `get` finds it, holds a value printing as
+    given (`validation.compare.target_fingerprint_expr` of the value column)."""
+    comp = _component_of(table)
+    column = GET_COLUMN[table]
+    # LATERAL ... LIMIT 1: one index lookup per key, as `get` does (a join would let the
+    # planner scan and sort the tenant's whole table for every chunk); the key is cast on
+    # the array's side, so the column's index stays usable under row-level security.
+    # Arrays go in binary (%b): psycopg's text form escapes each element in Python.
+    return sql.SQL(
+        "SELECT u.n FROM unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u(ident, fp, n) "
+        "CROSS JOIN LATERAL (SELECT {fp} AS fp FROM llmspell.{table} t WHERE t.tenant_id = %s "
+        "AND t.{col} = u.ident::{key_type} LIMIT 1) t WHERE t.fp = u.fp"
+    ).format(
+        fp=target_fingerprint_expr([comp.column(VALUE_COLUMN[table])]),
+        table=sql.Identifier(table),
+        col=sql.Identifier(column),
+        key_type=sql.SQL(comp.column(column).pg_type),
+    )
+
+
+def _as_bytes(value) -> bytes | None:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+
+
+def _compare(comp: Component, source, target) -> str | None:
+    if comp.name == KV_STORE.name:
+        src = _as_bytes(source)
+        tgt = bytes(target) if target is not None else None
+        if src == tgt:
+            return None
+        return f"value: {len(src or b'')} bytes on SQLite, {len(tgt or b'')} bytes on PostgreSQL"
+    try:
+        expected = json_numbers.llmspell_value(source, through_jsonb=True)
+    except ValueError as exc:
+        return f"SQLite value does not decode: {exc}"
+    return canonical.difference(expected, json_numbers.llmspell_value(target))
+
+
+def source_gets(
+    db: SourceDB, comp: Component, layout: str, percent: float, tenants: list[str] | None
+) -> pa.Table:
+    """The read-back columns of `validation.compare.ComponentComparer.source_fingerprints`,
+    read straight from SQLite (for callers without the source fingerprints at hand)."""
+    gets = get_printer(comp, layout)
+    assert gets is not None, comp.name
+    where, args = db._where(tenants)
+    names = comp.column_names
+    cur = db.conn.execute(
+        f"SELECT {comp.key_sql}, {', '.join(names)} FROM {comp.sqlite_table}{where}", args
+    )
+    out: list[list] = [[] for _ in _GETS]
+    tenant_at = names.index("tenant_id")
+    for lkey, *values in cur:
+        tenant = values[tenant_at]
+        pick = sampled(tenant, lkey, percent)
+        text = source_canon(gets.value_kind, values[gets.value_at]) if pick else None
+        for column, item in zip(out, (tenant, lkey, pick, *gets.record(lkey, values, text))):
+            column.append(item)
+    return pa.table([pa.array(c, f.type) for c, f in zip(out, _GETS)], schema=_GETS)
+
+
+def readback(
+    db: SourceDB,
+    conn: psycopg.Connection,
+    comp: Component,
+    reach: Reachability,
+    percent: float,
+    tenants: list[str] | None,
+    prints: pa.Table | None = None,
+) -> Readback:
+    """Replay `get` for the sampled keys of one component and compare with SQLite.
+    `prints` are the component's source fingerprints if computed ahead with read-back's
+    columns for this key layout; otherwise they are read from `db` here."""
+    if prints is None or (prints.schema.metadata or {}).get(GET_LAYOUT) != reach.layout.encode():
+        prints = source_gets(db, comp, reach.layout, percent, tenants)
+    replayer = Replayer(conn)
+    result = Readback(comp.name, role=replayer.role)
+    skip = {(x.tenant_id, x.key) for x in reach.unreachable}
+    undecided: dict[str, dict[str, str]] = {}  # tenant -> SQLite key -> key `get` reads
+    for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist()):
+        mine = _wanted(prints.filter(pc.equal(prints.column("tenant_id"), tenant)), skip, result)
+        lkeys = mine.column("llmspell_key").to_pylist()
+        tables = mine.column("get_table").to_pylist()
+        idents = mine.column("get_ident").to_pylist()
+        fps = mine.column("value_fp").to_pylist()
+        same: set[int] = set()
+        for table in {t for t in tables if t is not None}:
+            at = [i for i, t in enumerate(tables) if t == table]
+            for start in range(0, len(at), _CHUNK):
+                part = at[start : start + _CHUNK]
+                found = replayer.matching(
+                    tenant, table, [idents[i] for i in part], [fps[i] for i in part]
+                )
+                same.update(part[n] for n in found)
+        result.compared += len(lkeys)
+        result.matched += len(same)
+        if len(same) < len(lkeys):  # the key `get` reads, for the records left undecided
+            answers = mine.column("answers_to").to_pylist()
+            undecided[tenant] = {
+                lkeys[i]: answers[i] or lkeys[i] for i in range(len(lkeys)) if i not in same
+            }
+    if undecided:
+        _decide(db, comp, tenants, replayer, undecided, result)
+    conn.rollback()
+    return result
+
+
+def _wanted(prints: pa.Table, skip: set[tuple[str, str]], result: Readback) -> pa.Table:
+    """The sampled records of `prints` read-back replays; counts the unreachable ones it
+    skips (`skip`: reported unreachable, a collision say, though their key routes)."""
+    lost = pc.fill_null(prints.column("unreachable"), False)
+    if skip:
+        pairs = zip(
+            prints.column("tenant_id").to_pylist(), prints.column("llmspell_key").to_pylist()
+        )
+        lost = pc.or_(lost, pa.array([p in skip for p in pairs], pa.bool_()))
+    result.skipped_unreachable += pc.sum(lost).as_py() or 0
+    return prints.filter(pc.and_(pc.invert(lost), prints.column("picked")))
+
+
+def _decide(
+    db: SourceDB,
+    comp: Component,
+    tenants: list[str] | None,
+    replayer: Replayer,
+    undecided: dict[str, dict[str, str]],
+    result: Readback,
+) -> None:
+    """The records PostgreSQL did not match: both values read and compared as llmspell
+    decodes them, which decides and names each difference (one pass over SQLite)."""
+    values: dict[tuple[str, str], object] = {}
+    for tenant, key_values, value in _source_rows(db, comp, tenants):
+        key = key_routing.sqlite_key(comp, key_values)
+        if key in undecided.get(tenant, ()):
+            values[(tenant, key)] = value
+    for tenant, left in undecided.items():
+        got = replayer.get_many(tenant, list(set(left.values())))
+        for key, answer in left.items():
+            result.decoded += 1
+            if answer not in got:
+                problem = f"get({answer!r}) finds nothing"
+            else:
+                problem = _compare(comp, values.get((tenant, key)), got[answer])
+            if problem is None:
+                result.matched += 1
+                continue
+            result.mismatch_count += 1
+            if len(result.mismatches) < MAX_REPORTED:
+                shown = key if key == answer else f"{key} (read as {answer})"
+                result.mismatches.append(f"{comp.name} tenant={tenant} key={shown}: {problem}")

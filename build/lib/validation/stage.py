@@ -1,0 +1,246 @@
+"""The validation stage as the engine and `verify` run it: every component of a plan,
+compared through one DuckDB session attached to both databases."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+import pyarrow as pa
+
+from destinations import connection
+from sources import components as registry
+from sources.components import VECTOR, Component
+from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
+from sources.sqlite_reader import SourceDB
+from validation import artifact_content, duck
+from validation.compare import MAX_REPORTED, ComponentComparer, ComponentResult
+from validation.readback import readback
+from validation.vector_knn import knn_check
+
+
+@dataclass
+class ValidationReport:
+    components: list[ComponentResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.components)
+
+    @property
+    def source_records(self) -> int:
+        return sum(c.source_count for c in self.components if c.records)
+
+    @property
+    def target_records(self) -> int:
+        return sum(c.target_count for c in self.components if c.records)
+
+    @property
+    def checksum_samples(self) -> int:
+        return sum(c.compared for c in self.components)
+
+    @property
+    def errors(self) -> int:
+        return sum(c.mismatch_count + c.missing_count for c in self.components)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "seconds": round(self.seconds, 3),
+            "source_records": self.source_records,
+            "target_records": self.target_records,
+            "checksum_samples": self.checksum_samples,
+            "errors": self.errors,
+            "components": [c.to_dict() for c in self.components],
+        }
+
+
+def source_tenants(con, comps: list[Component], tenants: list[str] | None) -> list[str]:
+    if tenants:
+        return sorted(tenants)
+    found: set[str] = set()
+    for comp in comps:
+        if comp.sqlite_table not in duck.source_tables(con):
+            continue
+        rows = con.execute(f"SELECT DISTINCT tenant_id FROM src.{comp.sqlite_table}").fetchall()
+        found.update(r[0] for r in rows)
+    return sorted(found)
+
+
+class Validator:
+    """One DuckDB session with the source and the target attached, reused across components."""
+
+    def __init__(
+        self,
+        source_read_path: str,
+        target_dsn: str,
+        bypass_rls: bool,
+        comps: list[Component],
+        tenants: list[str] | None = None,
+        mappers: dict[str, KeyMapper] | None = None,
+    ):
+        self.con = duck.connect(source_read_path)
+        self.source_read_path = source_read_path
+        self.target_dsn = target_dsn
+        self.tenants = tenants
+        self.mappers = mappers or {}  # the key layout's re-keying, per component
+        if bypass_rls:
+            self.targets: dict[str, str | None] = {"tgt": None}
+        else:
+            self.targets = {}
+            for i, tenant in enumerate(source_tenants(self.con, comps, tenants)):
+                alias = f"tgt_{i}"
+                duck.attach_target(self.con, target_dsn, alias, tenant)
+                self.targets[alias] = tenant
+        if bypass_rls:
+            duck.attach_target(self.con, target_dsn, "tgt")
+
+    def compare(
+        self,
+        comp: Component,
+        percent: float,
+        threshold: int,
+        only: set[tuple[str, str]] | None = None,
+        source_prints: pa.Table | None = None,
+    ) -> ComponentResult:
+        comparer = self.comparer(comp)
+        result = comparer.run(percent, threshold, only, source_prints)
+        if only is None and any(c.kind == VECTOR for c in comp.columns):
+            knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
+            result.knn_queries = knn.queries
+            result.knn_failed = len(knn.problems)
+            result.mismatch_count += len(knn.problems)
+            result.mismatches.extend(knn.problems[: max(0, MAX_REPORTED - len(result.mismatches))])
+        return result
+
+    def comparer(self, comp: Component, layout: str | None = None) -> ComponentComparer:
+        """`comp`'s comparer; with `layout`, its source prints carry read-back's columns."""
+        return ComponentComparer(
+            self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name), layout
+        )
+
+    def validate(
+        self,
+        comps: list[Component],
+        percent: float,
+        threshold: int,
+        source_print_files: dict[str, str] | None = None,
+        reach: dict[str, Reachability] | None = None,
+        on_component: Callable[[str], None] | None = None,
+    ) -> ValidationReport:
+        """Validate each component; `source_print_files` (from `source_prints_to_files`) are
+        read one component at a time, memory-mapped. With `reach` (the key routing of every
+        record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
+        `on_component` hears each component validated (for progress)."""
+        started = time.perf_counter()
+        report = ValidationReport()
+        # A component's read-back runs on its own connection beside its comparison (DuckDB
+        # and psycopg both wait on PostgreSQL without the GIL): the server's cores work at once.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
+        try:
+            for comp in comps:
+                pct = self.compare_percent(comp, percent, threshold)
+                routes = reach.get(comp.name) if reach is not None else None
+                path = (source_print_files or {}).get(comp.name)
+                if path:
+                    prints = pa.ipc.open_file(pa.memory_map(path)).read_all()
+                else:  # one pass for the comparison and read-back's prints
+                    layout = routes.layout if routes is not None else None
+                    prints = self.comparer(comp, layout).source_fingerprints(pct, None)
+                future = None
+                if routes is not None:
+                    future = pool.submit(self.readback, comp, routes, pct, prints)
+                result = self.compare(comp, percent, threshold, None, prints)
+                if future is not None:
+                    result.readback = future.result()
+                report.components.append(result)
+                if comp.name == "artifacts":  # and the content they refer to, bytes included
+                    report.components.append(self.compare_content(comps, percent, threshold))
+                if on_component is not None:
+                    on_component(comp.name)
+        finally:  # a failure or Ctrl-C does not wait for a read-back still running
+            pool.shutdown(wait=False, cancel_futures=True)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def compare_percent(self, comp: Component, percent: float, threshold: int) -> float:
+        """The percent `compare` will use for `comp` (100 below the full threshold)."""
+        return self.comparer(comp).effective_percent(percent, threshold)
+
+    def readback(
+        self, comp: Component, reach: Reachability, percent: float, prints: pa.Table | None
+    ):
+        """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
+        with (
+            SourceDB(self.source_read_path, snapshot=False) as db,
+            psycopg.connect(self.target_dsn) as conn,
+        ):
+            return readback(db, conn, comp, reach, percent, self.tenants, prints)
+
+    def compare_content(
+        self, comps: list[Component], percent: float, threshold: int
+    ) -> ComponentResult:
+        """Artifact content, compared through psycopg and sqlite3 (bytes streamed)."""
+        src = sqlite3.connect(f"file:{self.source_read_path}?mode=ro", uri=True)
+        try:
+            with connection.connect(self.target_dsn) as conn:
+                tenants = source_tenants(self.con, comps, self.tenants)
+                return artifact_content.compare(src, conn, tenants, percent, threshold)
+        finally:
+            src.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def source_prints_to_files(
+    source_read_path: str,
+    comp_names: list[str],
+    tenants: list[str] | None,
+    percent: float,
+    threshold: int,
+    out_dir: str,
+    layout: str | None = None,
+    keep_verbatim: dict[str, set[tuple[str, str]]] | None = None,
+) -> dict[str, str]:
+    """Compute the source side's fingerprints into Arrow files, one per component.
+
+    Runs in a worker process while the copy stage loads PostgreSQL: the copy waits on the
+    server, so the source side of validation costs no wall time there (the second core)."""
+    con = duck.connect(source_read_path)
+    out: dict[str, str] = {}
+    comps = [registry.get(n) for n in comp_names]
+    mapped: dict[str, KeyMapper] = {}
+    if layout:
+        if keep_verbatim is None:  # started before pre-flight: classify on its own
+            with SourceDB(source_read_path, snapshot=False) as db:
+                reach = classify_db(db, comps, tenants, layout)
+            keep_verbatim = {n: r.keep_verbatim for n, r in reach.items()}
+        mapped = mappers(comps, layout, keep_verbatim)
+    try:
+        for comp in comps:
+            name = comp.name
+            comparer = ComponentComparer(con, comp, {}, tenants, mapped.get(name), layout)
+            table = comparer.source_fingerprints(
+                comparer.effective_percent(percent, threshold), None
+            )
+            path = f"{out_dir}/{name}.arrow"
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.chmod(path, 0o600)  # fingerprints of private records: owner only
+            out[name] = path
+    finally:
+        con.close()
+    return out
