@@ -67,11 +67,17 @@ def run_line(line: str, cwd: Path, env: dict[str, str], source: Path):
 
 
 def test_readme_quick_start(tmp_path, sample_sqlite, target_db):
+    """As a new user types it: no --source, the tool finds llmspell's default database."""
     lines = quick_start_commands()
     assert len(lines) == 4, lines
     assert lines[0].startswith(".venv/bin/python -m pipelines.migrate plan ")
-    assert GUIDE_SOURCE in lines[0]
-    env = _env(target_db.dsn)
+    assert "--source" not in lines[0]
+    home = tmp_path / "home"
+    default = home / ".llmspell" / "data" / "llmspell.db"
+    default.parent.mkdir(parents=True)
+    shutil.copyfile(sample_sqlite, default)
+    env = {**_env(target_db.dsn), "HOME": str(home)}
+    env.pop("XDG_CONFIG_HOME", None)
     outputs = []
     for line in lines:
         proc = run_line(line, tmp_path, env, sample_sqlite)
@@ -79,14 +85,15 @@ def test_readme_quick_start(tmp_path, sample_sqlite, target_db):
         outputs.append(proc.stdout)
     plan_out, cat_out, dry_out, exec_out = outputs
     assert 'Migration plan generated: "migration.toml"' in plan_out
+    assert f"Source file: {default}" in plan_out
     assert "agent_state: 120 records" in plan_out
-    assert "components:" in cat_out and "name: sessions" in cat_out
+    assert "found_by: " in cat_out and "name: sessions" in cat_out
     assert "[DRY-RUN] Pre-flight validation passed" in dry_out
     assert "Status: SUCCESS" in exec_out
     assert target_db.count("agent_states") == 120
     assert target_db.count("workflow_states") == 40
     assert target_db.count("sessions") == 50
-    assert target_db.count("kv_store") == 0  # not in the quick start's component list
+    assert target_db.count("kv_store") == 60  # --components all: every store holding records
 
 
 def _plan(tmp_path, sample_sqlite, env) -> Path:
