@@ -46,9 +46,7 @@ def _run_script(tmp_path: Path, body: str) -> tuple[subprocess.CompletedProcess,
     return proc, lines
 
 
-def test_execute_from_a_script_without_main_guard_runs_it_once(
-    tmp_path, sample_sqlite, target_db
-):
+def test_execute_from_a_script_without_main_guard_runs_it_once(tmp_path, sample_sqlite, target_db):
     plan = tmp_path / "p.toml"
     api.make_plan("agent_state,kv_store", output=plan, source=sample_sqlite, target=target_db.dsn)
     proc, runs = _run_script(
