@@ -83,6 +83,50 @@ def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
     return _one_run(conn, "run_id = %s", (run_id,))
 
 
+# How this version fingerprints what a run wrote (`record_prints`; `runs.print_scheme`):
+# source records by MD5 of their canonical text (`pipelines.sync_baseline`), target rows by
+# SHA-256 of theirs (`destinations.row_text`). A run without it (NULL) was recorded by an
+# earlier version with DuckDB's `hash()` and PostgreSQL's `hashtextextended`, which neither
+# engine promises across versions: its prints are never compared with these.
+PRINT_SCHEME = "md5-sha256-canonical-1"
+
+
+def _has_print_scheme(conn: psycopg.Connection) -> bool:
+    """Whether `runs` has its print_scheme column (a bookkeeping schema from before has not:
+    execute and sync add it, a dry-run does not)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'runs' AND column_name = 'print_scheme'",
+            (BOOKKEEPING_SCHEMA,),
+        ).fetchone()
+        is not None
+    )
+
+
+def print_scheme(conn: psycopg.Connection, run_id: str) -> str | None:
+    """How `run_id`'s prints were taken (None: before PRINT_SCHEME existed)."""
+    if not _has_print_scheme(conn):
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT print_scheme FROM {}.runs WHERE run_id = %s").format(_BOOK), (run_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def runs_printed_otherwise(conn: psycopg.Connection, fingerprints: list[str]) -> list[str]:
+    """Completed runs of these plan fingerprints whose prints are not PRINT_SCHEME's."""
+    scheme = sql.SQL("print_scheme" if _has_print_scheme(conn) else "NULL::text")
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT run_id FROM {}.runs WHERE plan_fingerprint = ANY(%s) AND status = %s "
+            "AND {} IS DISTINCT FROM %s ORDER BY started_at"
+        ).format(_BOOK, scheme),
+        (fingerprints, COMPLETED, PRINT_SCHEME),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def start_run(
     conn: psycopg.Connection,
     run_id: str,
@@ -96,9 +140,9 @@ def start_run(
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
-            "backup_path, tenants) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            "backup_path, tenants, print_scheme) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(_BOOK),
-        (run_id, fingerprint, RUNNING, components, source_path, backup_path, tenants),
+        (run_id, fingerprint, RUNNING, components, source_path, backup_path, tenants, PRINT_SCHEME),
     )
     conn.commit()
 

@@ -22,6 +22,8 @@ from psycopg import sql
 
 from destinations import run_ledger
 from destinations.postgres_writer import table_csv
+from destinations.row_text import row_print
+from destinations.run_ledger import PRINT_SCHEME
 from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
 from sources.components import Component
 
@@ -78,9 +80,14 @@ def _for_tenants(conn: psycopg.Connection, tenants: Iterable[str], bypass: bool)
         yield tenant
 
 
-def row_hash(alias: str = "t") -> sql.Composed:
-    """PostgreSQL's fingerprint of a whole target row (every column, its text form)."""
-    return sql.SQL("hashtextextended({}::text, 0)").format(sql.Identifier(alias))
+def row_hash(comp: Component, alias: str = "t", scheme: str | None = PRINT_SCHEME) -> sql.Composed:
+    """The target print of a whole row (every column): SHA-256 of its canonical text
+    (`destinations.row_text.row_print`). A run recorded before PRINT_SCHEME (`scheme` None)
+    stored PostgreSQL's `hashtextextended(row::text)`: only reading such a run back (rollback
+    of an old sync) computes it again."""
+    if scheme is None:
+        return sql.SQL("hashtextextended({}::text, 0)").format(sql.Identifier(alias))
+    return row_print(comp, alias)
 
 
 STAGE = "llmspell_migrate_prints_stage"
@@ -145,7 +152,7 @@ def prints_insert_sql(comp: Component, ledger_only: bool, per_tenant: bool) -> s
         "ON t.tenant_id = s.tenant_id AND t.{key} = s.{skey}{where}{tail}"
     ).format(
         book=_BOOK,
-        hash=row_hash(),
+        hash=row_hash(comp),
         stage=sql.Identifier(STAGE),
         ledger=ledger if ledger_only else sql.SQL(""),
         join=sql.SQL("JOIN" if ledger_only else "LEFT JOIN"),
@@ -218,14 +225,19 @@ def write_prints(
 
 
 def target_prints(
-    conn: psycopg.Connection, comp: Component, keys: dict[str, list[str]], bypass: bool
+    conn: psycopg.Connection,
+    comp: Component,
+    keys: dict[str, list[str]],
+    bypass: bool,
+    scheme: str | None = PRINT_SCHEME,
 ) -> dict[tuple[str, str], int]:
-    """The fingerprint of each target row with these keys (per tenant), as it is now."""
+    """The fingerprint of each target row with these keys (per tenant), as it is now (as
+    `scheme` computes it: see `row_hash`)."""
     query = sql.SQL(
         "SELECT tenant_id, {key}::text, {hash} FROM llmspell.{table} t WHERE {match}"
     ).format(
         key=sql.Identifier(comp.key_column),
-        hash=row_hash(),
+        hash=row_hash(comp, "t", scheme),
         table=sql.Identifier(comp.pg_table),
         match=_key_match(comp),
     )
@@ -266,6 +278,7 @@ def changed_since(
     cutover, or a hand): undoing the sync would lose those writes. A written row whose print
     moved, or that is gone; a deleted key that exists again."""
     tenants = run_ledger.run_tenants(conn, run_id)
+    scheme = run_ledger.print_scheme(conn, run_id)  # its prints are compared as they were taken
     query = sql.SQL(
         "SELECT tenant_id, nkey, llmspell_key, target_fp FROM {}.record_prints "
         "WHERE run_id = %s AND component = %s"
@@ -276,7 +289,7 @@ def changed_since(
         by_tenant: dict[str, list[str]] = {}
         for tenant, nkey, _, _ in recorded:
             by_tenant.setdefault(tenant, []).append(nkey)
-        now = target_prints(conn, comp, by_tenant, bypass)
+        now = target_prints(conn, comp, by_tenant, bypass, scheme)
         for tenant, nkey, llmspell_key, written in recorded:
             current = now.get((tenant, nkey))
             where = f"{comp.name} tenant={tenant} key={llmspell_key!r}"

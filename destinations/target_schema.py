@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.runs (
     finished_at TIMESTAMPTZ
 );
 ALTER TABLE {BOOKKEEPING_SCHEMA}.runs ADD COLUMN IF NOT EXISTS tenants TEXT[];
+-- how the run's record_prints were taken (run_ledger.PRINT_SCHEME); NULL: by a version
+-- before it (DuckDB's hash(), PostgreSQL's hashtextextended), never compared with today's
+ALTER TABLE {BOOKKEEPING_SCHEMA}.runs ADD COLUMN IF NOT EXISTS print_scheme TEXT;
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.written_keys (
     id BIGSERIAL PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -150,13 +153,14 @@ def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
         if not _table_exists(conn, BOOKKEEPING_SCHEMA, table):
             missing.append(f"table {BOOKKEEPING_SCHEMA}.{table}")
     if not missing:
-        has_tenants = conn.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
-            "AND table_name = 'runs' AND column_name = 'tenants'",
-            (BOOKKEEPING_SCHEMA,),
-        ).fetchone()
-        if not has_tenants:
-            missing.append(f"column {BOOKKEEPING_SCHEMA}.runs.tenants")
+        for column in ("tenants", "print_scheme"):
+            has_column = conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = 'runs' AND column_name = %s",
+                (BOOKKEEPING_SCHEMA, column),
+            ).fetchone()
+            if not has_column:
+                missing.append(f"column {BOOKKEEPING_SCHEMA}.runs.{column}")
         for table in TENANT_TABLES:
             forced = conn.execute(
                 "SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",

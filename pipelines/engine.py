@@ -10,8 +10,8 @@ adopts it, skips what is already there and finishes the job.
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing as mp
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -26,7 +26,7 @@ import duckdb
 import psycopg
 from dlt.common.exceptions import SignalReceivedException
 
-from core import files, settings
+from core import child, files, settings
 from core.errors import (
     MigrateError,
     MigrationFailed,
@@ -47,7 +47,7 @@ from pipelines.results import ExecuteResult
 from sources import installation
 from sources.key_routing import mappers
 from sources.sqlite_reader import SourceDB
-from validation.stage import Validator, source_prints_to_files
+from validation.stage import Validator
 
 Emit = Callable[[str], None]
 
@@ -586,6 +586,11 @@ class Engine:
         waited = time.perf_counter()
         prints = printer.result()
         result.stages["source_prints_wait"] = time.perf_counter() - waited
+        if prints is None:
+            self.emit(
+                f"WARNING: the source's fingerprints were not computed ahead "
+                f"({printer.failure}); validation computes them now"
+            )
         baseline = self._start_baseline(db, bypass, result)
         try:
             self._validate(db, bypass, result, prints)
@@ -701,57 +706,48 @@ class SourcePrinter:
     """Computes the source side of validation in a worker process, started with pre-flight.
 
     Pre-flight and copy keep PostgreSQL and Python busy but leave gaps; the worker (at lower
-    priority) fills them, so validation later only reads the target. If the worker fails
-    for any reason, validation computes the same fingerprints itself; if the run stops
-    early, the worker is terminated, not waited for."""
+    priority) fills them, so validation later only reads the target. The worker is
+    `pipelines.prints_worker` in a fresh interpreter (`core.child`): never the caller's
+    script or notebook again. If it fails for any reason, `failure` says why and validation
+    computes the same fingerprints itself; if the run stops early, the worker is
+    terminated, not waited for."""
 
     def __init__(self, db: SourceDB, plan: Plan):
         self.dir = str(files.scratch_dir("prints"))
-        ctx = mp.get_context("spawn")
-        self._receive, send = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(
-            target=_prints_worker,
-            args=(
-                send,
-                str(db.read_path),
-                plan.component_names,
-                plan.tenants,
-                plan.checksum_sample_percent,
-                plan.full_comparison_threshold,
-                self.dir,
-                plan.key_layout,
-            ),
-            daemon=True,
+        self.failure: str | None = None
+        self._log = open(os.path.join(self.dir, "worker.log"), "w+b")  # noqa: SIM115
+        args = (
+            str(db.read_path),
+            plan.component_names,
+            plan.tenants,
+            plan.checksum_sample_percent,
+            plan.full_comparison_threshold,
+            self.dir,
+            plan.key_layout,
         )
-        self.process.start()
-        send.close()
+        self.process = child.start("pipelines.prints_worker", args, self._log)
 
     def result(self) -> dict[str, str] | None:
+        """The worker's files per component, or None (then `failure` says why)."""
         try:
-            status, payload = self._receive.recv()
-        except (EOFError, OSError):  # the worker died
+            status, payload = child.receive(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = self.process.wait()
+            said = child.stderr_tail(self._log)
+            self.failure = f"the worker exited with code {code}" + (f": {said}" if said else "")
             return None
-        return payload if status == "ok" else None
+        if status != "ok":
+            self.failure = f"the worker failed: {payload}"
+            return None
+        return payload
 
     def __enter__(self) -> SourcePrinter:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join()
-        self._receive.close()
+        child.stop(self.process)
+        self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _prints_worker(send, *args) -> None:
-    os.nice(10)  # PostgreSQL and the copy come first; this takes the idle time
-    try:
-        send.send(("ok", source_prints_to_files(*args)))
-    except Exception as exc:  # reported as "no prints": validation computes them itself
-        send.send(("error", repr(exc)))
-    finally:
-        send.close()
 
 
 def is_interrupt(exc: BaseException) -> bool:

@@ -282,6 +282,17 @@ class Sync:
                 "sync catches up after a completed `execute --plan` of the same plan: run "
                 "that first; nothing was written.",
             )
+        earlier = run_ledger.runs_printed_otherwise(conn, [fp, sync_fingerprint(fp)])
+        if earlier:
+            raise PreflightError(
+                "the sync baseline of this plan was recorded by an earlier llmspell-migrate "
+                f"(run {', '.join(earlier)}): its prints are DuckDB's hash() and PostgreSQL's "
+                "hashtextextended, which change between versions, so they cannot tell what "
+                "changed since",
+                "Nothing was written. Finish this cutover with the llmspell-migrate version "
+                "that started it, or roll the plan's runs back (`rollback --backup`, newest "
+                "first) and `execute` again: that records a baseline this version reads.",
+            )
 
     def _preflight(self, db: SourceDB, conn: psycopg.Connection, result: SyncResult) -> list[_Plan]:
         plan = self.plan

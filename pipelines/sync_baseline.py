@@ -1,12 +1,15 @@
 """Fingerprints of what a run wrote: the baseline `sync` diffs against.
 
 Two prints per written row, both cheap enough to take for every record: the source
-record's (DuckDB's `hash` over the record's stored columns, vectorised, one scan of the
-file) and the target row's (PostgreSQL's `hashtextextended(row::text)`, computed in the
-server). The next `sync` hashes the source again the same way: a key whose print moved
-changed, whatever its timestamps say; and it hashes the target rows of changed keys again,
-so a row PostgreSQL changed since is never overwritten. Validation's canonical comparison
-then checks every record a sync writes.
+record's (`source_print_sql`: MD5 of the record's stored columns as a canonical text this
+project defines, computed by DuckDB, vectorised, one scan of the file) and the target row's
+(`destinations.row_text.row_print`: SHA-256 of its canonical text, computed in the server).
+Both are stored, so neither may be an engine's internal hash (DuckDB's `hash()` and
+PostgreSQL's `hashtextextended` promise nothing across versions); the scheme is recorded
+per run (`run_ledger.PRINT_SCHEME`). The next `sync` prints the source again the same way:
+a key whose print moved changed, whatever its timestamps say; and it prints the target
+rows of changed keys again, so a row PostgreSQL changed since is never overwritten.
+Validation's canonical comparison then checks every record a sync writes.
 """
 
 from __future__ import annotations
@@ -50,6 +53,32 @@ def source_prints(
     )
 
 
+def _column_text(name: str, duck_type: str) -> str:
+    """A stored SQLite value as text, in a form fixed by this project (not by DuckDB's casts
+    of floats or BLOBs): TEXT as is, integers in decimal, BLOBs as hex, floats with 17
+    significant digits (exact for a double)."""
+    q = '"' + name.replace('"', '""') + '"'
+    if duck_type == "VARCHAR":
+        return q
+    if duck_type == "BLOB":
+        return f"hex({q})"
+    if duck_type in ("DOUBLE", "FLOAT", "REAL"):
+        return f"printf('%.17g', {q})"
+    return f"CAST({q} AS VARCHAR)"
+
+
+def source_print_sql(con: duckdb.DuckDBPyConnection, comp: Component, source: str) -> str:
+    """DuckDB expression: a source record's print, the first 8 bytes of the MD5 of its
+    columns' canonical texts (NULL as chr(1), chr(31) between columns) as a UBIGINT. MD5 is
+    RFC 1321 in every DuckDB, and about a third the cost of SHA-256 here (200,000 records:
+    0.87 s against 1.95 s, DuckDB's `hash` 0.34 s); a print only tells a change from none."""
+    types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    parts = ", ".join(
+        f"coalesce({_column_text(c, types.get(c, 'VARCHAR'))}, chr(1))" for c in comp.column_names
+    )
+    return f"('0x' || md5(concat_ws(chr(31), {parts}))[:16])::UBIGINT"
+
+
 def source_print_batches(
     con: duckdb.DuckDBPyConnection,
     comp: Component,
@@ -57,7 +86,7 @@ def source_print_batches(
     mapper: KeyMapper | None,
 ) -> Iterator[pa.Table]:
     """`source_prints` a batch at a time (memory: one batch, whatever the component's size).
-    Only the key columns reach Python (to re-key), the hash stays in DuckDB."""
+    Only the key columns reach Python (to re-key), the print is computed in DuckDB."""
     cols = comp.column_names
     needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
     needed = list(dict.fromkeys(needed))
@@ -69,7 +98,7 @@ def source_print_batches(
     query = (
         f"SELECT {comp.key_sql} AS llmspell_key, "
         + ", ".join(f'"{c}"' for c in needed)
-        + f", hash({', '.join(chr(34) + c + chr(34) for c in cols)}) AS fp FROM {source}{where}"
+        + f", {source_print_sql(con, comp, source)} AS fp FROM {source}{where}"
     )
     key_of = natural_key_of(comp)
     is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)

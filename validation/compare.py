@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import xxhash
 from psycopg import sql
 
+from destinations.row_text import FP_BYTES, SEPARATOR, target_expr, target_fingerprint_expr
 from sources.components import (
     BLOB,
     BOOL,
@@ -51,8 +52,7 @@ from sources.memory_values import OPEN_END, pg_scope, vector_hex
 from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
 from validation.duck import source_tables
 
-NULL = "\x01"
-FP_BYTES = 8  # of SHA-256: a wrong row passes with odds 2**-64
+NULL = "\x01"  # the NULL marker: `destinations.row_text` prints chr(1)
 _TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
 SOURCE_PRINTS = pa.schema(
     [
@@ -126,43 +126,10 @@ def source_canon(kind: str, value) -> str:
     return str(value)
 
 
-def target_expr(col) -> sql.Composable:
-    """PostgreSQL expression giving the column's canonical text."""
-    ident = sql.Identifier(col.name)
-    if col.kind == EPOCH:
-        return sql.SQL("trim_scale(extract(epoch FROM {}))::text").format(ident)
-    if col.kind == EPOCH_OPEN:  # 'infinity' is the open end on both sides
-        return sql.SQL(
-            "CASE WHEN isfinite({c}) THEN trim_scale(extract(epoch FROM {c}))::text "
-            "ELSE {c}::text END"
-        ).format(c=ident)
-    if col.kind == VECTOR:  # the f32 values, big-endian, after vector_send's 4-byte header
-        return sql.SQL("encode(substr(vector_send({}), 5), 'hex')").format(ident)
-    if col.kind == BLOB:
-        return sql.SQL("encode({}, 'hex')").format(ident)
-    if col.kind == TEXT_ARRAY:
-        return sql.SQL("to_jsonb({})::text").format(ident)
-    return sql.SQL("{}::text").format(ident)
-
-
-SEPARATOR = "\x1f"
-
-
 def fingerprint(values: Iterable[str]) -> bytes:
     """What `target_fingerprint_expr` computes inside PostgreSQL, from the source's values."""
     text = SEPARATOR.join(values).encode("utf-8", "surrogatepass")
     return hashlib.sha256(text).digest()[:FP_BYTES]
-
-
-def target_fingerprint_expr(columns) -> sql.Composable:
-    """PostgreSQL expression: `fingerprint` of a stored row's canonical texts (NULL as the
-    NULL marker), computed by the server so the row's text never leaves it."""
-    parts = sql.SQL(", ").join(
-        sql.SQL("coalesce({}, chr(1))").format(target_expr(c)) for c in columns
-    )
-    return sql.SQL("substr(sha256(convert_to(concat_ws(chr(31), {}), 'UTF8')), 1, {})").format(
-        parts, sql.Literal(FP_BYTES)
-    )
 
 
 class GetPrinter:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from destinations.row_text import target_fingerprint_expr
 from destinations.target_schema import act_as_tenant
 from sources import json_numbers, key_routing
 from sources.components import COMPONENTS, KV_STORE, Component
@@ -39,7 +40,6 @@ from validation.compare import (
     get_printer,
     sampled,
     source_canon,
-    target_fingerprint_expr,
 )
 
 APP_ROLE = "llmspell_app"
@@ -149,7 +149,7 @@ def _component_of(table: str) -> Component:
 
 def _match_query(table: str) -> sql.Composed:
     """Positions (1-based) whose row, found as `get` finds it, holds a value printing as
-    given (`validation.compare.target_fingerprint_expr` of the value column)."""
+    given (`destinations.row_text.target_fingerprint_expr` of the value column)."""
     comp = _component_of(table)
     column = GET_COLUMN[table]
     # LATERAL ... LIMIT 1: one index lookup per key, as `get` does (a join would let the
