@@ -369,6 +369,7 @@ def run(argv: list[str] | None = None) -> int:
                         target=args.target,
                         tenants=args.tenants,
                         emit=display.emit,
+                        workers=args.workers,
                         key_layout=args.key_layout,
                         allow_unreachable=args.allow_unreachable,
                         progress=display.listener,
