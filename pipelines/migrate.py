@@ -293,8 +293,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "prune",
         help="delete old backups and dlt load packages",
-        description="Keep the N newest backups (backups/migration-*) and the N newest dlt load "
-        "packages; delete the older ones. A run whose backup is gone can still be undone with "
+        description="Keep the N newest backups (execute's backups/migration-* and sync's "
+        "backups/sync-*, counted together) and the N newest dlt load packages; delete the "
+        "older ones, oldest first. A run whose backup is gone can still be undone with "
         "rollback --run-id.",
     )
     sp.add_argument("--keep", required=True, type=int, metavar="N", help="how many to keep")
@@ -486,8 +487,12 @@ def run(argv: list[str] | None = None) -> int:
             if as_json:
                 print(json.dumps(pruned.to_dict(), indent=2))
             else:
-                for folder in pruned.backups_deleted:
-                    print(f"Deleted backup {folder}")
+                for b in pruned.backups:
+                    print(
+                        f"Deleted {b['kind']} backup {b['path']} "
+                        f"(run {b['run_id']}, created {b['created_at']})"
+                    )
+                print(f"Kept {pruned.backups_kept} backup(s)")
                 print(f"Deleted {len(pruned.packages_deleted)} dlt load package(s)")
             return EXIT_OK
     except MigrateError as exc:
