@@ -247,7 +247,7 @@ def init_target(
 ) -> target_schema.SchemaReport:
     """Create the llmspell schema objects that are missing (idempotent, never alters)."""
     resolved = connection.resolve(target, None)
-    with connection.connect(resolved, autocommit=True) as conn:
+    with connection.connect(resolved, init=True, autocommit=True) as conn:
         return target_schema.ensure_schema(conn, app_password=app_password)
 
 

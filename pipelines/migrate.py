@@ -521,8 +521,49 @@ def _first_line(exc: BaseException) -> str:
     return redact_text(text.splitlines()[0]) if text else ""
 
 
+class _ReaderGone:
+    """sys.stdout (or stderr) of the command-line process: once the stream's reader is gone
+    (`llmspell-migrate plan ... --json | head -1`), what is left to write goes to /dev/null
+    instead of raising BrokenPipeError mid-command (a migration is not abandoned because
+    nobody reads its report) or printing "Exception ignored" at exit."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        try:
+            self._stream.flush()  # what was buffered goes to /dev/null too
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
-    sys.exit(run())
+    sys.stdout, sys.stderr = _ReaderGone(sys.stdout), _ReaderGone(sys.stderr)
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
