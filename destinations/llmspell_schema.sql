@@ -81,7 +81,7 @@ CREATE INDEX IF NOT EXISTS idx_kv_store_tenant ON llmspell.kv_store (tenant_id);
 -- Phase 2: llmspell's memory stores (upstream V3 vector_embeddings, V4 temporal_graph with
 -- V15's composite keys, V5 procedural_memory). pgvector provides vector(n) and HNSW: its
 -- extension is created by target_schema.py first (the vector tables are skipped, with a
--- warning, when the role may not create it).
+-- warning, when the role may not create it; a server without pgvector is refused).
 
 CREATE TABLE IF NOT EXISTS llmspell.vector_embeddings_384 (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),

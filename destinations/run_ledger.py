@@ -80,6 +80,13 @@ def find_unfinished(conn: psycopg.Connection, fingerprint: str) -> RunRecord | N
 
 
 def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
+    """The run `run_id`; None when the target has no such run (or no run ledger at all)."""
+    (ledger,) = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"{BOOKKEEPING_SCHEMA}.runs",)
+    ).fetchone()
+    if not ledger:
+        conn.commit()
+        return None
     return _one_run(conn, "run_id = %s", (run_id,))
 
 
@@ -125,6 +132,11 @@ def runs_printed_otherwise(conn: psycopg.Connection, fingerprints: list[str]) ->
         (fingerprints, COMPLETED, PRINT_SCHEME),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def latest_run(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
+    """The latest run of this plan fingerprint, whatever became of it."""
+    return _one_run(conn, "plan_fingerprint = %s", (fingerprint,))
 
 
 def start_run(

@@ -338,42 +338,114 @@ def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
     return bool(row[0]), bool(row[1])
 
 
+VECTOR_EXTENSION = "vector"  # pgvector's extension name
+
+
+@dataclass(frozen=True)
+class VectorSupport:
+    """What the server says about pgvector: whether its extension can be created here (the
+    server has its files: `pg_available_extensions`) and whether this database has it."""
+
+    available: bool
+    installed: bool
+    server_major: int
+    database: str
+
+
+def vector_support(conn: psycopg.Connection) -> VectorSupport:
+    """The server's own answer about pgvector, for `pgvector_problem`."""
+    available, installed, major, database = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %s), "
+        "EXISTS (SELECT 1 FROM pg_extension WHERE extname = %s), "
+        "current_setting('server_version_num')::int / 10000, current_database()",
+        (VECTOR_EXTENSION, VECTOR_EXTENSION),
+    ).fetchone()
+    return VectorSupport(bool(available), bool(installed), int(major), database)
+
+
+def vector_tables() -> list[str]:
+    """llmspell's tables with a pgvector column (upstream V3's vector_embeddings_<dim>)."""
+    return sorted(
+        c.pg_table for c in COMPONENTS.values() if any(col.kind == VECTOR for col in c.columns)
+    )
+
+
+def pgvector_problem(support: VectorSupport, init: bool = False) -> TargetError | None:
+    """The error for a target whose llmspell schema cannot have its vector tables: the
+    server lacks pgvector (install it), or it has it but this database does not (create the
+    extension). None when the extension is there. `init`: the caller is init-target itself."""
+    if support.installed:
+        return None
+    again = "run init-target again" if init else f"run {cli_command()} init-target"
+    if not support.available:
+        return TargetError(
+            f'The PostgreSQL server has no pgvector extension ("{VECTOR_EXTENSION}"); '
+            "llmspell's schema needs it (its V3 migration creates the vector_embeddings_* "
+            "tables of episodic memory with vector columns)",
+            f"Install pgvector on the server (e.g. the postgresql-{support.server_major}-pgvector "
+            f"package) and, as a superuser, run CREATE EXTENSION {VECTOR_EXTENSION}; in database "
+            f"{support.database}; then {again}.",
+        )
+    return TargetError(
+        f'The pgvector extension ("{VECTOR_EXTENSION}") is not created in database '
+        f"{support.database}; llmspell's schema needs it (its V3 migration: the "
+        "vector_embeddings_* tables of episodic memory)",
+        f"As a superuser, run CREATE EXTENSION {VECTOR_EXTENSION}; in database "
+        f"{support.database}; then {again}.",
+    )
+
+
 def _vector_tables_without_extension(
     conn: psycopg.Connection, before: dict[str, bool], report: SchemaReport
 ) -> set[str]:
-    """Create pgvector's extension for the vector tables still missing; when this role may
-    not (or the server lacks pgvector), those tables are skipped with a warning saying what
-    to do, and every other table is still created."""
-    missing = {
-        c.pg_table
-        for c in COMPONENTS.values()
-        if any(col.kind == VECTOR for col in c.columns) and not before[c.pg_table]
-    }
+    """Create pgvector's extension for the vector tables still missing. A server without
+    pgvector is refused (nothing is created: llmspell's own schema needs it); when pgvector
+    is there but this role may not create its extension, those tables are skipped with a
+    warning saying what to do, and every other table is still created."""
+    missing = {t for t in vector_tables() if not before[t]}
     if not missing:
         return set()
-    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+    support = vector_support(conn)
+    if support.installed:
         return set()
+    if not support.available:
+        raise pgvector_problem(support, init=True)
     try:
         with conn.transaction():  # a savepoint: a refusal leaves the rest of the work intact
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(
+                    sql.Identifier(VECTOR_EXTENSION)
+                )
+            )
         return set()
-    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFile) as exc:
+    except psycopg.errors.InsufficientPrivilege as exc:
         report.warnings.append(
             f"{', '.join(sorted(missing))} not created: {exc.diag.message_primary}; "
-            "as a superuser run CREATE EXTENSION vector; in this database (pgvector must be "
-            "installed on the server), then init-target again"
+            "as a superuser run CREATE EXTENSION vector; in this database, then init-target "
+            "again"
         )
         return missing
+    except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
+        # listed as available but its files are not usable (e.g. removed since)
+        raise pgvector_problem(
+            VectorSupport(False, False, support.server_major, support.database), init=True
+        ) from exc
 
 
 def ensure_schema(
-    conn: psycopg.Connection, app_password: str | None = None, bookkeeping: bool = True
+    conn: psycopg.Connection,
+    app_password: str | None = None,
+    bookkeeping: bool = True,
+    with_vector_tables: bool = True,
 ) -> SchemaReport:
     """Create the llmspell schema objects that are missing, in one transaction, and (unless
     `bookkeeping` is false: the schema as llmspell itself sets it up) the tool's bookkeeping.
 
     Tables that already exist are left exactly as they are; if one lacks forced RLS, that is
-    reported as a warning rather than changed.
+    reported as a warning rather than changed. On a server without pgvector nothing is
+    created (a TargetError says what to install), unless `with_vector_tables` is false: then
+    llmspell's vector tables are left out (a schema like one made before upstream's V3, for
+    targets that hold no memory components) and pgvector is not needed.
     """
     report = SchemaReport()
     comps = {c.pg_table: c for c in COMPONENTS.values()}
@@ -381,7 +453,10 @@ def ensure_schema(
     try:
         with conn.transaction():
             before = {t: _table_exists(conn, "llmspell", t) for t in tables}
-            skipped = _vector_tables_without_extension(conn, before, report)
+            if with_vector_tables:
+                skipped = _vector_tables_without_extension(conn, before, report)
+            else:
+                skipped = {t for t in vector_tables() if not before[t]}
             # An existing table is left exactly as it is: no index, trigger or policy added.
             for table, statement in _ddl_statements():
                 if not before.get(table) and table not in skipped:
@@ -473,6 +548,10 @@ def check_schema(conn: psycopg.Connection, components: list[Component]) -> None:
     """Refuse to run when a table the plan writes is missing or lacks a column we write."""
     for comp in components:
         if not _table_exists(conn, "llmspell", comp.pg_table):
+            if comp.pg_table in vector_tables():
+                problem = pgvector_problem(vector_support(conn))
+                if problem:
+                    raise problem
             raise TargetError(
                 f'relation "{comp.qualified_table}" does not exist',
                 f"Create the llmspell schema: {cli_command()} init-target "

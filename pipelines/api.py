@@ -210,18 +210,21 @@ def dry_run(
     target: str | None = None,
     tenants: list[str] | None = None,
     emit: Emit = _quiet,
+    workers: int | None = None,
     key_layout: str | None = None,
     allow_unreachable: bool = False,
     progress: Listener | None = None,
 ) -> ExecuteResult:
-    """Every pre-flight check; writes nothing anywhere. `progress` hears the record checks'
-    counts (`pipelines.progress.Event`)."""
+    """Every pre-flight check; writes nothing anywhere. `workers` (else
+    LLMSPELL_MIGRATE_WORKERS) is checked as `execute` checks it, server capacity included.
+    `progress` hears the record checks' counts (`pipelines.progress.Event`)."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
         p,
         source=source,
         target=target,
         emit=emit,
+        workers=workers,
         allow_unreachable=allow_unreachable,
         progress=progress,
     ).dry_run()
@@ -298,7 +301,7 @@ def init_target(
 ) -> target_schema.SchemaReport:
     """Create the llmspell schema objects that are missing (idempotent, never alters)."""
     resolved = connection.resolve(target, None)
-    with connection.connect(resolved, autocommit=True) as conn:
+    with connection.connect(resolved, init=True, autocommit=True) as conn:
         return target_schema.ensure_schema(conn, app_password=app_password)
 
 

@@ -303,8 +303,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "prune",
         help="delete old backups and dlt load packages",
-        description="Keep the N newest backups (backups/migration-*) and the N newest dlt load "
-        "packages; delete the older ones. A run whose backup is gone can still be undone with "
+        description="Keep the N newest backups (execute's backups/migration-* and sync's "
+        "backups/sync-*, counted together) and the N newest dlt load packages; delete the "
+        "older ones, oldest first. A run whose backup is gone can still be undone with "
         "rollback --run-id.",
     )
     sp.add_argument("--keep", required=True, type=int, metavar="N", help="how many to keep")
@@ -380,6 +381,7 @@ def run(argv: list[str] | None = None) -> int:
                         target=args.target,
                         tenants=args.tenants,
                         emit=display.emit,
+                        workers=args.workers,
                         key_layout=args.key_layout,
                         allow_unreachable=args.allow_unreachable,
                         progress=display.listener,
@@ -496,8 +498,12 @@ def run(argv: list[str] | None = None) -> int:
             if as_json:
                 print(json.dumps(pruned.to_dict(), indent=2))
             else:
-                for folder in pruned.backups_deleted:
-                    print(f"Deleted backup {folder}")
+                for b in pruned.backups:
+                    print(
+                        f"Deleted {b['kind']} backup {b['path']} "
+                        f"(run {b['run_id']}, created {b['created_at']})"
+                    )
+                print(f"Kept {pruned.backups_kept} backup(s)")
                 print(f"Deleted {len(pruned.packages_deleted)} dlt load package(s)")
             return EXIT_OK
     except MigrateError as exc:
@@ -526,8 +532,49 @@ def _first_line(exc: BaseException) -> str:
     return redact_text(text.splitlines()[0]) if text else ""
 
 
+class _ReaderGone:
+    """sys.stdout (or stderr) of the command-line process: once the stream's reader is gone
+    (`llmspell-migrate plan ... --json | head -1`), what is left to write goes to /dev/null
+    instead of raising BrokenPipeError mid-command (a migration is not abandoned because
+    nobody reads its report) or printing "Exception ignored" at exit."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        try:
+            self._stream.flush()  # what was buffered goes to /dev/null too
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
-    sys.exit(run())
+    sys.stdout, sys.stderr = _ReaderGone(sys.stdout), _ReaderGone(sys.stderr)
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

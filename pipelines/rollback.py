@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import files
-from core.errors import MigrateError, RollbackRefused, UsageError
-from destinations import connection, run_ledger
+from core.errors import RollbackRefused, UsageError
+from destinations import connection, embedded_server, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.backup import read_metadata
 from pipelines.sync import is_sync_run, undo_sync
@@ -120,6 +120,14 @@ def changed_since(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _unknown_run(run_id: str, where: str) -> UsageError:
+    return UsageError(
+        f"Run {run_id} is not known to the target {where}; nothing was changed",
+        "Check --run-id (execute and sync print it; a backup's rollback-metadata.toml has it) "
+        "and --target: the database the run wrote to.",
+    )
+
+
 def rollback(
     *,
     backup: str | Path | None = None,
@@ -129,19 +137,37 @@ def rollback(
 ) -> RollbackResult:
     if not backup and not run_id:
         raise UsageError("Nothing to roll back", "Pass --backup DIR (or --run-id ID).")
+    if backup and run_id:
+        raise UsageError(
+            "--backup and --run-id were both given: rollback undoes one run",
+            "Pass one: --backup DIR (the run's backup folder names its run) or --run-id ID "
+            "(a run without a backup).",
+        )
     folder = Path(backup) if backup else None
     meta = read_metadata(folder) if folder else {}
     run_id = run_id or meta.get("run_id")
-    resolved = connection.resolve(target or meta.get("target"), None)
+    where = target or meta.get("target")
+    started_here = False
+    if not connection.configured_dsn(where, None) and not embedded_server.is_running():
+        # The embedded server is the target and it is down. With no data folder there is no
+        # run to undo: say so without creating one. With one, it is started to look, and
+        # stopped again if the run is not there (the machine left as it was found).
+        if not embedded_server.has_data():
+            raise _unknown_run(
+                run_id,
+                f"the embedded PostgreSQL ({embedded_server.data_dir_from_env()}, never set up)",
+            )
+        started_here = True
+    resolved = connection.resolve(where, None)
     with connection.connect(resolved) as conn:
         bypass = role_bypasses_rls(conn)
         conn.commit()
         record = run_ledger.get_run(conn, run_id)
         if record is None:
-            raise MigrateError(
-                f"Run {run_id} is not known to the target {resolved.display}",
-                "Check --target: it must be the database the run wrote to.",
-            )
+            conn.close()
+            if started_here:
+                embedded_server.stop()
+            raise _unknown_run(run_id, resolved.display)
         comps = [registry.get(n) for n in record.components]
         result = RollbackResult(run_id, "rolled_back", forced=force)
         if record.status == run_ledger.ROLLED_BACK:

@@ -277,6 +277,14 @@ class Sync:
                 "sync; nothing was written.",
             )
         if run_ledger.completed_run(conn, fp) is None:
+            latest = run_ledger.latest_run(conn, fp)
+            if latest is not None and latest.status == run_ledger.ROLLED_BACK:
+                raise PreflightError(
+                    f"execute run {latest.run_id} of this plan was rolled back: "
+                    f"{self.target.where} holds none of its records, so there is nothing to sync",
+                    "Migrate again with `execute --plan` and this plan (sync catches up only "
+                    "after a completed execute); nothing was written.",
+                )
             raise PreflightError(
                 f"this plan was never executed into {self.target.where}",
                 "sync catches up after a completed `execute --plan` of the same plan: run "

@@ -343,11 +343,14 @@ def test_verify_and_validate_honour_tenant(tmp_path, src, target_db, capsys):
 
 
 # -- 7. exit 2, not a traceback -------------------------------------------------------------
-@pytest.mark.parametrize("workers", ["0", "-3", "33", "abc-env", "0-env"])
+@pytest.mark.parametrize("mode", ["execute", "dry-run"])
+@pytest.mark.parametrize(
+    "workers", ["0", "-3", "33", "abc-env", "0-env", "-1-env", "33-env", "1.5-env", "two-env"]
+)
 def test_bad_workers_refused_before_any_backup(tmp_path, src, target_db, capsys, monkeypatch,
-                                               workers):  # fmt: skip
+                                               workers, mode):  # fmt: skip
     plan = make_plan(tmp_path, src, target_db.dsn)
-    argv = ["execute", "--plan", str(plan)]
+    argv = ["execute", "--plan", str(plan)] + (["--dry-run"] if mode == "dry-run" else [])
     if workers.endswith("-env"):
         monkeypatch.setenv("LLMSPELL_MIGRATE_WORKERS", workers.removesuffix("-env"))
     else:
@@ -374,12 +377,15 @@ def test_more_workers_than_the_server_allows_is_refused(tmp_path, src, target_db
             if free <= 5 or len(held) > 500:
                 break
             held.append(target_db.connect(autocommit=True))
+        dry = run_cli(capsys, "execute", "--plan", str(plan), "--workers", "8", "--dry-run")
         code, _, err = run_cli(capsys, "execute", "--plan", str(plan), "--workers", "8")
     finally:
         for conn in held:
             conn.close()
     assert code == 2
     one_line_error(err, "--workers 8", "free")
+    assert dry[0] == 2  # the dry-run checks what execute would need
+    one_line_error(dry[2], "--workers 8", "free")
     assert not (tmp_path / "backups").exists()
 
 
