@@ -366,7 +366,7 @@ class Engine:
                         self.plan.component_names,
                         self.source_path,
                         result.backup_path,
-                        sorted({t for c in report.components for t in c.per_tenant}),
+                        report.tenants,
                     )
                     result.run_id = run_id  # only now does `rollback --run-id` know it
                 run_started = True
@@ -435,7 +435,9 @@ class Engine:
         if backup:
             backup.write_key_map(report.reachability)
             result.backup_path = str(
-                backup.commit(self.plan, self.target.display, self.source_path).resolve()
+                backup.commit(
+                    self.plan, self.target.display, self.source_path, report.tenants
+                ).resolve()
             )
             self.emit(f"Backup written: {result.backup_path}")
         elif needs_backup:

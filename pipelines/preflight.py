@@ -65,6 +65,11 @@ class PreflightReport:
     def source_records(self) -> int:
         return sum(c.source_count for c in self.components)
 
+    @property
+    def tenants(self) -> list[str]:
+        """Every tenant the run may write (its record's and its backup's `tenants`)."""
+        return sorted({t for c in self.components for t in c.per_tenant})
+
     def component(self, name: str) -> ComponentCheck:
         return next(c for c in self.components if c.name == name)
 
