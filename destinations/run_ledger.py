@@ -138,9 +138,7 @@ def ledger_tenants(
     return found
 
 
-def _left_in_ledger(
-    conn: psycopg.Connection, run_id: str, tenants: list[str] | None
-) -> list[str]:
+def _left_in_ledger(conn: psycopg.Connection, run_id: str, tenants: list[str] | None) -> list[str]:
     """`component tenant=T: N ledger row(s)` for each ledger entry of the run still there
     (inside the caller's transaction): every tenant's with `tenants` None (bypassing RLS)."""
     query = sql.SQL(

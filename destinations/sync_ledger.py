@@ -42,8 +42,7 @@ def completed_runs(conn: psycopg.Connection) -> list[str]:
         r[0]
         for r in conn.execute(
             sql.SQL(
-                "SELECT run_id FROM {}.runs WHERE status = %s "
-                "ORDER BY started_at DESC, run_id DESC"
+                "SELECT run_id FROM {}.runs WHERE status = %s ORDER BY started_at DESC, run_id DESC"
             ).format(_BOOK),
             (run_ledger.COMPLETED,),
         ).fetchall()

@@ -277,9 +277,7 @@ class BackupWriter:
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
         os.chmod(path, 0o600)
 
-    def commit(
-        self, plan: Plan, target_display: str, source_path: str, tenants: list[str]
-    ) -> Path:
+    def commit(self, plan: Plan, target_display: str, source_path: str, tenants: list[str]) -> Path:
         """Write plan and metadata, then atomically rename the folder into place. `tenants`:
         those the run may write (what rollback visits, checked against the run's ledger)."""
         (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")

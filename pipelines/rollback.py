@@ -103,9 +103,7 @@ def changed_since(
         changed: list[str] = []
         count = 0
         with connection.connect(target) as conn:
-            keys = {
-                c.name: run_ledger.ledger_keys(conn, run_id, c, bypass, tenants) for c in comps
-            }
+            keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass, tenants) for c in comps}
         with SourceDB(db_path, snapshot=False) as db:
             reach = classify_db(db, [c for c in comps if db.has(c)], None, layout)
         keep = {n: r.keep_verbatim for n, r in reach.items()}
@@ -145,12 +143,14 @@ def _agreed_tenants(
         diffs.append(f"the run's ledger holds rows of {', '.join(outside)}: not in the backup")
     only_record = sorted(set(recorded) - set(named))
     if only_record:
-        diffs.append(f"its record (llmspell_migrate.runs) names {', '.join(only_record)}: "
-                     "not in the backup")
+        diffs.append(
+            f"its record (llmspell_migrate.runs) names {', '.join(only_record)}: not in the backup"
+        )
     only_backup = sorted(set(named) - set(recorded))
     if only_backup:
-        diffs.append(f"the backup names {', '.join(only_backup)}: not in its record "
-                     "(llmspell_migrate.runs)")
+        diffs.append(
+            f"the backup names {', '.join(only_backup)}: not in its record (llmspell_migrate.runs)"
+        )
     if diffs:
         raise RollbackRefused(
             f"Rollback refused: run {run_id}'s ledger, record and backup disagree on which "
