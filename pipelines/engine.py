@@ -168,7 +168,7 @@ class Engine:
         )
         preflight.check_reachability(report, self.allow_unreachable)
         target_schema.check_schema(conn, comps)
-        tenants = sorted({t for c in report.components for t in c.per_tenant})
+        tenants = report.tenants
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
         if backup is None:
             overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)

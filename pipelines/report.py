@@ -6,6 +6,7 @@ import shlex
 
 from core import settings
 from pipelines.results import ExecuteResult, PlanResult
+from sources.record_checks import printable
 from validation.stage import ValidationReport
 
 OK, FAIL = "✓", "✗"
@@ -31,7 +32,7 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         )
         tenants = result.per_tenant.get(c["name"], {})
         if len(tenants) > 1:
-            lines.append("        " + ", ".join(f"{t}: {n}" for t, n in tenants.items()))
+            lines.append("        " + ", ".join(f"{printable(t)}: {n}" for t, n in tenants.items()))
     for w in result.warnings:
         lines.append(f"  WARNING: {w}")
     cli = settings.cli_command()
@@ -219,7 +220,9 @@ def render_backend_check(check) -> list[str]:
             + (f", {c.problem_count} problem(s)" if c.problem_count else "")
         )
         if len(c.per_tenant) > 1:
-            lines.append("      " + ", ".join(f"{t}: {n}" for t, n in c.per_tenant.items()))
+            lines.append(
+                "      " + ", ".join(f"{printable(t)}: {n}" for t, n in c.per_tenant.items())
+            )
         for p in c.problems:
             lines.append(f"      {p}")
     for n in check.notes:
