@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from core import settings
+from destinations.artifact_writer import LARGE_OBJECT_NOTE
 from pipelines.results import ExecuteResult, PlanResult
 from sources.record_checks import printable
 from validation.stage import ValidationReport
@@ -152,6 +153,8 @@ def render_execute(result: ExecuteResult) -> list[str]:
         ]
     lines += _reachability(result)
     left = result.preflight.left_behind if result.preflight else []
+    if "artifacts" in result.components:
+        lines += ["", "Security:", f"  ! {LARGE_OBJECT_NOTE}"]
     if result.status == "SUCCESS":
         if left:
             lines += ["", "Not migrated (not in this plan):"] + [f"  ! {w}" for w in left]
