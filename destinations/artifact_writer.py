@@ -7,7 +7,8 @@ holds more than a piece of a large blob. Each row is inserted with reference_cou
 schema's trigger adds one per artifact row inserted afterwards, which gives PostgreSQL's
 convention (1 + artifacts) whatever SQLite counted.
 
-Large objects live outside row-level security and have an owner: each one created here is
+Large objects live outside row-level security (any session of their owner reads them by OID,
+whatever tenant it set: `LARGE_OBJECT_NOTE`) and have an owner: each one created here is
 handed to `llmspell_app` (so llmspell can read it and unlink it when the last artifact goes),
 and recorded in the run's ledger under `LO_LEDGER`, so rollback unlinks exactly those. A large
 object is created in the transaction that inserts its row and records it: a failed batch
@@ -27,6 +28,18 @@ from destinations.target_schema import APP_ROLE, BOOKKEEPING_SCHEMA, act_as_tena
 from sources.components import ARTIFACT_CONTENT
 
 LARGE_OBJECT_THRESHOLD = 1 << 20  # llmspell's: bytea below, large object from here
+# What every report of a run that migrates artifacts says (README, "Large objects and RLS").
+LARGE_OBJECT_NOTE = (
+    "Artifact content of 1 MiB or more is stored as PostgreSQL large objects, which have no "
+    "row-level security: any session of llmspell_app (their owner), whatever tenant it set, "
+    "can read every tenant's large object by its OID (lo_get). llmspell's own PostgreSQL "
+    "backend stores them the same way. To contain it: keep lo_compat_privileges off; let no "
+    "tenant-supplied SQL run as llmspell_app; revoke EXECUTE on lo_get/lo_open/loread/"
+    "lo_export from roles that must not read them; where tenants have their own roles, give "
+    "each tenant's large objects to its role (ALTER LARGE OBJECT ... OWNER TO, GRANT SELECT "
+    "ON LARGE OBJECT); or keep artifacts below 1 MiB (stored as bytea, under row-level "
+    'security). See the README, "Large objects and row-level security".'
+)
 PIECE = 1 << 20  # bytes streamed at a time
 TX_BYTES = 64 << 20  # commit a content batch once it carries this much
 LO_LEDGER = "artifact_content.large_objects"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from core.errors import LockBusy
+from core.errors import LockBusy, RollbackRefused
 from destinations.artifact_writer import unlink_recorded
-from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_bookkeeper, act_as_tenant
 from sources.components import ARTIFACT_CONTENT, Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
@@ -63,6 +63,7 @@ def release_lock(conn: psycopg.Connection) -> None:
 
 
 def _one_run(conn: psycopg.Connection, where: str, args: tuple) -> RunRecord | None:
+    act_as_bookkeeper(conn)
     row = conn.execute(
         sql.SQL(
             "SELECT run_id, status, backup_path, components, started_at::text FROM {}.runs "
@@ -149,6 +150,7 @@ def start_run(
     tenants: list[str],
 ) -> None:
     """Record a run; `tenants` are those it may write, the ones rollback visits under RLS."""
+    act_as_bookkeeper(conn)
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.runs (run_id, plan_fingerprint, status, components, source_path, "
@@ -165,6 +167,7 @@ def _tenants(conn: psycopg.Connection, run_id: str, bypass_rls: bool) -> list[st
     if bypass_rls:
         query = "SELECT DISTINCT tenant_id FROM {}.written_keys WHERE run_id = %s"
     else:
+        act_as_bookkeeper(conn)
         query = "SELECT unnest(tenants) FROM {}.runs WHERE run_id = %s"
     return [r[0] for r in conn.execute(sql.SQL(query).format(_BOOK), (run_id,)).fetchall()]
 
@@ -174,22 +177,60 @@ def run_tenants(conn: psycopg.Connection, run_id: str) -> list[str]:
     return _tenants(conn, run_id, False)
 
 
+def ledger_tenants(
+    conn: psycopg.Connection, run_id: str, candidates: list[str], bypass_rls: bool
+) -> set[str]:
+    """The tenants the run's key ledger holds rows of: every one bypassing RLS; under RLS,
+    those of `candidates` (a role under RLS cannot list the others)."""
+    if bypass_rls:
+        return set(_tenants(conn, run_id, True))
+    found: set[str] = set()
+    query = sql.SQL("SELECT 1 FROM {}.written_keys WHERE run_id = %s LIMIT 1").format(_BOOK)
+    with conn.transaction():
+        for tenant in candidates:
+            act_as_tenant(conn, tenant)
+            if conn.execute(query, (run_id,)).fetchone():
+                found.add(tenant)
+    return found
+
+
+def _left_in_ledger(conn: psycopg.Connection, run_id: str, tenants: list[str] | None) -> list[str]:
+    """`component tenant=T: N ledger row(s)` for each ledger entry of the run still there
+    (inside the caller's transaction): every tenant's with `tenants` None (bypassing RLS)."""
+    query = sql.SQL(
+        "SELECT component, tenant_id, count(*) FROM {}.written_keys WHERE run_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(_BOOK)
+    rows = []
+    for tenant in [None] if tenants is None else tenants:
+        if tenant is not None:
+            act_as_tenant(conn, tenant)
+        rows += conn.execute(query, (run_id,)).fetchall()
+    return [f"{comp} tenant={tenant}: {n} ledger row(s)" for comp, tenant, n in rows]
+
+
 def completed_run(conn: psycopg.Connection, fingerprint: str) -> RunRecord | None:
     """The latest completed run of this plan fingerprint."""
     return _one_run(conn, "plan_fingerprint = %s AND status = %s", (fingerprint, COMPLETED))
 
 
 def ledger_keys(
-    conn: psycopg.Connection, run_id: str, comp: Component, bypass_rls: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comp: Component,
+    bypass_rls: bool,
+    tenants: list[str] | None = None,
 ) -> set[tuple[str, str]]:
-    """(tenant, natural key) of every row the run inserted into `comp`'s table."""
+    """(tenant, natural key) of every row the run inserted into `comp`'s table. Under RLS
+    the ledger is read for `tenants` (default: the run's record)."""
     query = sql.SQL(
         "SELECT tenant_id, unnest(natural_keys) FROM {}.written_keys WHERE run_id = %s "
         "AND component = %s"
     ).format(_BOOK)
     keys: set[tuple[str, str]] = set()
     with conn.transaction():
-        for tenant in [None] if bypass_rls else _tenants(conn, run_id, False):
+        visit = _tenants(conn, run_id, False) if tenants is None else tenants
+        for tenant in [None] if bypass_rls else visit:
             if tenant is not None:
                 act_as_tenant(conn, tenant)
             keys.update(conn.execute(query, (run_id, comp.name)).fetchall())
@@ -197,6 +238,7 @@ def ledger_keys(
 
 
 def set_status(conn: psycopg.Connection, run_id: str, status: str) -> None:
+    act_as_bookkeeper(conn)
     conn.execute(
         sql.SQL("UPDATE {}.runs SET status = %s, finished_at = now() WHERE run_id = %s").format(
             _BOOK
@@ -225,12 +267,21 @@ def delete_written_sql(comp: Component) -> sql.Composed:
 
 
 def delete_written(
-    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass_rls: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comps: list[Component],
+    bypass_rls: bool,
+    tenants: list[str] | None = None,
+    check: list[str] | None = None,
 ) -> dict[str, int]:
     """Delete every row the run inserted, in one transaction; returns rows deleted per component.
 
     Latest-loaded first, so rows are gone before what they refer to (artifacts before their
-    content and sessions); then the large objects the run created are unlinked."""
+    content and sessions); then the large objects the run created are unlinked. Bypassing
+    RLS the ledger says which tenants to visit; under RLS `tenants` does (default: the run's
+    record). If any ledger row of the run is left afterwards (of any tenant bypassing RLS,
+    else of `check` and the visited tenants), nothing is deleted: RollbackRefused names
+    them, and the run must not be marked rolled back."""
     tables: list[Component] = []
     for comp in comps:
         if comp.own_copy and comp.name == "artifacts":
@@ -242,7 +293,8 @@ def delete_written(
         "AND tenant_id = %(tenant)s"
     ).format(_BOOK)
     with conn.transaction():
-        tenants = _tenants(conn, run_id, bypass_rls)
+        if bypass_rls or tenants is None:
+            tenants = _tenants(conn, run_id, bypass_rls)
         for comp in reversed(tables):
             n = 0
             for tenant in tenants:
@@ -255,5 +307,16 @@ def delete_written(
         if any(c is ARTIFACT_CONTENT for c in tables):
             deleted["large_objects"] = unlink_recorded(
                 conn, run_id, [None] if bypass_rls else tenants
+            )
+        left = _left_in_ledger(
+            conn, run_id, None if bypass_rls else sorted(set(tenants) | set(check or ()))
+        )
+        if left:
+            raise RollbackRefused(
+                f"Rollback refused: run {run_id}'s ledger still holds rows its record does not "
+                f"lead to ({len(left)} component/tenant pair(s)); nothing was deleted",
+                "The run's record (llmspell_migrate.runs: components, tenants) no longer "
+                "matches its ledger: compare it with the backup's rollback-metadata.toml.",
+                details=left[:20],
             )
     return deleted

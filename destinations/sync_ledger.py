@@ -24,7 +24,7 @@ from destinations import run_ledger
 from destinations.postgres_writer import table_csv
 from destinations.row_text import row_print
 from destinations.run_ledger import PRINT_SCHEME
-from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
+from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_bookkeeper, act_as_tenant
 from sources.components import Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
@@ -36,9 +36,26 @@ def signed(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return values.cast(pa.int64(), safe=False)
 
 
-def baseline_sql(comp: Component, tenant: str | None, tenants: list[str] | None) -> str:
-    """The latest written fingerprints of `comp` per key among completed runs (deleted keys
-    left out): of `tenant`, else of `tenants` (None: all)."""
+def completed_runs(conn: psycopg.Connection) -> list[str]:
+    """Every completed run, newest first. Read with no tenant set: a session acting as a
+    tenant sees no run record (`runs` is not for tenants to read)."""
+    act_as_bookkeeper(conn)
+    return [
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT run_id FROM {}.runs WHERE status = %s ORDER BY started_at DESC, run_id DESC"
+            ).format(_BOOK),
+            (run_ledger.COMPLETED,),
+        ).fetchall()
+    ]
+
+
+def baseline_sql(
+    comp: Component, tenant: str | None, tenants: list[str] | None, completed: list[str]
+) -> str:
+    """The latest written fingerprints of `comp` per key among the `completed` runs (newest
+    first; deleted keys left out): of `tenant`, else of `tenants` (None: all)."""
     where = ""
     if tenant is not None:
         where = sql.SQL(" AND p.tenant_id = {}").format(sql.Literal(tenant))
@@ -47,14 +64,14 @@ def baseline_sql(comp: Component, tenant: str | None, tenants: list[str] | None)
     query = sql.SQL(
         "SELECT tenant_id, nkey, llmspell_key, source_fp, target_fp FROM (SELECT DISTINCT ON "
         "(p.tenant_id, p.nkey) p.tenant_id, p.nkey, p.llmspell_key, p.source_fp, p.target_fp "
-        "FROM {book}.record_prints p JOIN {book}.runs r USING (run_id) "
-        "WHERE p.component = {comp} AND r.status = {done}{where} "
-        "ORDER BY p.tenant_id, p.nkey, r.started_at DESC, p.run_id DESC) b "
+        "FROM {book}.record_prints p JOIN unnest({done}::text[]) WITH ORDINALITY "
+        "AS r(run_id, newest) USING (run_id) WHERE p.component = {comp}{where} "
+        "ORDER BY p.tenant_id, p.nkey, r.newest) b "
         "WHERE source_fp IS NOT NULL"
     ).format(
         book=_BOOK,
         comp=sql.Literal(comp.name),
-        done=sql.Literal(run_ledger.COMPLETED),
+        done=sql.Literal(list(completed)),
         where=where or sql.SQL(""),
     )
     return query.as_string(None)
@@ -62,6 +79,7 @@ def baseline_sql(comp: Component, tenant: str | None, tenants: list[str] | None)
 
 def known_tenants(conn: psycopg.Connection) -> set[str]:
     """Every tenant any run recorded writing to (what a role under RLS must visit)."""
+    act_as_bookkeeper(conn)
     rows = conn.execute(
         sql.SQL("SELECT DISTINCT unnest(tenants) FROM {}.runs").format(_BOOK)
     ).fetchall()
@@ -263,8 +281,9 @@ def baseline(
     `visit` are read one by one; bypassing it, those in `only` (None: all)."""
     rows: list[tuple] = []
     with conn.transaction():
+        completed = completed_runs(conn)
         for tenant in _for_tenants(conn, visit, bypass):
-            rows += conn.execute(baseline_sql(comp, tenant, only)).fetchall()
+            rows += conn.execute(baseline_sql(comp, tenant, only, completed)).fetchall()
     names = ["tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp"]
     columns = list(zip(*rows)) if rows else [[] for _ in names]
     types = [pa.string()] * 3 + [pa.int64()] * 2
@@ -272,12 +291,18 @@ def baseline(
 
 
 def changed_since(
-    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comps: list[Component],
+    bypass: bool,
+    tenants: list[str] | None = None,
 ) -> list[str]:
     """Rows a sync wrote or deleted that PostgreSQL changed since (llmspell writing after the
     cutover, or a hand): undoing the sync would lose those writes. A written row whose print
-    moved, or that is gone; a deleted key that exists again."""
-    tenants = run_ledger.run_tenants(conn, run_id)
+    moved, or that is gone; a deleted key that exists again. Under RLS the tenants read are
+    `tenants` (default: the run's record)."""
+    if tenants is None:
+        tenants = run_ledger.run_tenants(conn, run_id)
     scheme = run_ledger.print_scheme(conn, run_id)  # its prints are compared as they were taken
     query = sql.SQL(
         "SELECT tenant_id, nkey, llmspell_key, target_fp FROM {}.record_prints "
@@ -358,14 +383,20 @@ def _read_per_tenant(
 
 
 def restore(
-    conn: psycopg.Connection, run_id: str, comps: list[Component], bypass: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comps: list[Component],
+    bypass: bool,
+    tenants: list[str] | None = None,
 ) -> dict[str, int]:
     """Undo a sync in one transaction: delete every row it inserted (its ledger), put back
-    every pre-image; returns rows restored per component (`<name>_restored`) and deleted."""
-    tenants = run_ledger.run_tenants(conn, run_id)
+    every pre-image; returns rows restored per component (`<name>_restored`) and deleted.
+    Under RLS the tenants visited are `tenants` (default: the run's record)."""
+    if tenants is None:
+        tenants = run_ledger.run_tenants(conn, run_id)
     done: dict[str, int] = {}
     with conn.transaction():
-        done.update(run_ledger.delete_written(conn, run_id, comps, bypass))
+        done.update(run_ledger.delete_written(conn, run_id, comps, bypass, tenants))
         for comp in comps:
             images = sql.SQL(
                 "FROM {}.preimages WHERE run_id = %(run)s AND component = %(comp)s "

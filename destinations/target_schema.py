@@ -3,7 +3,8 @@
 `ensure_schema` is what `init-target` runs: it creates what is missing (schema, tables,
 indexes, triggers, forced row-level security, the runtime role's grants, and our own
 bookkeeping schema) and never drops or alters an existing llmspell object (our own
-bookkeeping tables are completed: a `tenants` column, forced RLS on the key ledger).
+bookkeeping tables are completed: a `tenants` column, forced RLS on the key ledger and on
+the run records).
 `check_schema` is the pre-flight check that the tables the plan needs exist with the columns
 we write; `missing_bookkeeping`/`ensure_bookkeeping` let `execute` add the tool's own schema on
 a target llmspell set up, and `bookkeeping_blocker` says who must when the role may not.
@@ -31,6 +32,14 @@ def act_as_tenant(conn, tenant: str) -> None:
     """Make the current transaction see and write only `tenant`'s rows (llmspell's RLS
     setting, local to the transaction). `conn` is a psycopg connection or cursor."""
     conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+
+
+def act_as_bookkeeper(conn) -> None:
+    """Clear the tenant setting for the rest of the current transaction: the run records
+    (`llmspell_migrate.runs`) are reached only by a session acting as no tenant. A statement
+    on them may follow tenant work in the same transaction (a savepoint's setting lasts to
+    the end of the outer transaction)."""
+    conn.execute("SELECT set_config(%s, '', true)", (TENANT_SETTING,))
 
 
 BOOKKEEPING_SCHEMA = "llmspell_migrate"
@@ -112,9 +121,15 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
 # what was written (sync's baseline) and the pre-images of rows a sync replaced or deleted.
 TENANT_TABLES = ("written_keys", "record_prints", "preimages")
 # The ledger's keys are tenant data: a role under RLS sees and writes only the rows of the
-# tenant it set, like llmspell's own tables. `runs` holds no tenant's data (only which tenants
-# a run covered, which rollback needs to visit them).
+# tenant it set, like llmspell's own tables.
 _LEDGER_POLICY = "tenant_isolation"
+# `runs` names every tenant a run covered, the source and the backup: no tenant may read or
+# change it. Its policy lets through only a session with no tenant set: the tool's own
+# bookkeeping statements (a run as `llmspell_app` touches `runs` outside any tenant's
+# transaction) and roles that bypass RLS; a session with `app.current_tenant_id` set (every
+# tenant session of llmspell's) sees no run and can write none. Forced, so a role that owns
+# the table (`llmspell_app`, when the schema was made AUTHORIZATION llmspell_app) is bound too.
+RUNS_POLICY = "no_tenant_session"
 
 
 def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
@@ -139,6 +154,42 @@ def _ensure_ledger_policy(conn: psycopg.Connection) -> None:
                 sql.Identifier(_LEDGER_POLICY), _BOOK, sql.Identifier(table), m=match
             )
         )
+
+
+def _ensure_runs_policy(conn: psycopg.Connection) -> None:
+    """Forced row-level security on `runs`: only sessions with no tenant set reach it."""
+    for switch in ("ENABLE", "FORCE"):
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.runs {} ROW LEVEL SECURITY").format(_BOOK, sql.SQL(switch))
+        )
+    present = conn.execute(
+        "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'runs' "
+        "AND policyname = %s",
+        (BOOKKEEPING_SCHEMA, RUNS_POLICY),
+    ).fetchone()
+    if present:
+        return
+    no_tenant = sql.SQL("coalesce(current_setting({}, true), '') = ''").format(
+        sql.Literal(TENANT_SETTING)
+    )
+    conn.execute(
+        sql.SQL("CREATE POLICY {} ON {}.runs USING ({m}) WITH CHECK ({m})").format(
+            sql.Identifier(RUNS_POLICY), _BOOK, m=no_tenant
+        )
+    )
+
+
+def _runs_protected(conn: psycopg.Connection) -> bool:
+    forced = conn.execute(
+        "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
+        (f"{BOOKKEEPING_SCHEMA}.runs",),
+    ).fetchone()[0]
+    policy = conn.execute(
+        "SELECT 1 FROM pg_policies WHERE schemaname = %s AND tablename = 'runs' "
+        "AND policyname = %s",
+        (BOOKKEEPING_SCHEMA, RUNS_POLICY),
+    ).fetchone()
+    return bool(forced and policy)
 
 
 def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
@@ -172,6 +223,8 @@ def missing_bookkeeping(conn: psycopg.Connection) -> list[str]:
             ).fetchone()
             if not (forced and policy):
                 missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.{table}")
+        if not _runs_protected(conn):
+            missing.append(f"row-level security on {BOOKKEEPING_SCHEMA}.runs")
     return missing
 
 
@@ -185,6 +238,7 @@ def ensure_bookkeeping(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(_BOOK))
     conn.execute(_BOOKKEEPING_SQL)
     _ensure_ledger_policy(conn)
+    _ensure_runs_policy(conn)
     if _role_exists(conn, APP_ROLE):
         _grant_app(conn, BOOKKEEPING_SCHEMA)
 

@@ -38,6 +38,7 @@ from sources import components as registry
 from sources import installation
 from sources.key_routing import check_layout, classify_db
 from sources.memory_stores import HNSW_NOTE
+from sources.record_checks import printable
 from sources.sqlite_reader import SourceDB
 
 Emit = Callable[[str], None]
@@ -149,7 +150,10 @@ def make_plan(
             f"{len(unreachable)} record(s) would be unreachable for llmspell on PostgreSQL "
             "(execute stops on them unless --allow-unreachable):"
         )
-        warnings += [f"  {x.component} {x.tenant_id} {x.key}: {x.reason}" for x in unreachable[:20]]
+        warnings += [
+            f"  {x.component} {printable(x.tenant_id)} {printable(x.key)}: {x.reason}"
+            for x in unreachable[:20]
+        ]
     if target and connection.has_password(target):
         warnings.append(
             "The password in --target was not written to the plan; give it with "

@@ -115,6 +115,23 @@ def read_metadata(folder: Path) -> dict:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
+def backup_tenants(folder: Path, meta: dict) -> list[str] | None:
+    """The tenants a backup's run may have written: its metadata's `tenants`; for a
+    migration backup written before that field, the tenants of its records; None when the
+    backup cannot tell (a sync backup of an older version)."""
+    if "tenants" in meta:
+        return sorted(meta["tenants"])
+    if meta.get("kind") == "sync":
+        return None
+    found: set[str] = set()
+    for path in sorted((folder / "source").glob("*.jsonl")):
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                if line.strip():
+                    found.add(json.loads(line)["tenant_id"])
+    return sorted(found)
+
+
 class BackupWriter:
     """Streams source records into a partial backup; `commit` makes it a real one."""
 
@@ -260,8 +277,11 @@ class BackupWriter:
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
         os.chmod(path, 0o600)
 
-    def commit(self, plan: Plan, target_display: str, source_paths: list[str]) -> Path:
-        """Write plan and metadata, then atomically rename the folder into place."""
+    def commit(
+        self, plan: Plan, target_display: str, source_paths: list[str], tenants: list[str]
+    ) -> Path:
+        """Write plan and metadata, then atomically rename the folder into place. `tenants`:
+        those the run may write (what rollback visits, checked against the run's ledger)."""
         (self.partial / "plan.toml").write_text(plan.to_yaml(), encoding="utf-8")
         write_toml(
             self.partial / METADATA,
@@ -274,6 +294,7 @@ class BackupWriter:
                     "sources": list(source_paths),
                     "target": target_display,
                     "components": list(self.counts),
+                    "tenants": list(tenants),
                     "key_layout": plan.key_layout,
                     "undo": f"{cli_command()} rollback --backup "
                     f"{shlex.quote(str(self.final.resolve()))}",

@@ -179,7 +179,7 @@ class Engine:
         )
         preflight.check_reachability(report, self.allow_unreachable)
         target_schema.check_schema(conn, comps)
-        tenants = sorted({t for c in report.components for t in c.per_tenant})
+        tenants = report.tenants
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
         if backup is None:
             overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)
@@ -378,7 +378,7 @@ class Engine:
                         self.plan.component_names,
                         self.source_path,
                         result.backup_path,
-                        sorted({t for c in report.components for t in c.per_tenant}),
+                        report.tenants,
                     )
                     result.run_id = run_id  # only now does `rollback --run-id` know it
                 run_started = True
@@ -447,7 +447,9 @@ class Engine:
         if backup:
             backup.write_key_map(report.reachability)
             result.backup_path = str(
-                backup.commit(self.plan, self.target.display, self.source_paths).resolve()
+                backup.commit(
+                    self.plan, self.target.display, self.source_paths, report.tenants
+                ).resolve()
             )
             self.emit(f"Backup written: {result.backup_path}")
         elif needs_backup:

@@ -22,7 +22,7 @@ from sources import json_numbers, key_routing
 from sources.components import HEXID, UUID, Component
 from sources.key_routing import KeyMapper, Reachability
 from sources.memory_checks import cross_record_problems
-from sources.record_checks import BadRecord, RecordChecker
+from sources.record_checks import BadRecord, RecordChecker, check_text, printable
 from sources.sqlite_reader import SourceDB
 from validation.canonical import uuid_key
 
@@ -64,6 +64,11 @@ class PreflightReport:
     @property
     def source_records(self) -> int:
         return sum(c.source_count for c in self.components)
+
+    @property
+    def tenants(self) -> list[str]:
+        """Every tenant the run may write (its record's and its backup's `tenants`)."""
+        return sorted({t for c in self.components for t in c.per_tenant})
 
     def component(self, name: str) -> ComponentCheck:
         return next(c for c in self.components if c.name == name)
@@ -125,7 +130,10 @@ def reachability_lines(reach: dict[str, Reachability], limit: int = MAX_LISTED) 
                 f"{name}: {len(r.elsewhere)} record(s) are read by llmspell's PostgreSQL "
                 "backend only under a different key (old key -> key it answers to):"
             )
-            lines += [f"  {x.tenant_id} {x.key} -> {x.answers_to}" for x in r.elsewhere[:limit]]
+            lines += [
+                f"  {printable(x.tenant_id)} {printable(x.key)} -> {printable(x.answers_to)}"
+                for x in r.elsewhere[:limit]
+            ]
             if len(r.elsewhere) > limit:
                 lines.append(
                     f"  ... and {len(r.elsewhere) - limit} more (all in the backup's key-map.json)"
@@ -140,7 +148,9 @@ def check_reachability(report: PreflightReport, allow: bool) -> None:
     report.warnings += reachability_lines(report.reachability)
     if not listed:
         return
-    details = [f"{x.component} {x.tenant_id} {x.key}: {x.reason}" for x in listed]
+    details = [
+        f"{x.component} {printable(x.tenant_id)} {printable(x.key)}: {x.reason}" for x in listed
+    ]
     if allow:
         report.warnings.append(
             f"{len(listed)} record(s) copied with their SQLite columns although llmspell's "
@@ -262,7 +272,11 @@ def _per_tenant_query(
     conn: psycopg.Connection, query: sql.Composable, tenants: list[str], bypass_rls: bool
 ) -> list[tuple]:
     """Run `query` (taking the tenant list as its one parameter) over `tenants`: at once for
-    a role that bypasses RLS, else once per tenant with the tenant setting in force."""
+    a role that bypasses RLS, else once per tenant with the tenant setting in force.
+    A tenant id PostgreSQL cannot hold (a NUL, bytes that are not UTF-8) is in no target row
+    and cannot even be sent: it is left out here, and its records are listed as unstorable
+    by `scan_source`."""
+    tenants = [t for t in tenants if check_text(t, None) is None]
     rows: list[tuple] = []
     with conn.transaction():
         if bypass_rls:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 
 from core import settings
+from destinations.artifact_writer import LARGE_OBJECT_NOTE
 from pipelines.results import ExecuteResult, PlanResult
+from sources.record_checks import printable
 from validation.stage import ValidationReport
 
 OK, FAIL = "✓", "✗"
@@ -43,7 +45,7 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         )
         tenants = result.per_tenant.get(c["name"], {})
         if len(tenants) > 1:
-            lines.append("        " + ", ".join(f"{t}: {n}" for t, n in tenants.items()))
+            lines.append("        " + ", ".join(f"{printable(t)}: {n}" for t, n in tenants.items()))
     for w in result.warnings:
         lines.append(f"  WARNING: {w}")
     cli = settings.cli_command()
@@ -163,6 +165,8 @@ def render_execute(result: ExecuteResult) -> list[str]:
         ]
     lines += _reachability(result)
     left = result.preflight.left_behind if result.preflight else []
+    if "artifacts" in result.components:
+        lines += ["", "Security:", f"  ! {LARGE_OBJECT_NOTE}"]
     if result.status == "SUCCESS":
         if left:
             lines += ["", "Not migrated (not in this plan):"] + [f"  ! {w}" for w in left]
@@ -231,7 +235,9 @@ def render_backend_check(check) -> list[str]:
             + (f", {c.problem_count} problem(s)" if c.problem_count else "")
         )
         if len(c.per_tenant) > 1:
-            lines.append("      " + ", ".join(f"{t}: {n}" for t, n in c.per_tenant.items()))
+            lines.append(
+                "      " + ", ".join(f"{printable(t)}: {n}" for t, n in c.per_tenant.items())
+            )
         for p in c.problems:
             lines.append(f"      {p}")
     for n in check.notes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from destinations.artifact_writer import LARGE_OBJECT_NOTE
 from pipelines.preflight import PreflightReport
 from validation.stage import ValidationReport
 
@@ -57,7 +58,7 @@ class ExecuteResult:
         return self.source_records / self.duration if self.duration > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {
+        doc = {
             "status": self.status,
             "dry_run": self.dry_run,
             "components": self.components,
@@ -80,3 +81,6 @@ class ExecuteResult:
             "rolled_back": self.rolled_back,
             "error": self.error,
         }
+        if "artifacts" in self.components:  # large objects: no row-level security
+            doc["security_notes"] = [LARGE_OBJECT_NOTE]
+        return doc

@@ -20,7 +20,7 @@ from core import files
 from core.errors import RollbackRefused, UsageError
 from destinations import connection, embedded_server, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines.backup import read_metadata
+from pipelines.backup import backup_tenants, read_metadata
 from pipelines.sync import is_sync_run, undo_sync
 from sources import components as registry
 from sources.components import BLOB, VECTOR, Component
@@ -91,9 +91,11 @@ def changed_since(
     comps: list[Component],
     bypass: bool,
     layout: str = VERBATIM,
+    tenants: list[str] | None = None,
 ) -> list[str]:
     """Rows the run wrote that no longer match the backup, written under `layout` (the
-    backup's records are re-keyed the way the run wrote them)."""
+    backup's records are re-keyed the way the run wrote them); under RLS the ledger of
+    `tenants` is read (default: the run's record)."""
     scratch = files.scratch_dir("rollback")
     try:
         db_path = scratch / "backup.db"
@@ -101,7 +103,7 @@ def changed_since(
         changed: list[str] = []
         count = 0
         with connection.connect(target) as conn:
-            keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass) for c in comps}
+            keys = {c.name: run_ledger.ledger_keys(conn, run_id, c, bypass, tenants) for c in comps}
         with SourceDB(db_path, snapshot=False) as db:
             reach = classify_db(db, [c for c in comps if db.has(c)], None, layout)
         keep = {n: r.keep_verbatim for n, r in reach.items()}
@@ -126,6 +128,47 @@ def _unknown_run(run_id: str, where: str) -> UsageError:
         "Check --run-id (execute and sync print it; a backup's rollback-metadata.toml has it) "
         "and --target: the database the run wrote to.",
     )
+
+
+def _agreed_tenants(
+    conn, run_id: str, folder: Path | None, meta: dict, bypass: bool
+) -> tuple[list[str] | None, list[str]]:
+    """(tenants to visit, tenants whose ledger must be empty afterwards). The run's record
+    (`runs.tenants`) is never enough on its own when there is a backup: its metadata names
+    the tenants the run may write, and the ledger (every tenant's bypassing RLS, else those
+    the backup or the record name) and the record must agree with it, or nothing is done.
+    (None, record's tenants) without a backup that tells: the ledger bypassing RLS, else
+    the record."""
+    recorded = run_ledger.run_tenants(conn, run_id)
+    named = backup_tenants(folder, meta) if folder else None
+    if named is None:
+        return None, recorded
+    candidates = sorted(set(named) | set(recorded))
+    in_ledger = run_ledger.ledger_tenants(conn, run_id, candidates, bypass)
+    diffs = []
+    outside = sorted(in_ledger - set(named))
+    if outside:
+        diffs.append(f"the run's ledger holds rows of {', '.join(outside)}: not in the backup")
+    only_record = sorted(set(recorded) - set(named))
+    if only_record:
+        diffs.append(
+            f"its record (llmspell_migrate.runs) names {', '.join(only_record)}: not in the backup"
+        )
+    only_backup = sorted(set(named) - set(recorded))
+    if only_backup:
+        diffs.append(
+            f"the backup names {', '.join(only_backup)}: not in its record (llmspell_migrate.runs)"
+        )
+    if diffs:
+        raise RollbackRefused(
+            f"Rollback refused: run {run_id}'s ledger, record and backup disagree on which "
+            f"tenants it wrote ({'; '.join(diffs)})",
+            "Nothing was deleted. The run's record was changed since the run (or the backup "
+            "is another run's): compare llmspell_migrate.runs with the backup's "
+            "rollback-metadata.toml.",
+            details=diffs,
+        )
+    return named, sorted(set(candidates) | in_ledger)
 
 
 def rollback(
@@ -173,14 +216,16 @@ def rollback(
         if record.status == run_ledger.ROLLED_BACK:
             result.status = "already_rolled_back"
             return result
+        visit, check = _agreed_tenants(conn, run_id, folder, meta, bypass)
+        conn.commit()
         if is_sync_run(run_id):
-            result.deleted = undo_sync(conn, record, comps, bypass, force)
+            result.deleted = undo_sync(conn, record, comps, bypass, force, visit)
             return result
         if folder and not force:
             # Backups older than key layouts were written with every SQLite column unchanged.
             layout = meta.get("key_layout", VERBATIM)
             count, result.changed_rows = changed_since(
-                folder, resolved, run_id, comps, bypass, layout
+                folder, resolved, run_id, comps, bypass, layout, visit
             )
             if count:
                 raise RollbackRefused(
@@ -191,7 +236,7 @@ def rollback(
                 )
         run_ledger.acquire_lock(conn)
         try:
-            result.deleted = run_ledger.delete_written(conn, run_id, comps, bypass)
+            result.deleted = run_ledger.delete_written(conn, run_id, comps, bypass, visit, check)
             run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)
         finally:
             run_ledger.release_lock(conn)

@@ -35,7 +35,7 @@ from core.errors import (
 )
 from destinations import connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
-from destinations.target_schema import act_as_tenant
+from destinations.target_schema import act_as_bookkeeper, act_as_tenant
 from pipelines import backup as backup_mod
 from pipelines import preflight, store_steps
 from pipelines.engine import (
@@ -226,8 +226,8 @@ class Sync:
                     return result
                 now = dt.datetime.now()
                 run_id = SYNC_PREFIX + new_run_id(now)
-                result.backup_path = self._backup(conn, run_id, now, todo)
                 tenants = sorted({t for p in todo for t, _ in p.changes.keys()})
+                result.backup_path = self._backup(conn, run_id, now, todo, tenants)
                 run_ledger.start_run(
                     conn,
                     run_id,
@@ -595,10 +595,15 @@ class Sync:
 
     # -- backup, apply -------------------------------------------------------------------
     def _backup(
-        self, conn: psycopg.Connection, run_id: str, now: dt.datetime, todo: list[_Plan]
+        self,
+        conn: psycopg.Connection,
+        run_id: str,
+        now: dt.datetime,
+        todo: list[_Plan],
+        tenants: list[str],
     ) -> str | None:
         """The rows the sync will replace or delete, as PostgreSQL holds them now, beside
-        the plan and the metadata `rollback --backup` reads."""
+        the plan and the metadata `rollback --backup` reads (with the sync's `tenants`)."""
         if not self.plan.backup_enabled:
             return None
         root = backup_mod.backup_root(self.plan)
@@ -634,6 +639,7 @@ class Sync:
                     "source": self.engine.source_path,
                     "target": self.target.display,
                     "components": [p.comp.name for p in todo],
+                    "tenants": tenants,
                     "key_layout": self.plan.key_layout,
                 },
                 "preimages": counts,
@@ -823,9 +829,12 @@ def undo_sync(
     comps: list[Component],
     bypass: bool,
     force: bool = False,
+    tenants: list[str] | None = None,
 ) -> dict[str, int]:
     """`rollback` of a sync run: its inserts removed, its pre-images put back, under the
-    migration lock. Syncs are undone newest first: a later one built on this one's rows."""
+    migration lock. Syncs are undone newest first: a later one built on this one's rows.
+    Under RLS the tenants visited are `tenants` (its backup's; default: the run's record)."""
+    act_as_bookkeeper(conn)
     newer = conn.execute(
         "SELECT run_id FROM llmspell_migrate.runs WHERE plan_fingerprint = "
         "(SELECT plan_fingerprint FROM llmspell_migrate.runs WHERE run_id = %s) "
@@ -841,7 +850,9 @@ def undo_sync(
         )
     run_ledger.acquire_lock(conn)
     try:
-        changed = [] if force else sync_ledger.changed_since(conn, record.run_id, comps, bypass)
+        changed = (
+            [] if force else sync_ledger.changed_since(conn, record.run_id, comps, bypass, tenants)
+        )
         if changed:
             raise RollbackRefused(
                 f"Rollback refused: {len(changed)} row(s) written by sync {record.run_id} "
@@ -850,7 +861,7 @@ def undo_sync(
                 "(PostgreSQL's later values of these rows are then lost).",
                 details=changed[:20],
             )
-        done = sync_ledger.restore(conn, record.run_id, comps, bypass)
+        done = sync_ledger.restore(conn, record.run_id, comps, bypass, tenants)
         run_ledger.set_status(conn, record.run_id, run_ledger.ROLLED_BACK)
     finally:
         run_ledger.release_lock(conn)

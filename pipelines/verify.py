@@ -20,7 +20,7 @@ from sources import installation
 from sources.components import AGENT_STATE, Component
 from sources.key_routing import classify_db, mappers
 from sources.memory_checks import cross_record_problems
-from sources.record_checks import RecordChecker
+from sources.record_checks import RecordChecker, printable
 from sources.sqlite_reader import SourceDB
 from validation.stage import ValidationReport, Validator
 
@@ -127,7 +127,7 @@ def _check_sqlite_component(
 
     for rows in db.iter_batches(comp, 5000, tenants):
         for row in rows:
-            where = f"{row[tenant_at]} {row[0]!r}"
+            where = f"{printable(str(row[tenant_at]))} {row[0]!r}"
             problems = checker.check(row)
             for p in problems:
                 note(f"{where}: {p.column} {p.problem}")

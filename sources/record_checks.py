@@ -50,6 +50,19 @@ def storable_uuid(text) -> bool:
     return isinstance(text, str) and _UUID.match(text) is not None
 
 
+def printable(text: str) -> str:
+    """`text` as it can be shown on a terminal or in a log: unchanged when it is printable
+    UTF-8, else escaped as Python does (`ten\\x00ant`, `ten\\udcffant` for a byte that is not
+    UTF-8), so a NUL or an undecodable byte read from the source is never printed raw."""
+    if text.isprintable():
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    return repr(text)[1:-1]
+
+
 @dataclass(frozen=True)
 class BadRecord:
     component: str
@@ -59,7 +72,10 @@ class BadRecord:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.component} {self.tenant_id} {self.key!r}: {self.column} {self.problem}"
+        return (
+            f"{self.component} {printable(self.tenant_id)} {self.key!r}: {self.column} "
+            f"{self.problem}"
+        )
 
     def to_dict(self) -> dict:
         return {

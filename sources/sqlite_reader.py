@@ -156,7 +156,8 @@ class SourceDB:
                 f"{self.path} is not an llmspell database (it has none of the tables "
                 + ", ".join(dict.fromkeys(c.sqlite_table for c in COMPONENTS.values()))
                 + ")",
-                f"Point --source at the SQLite file llmspell writes (default {DEFAULT_PATH}).",
+                "Point --source at the SQLite file llmspell writes (by default "
+                "~/.llmspell/data/llmspell.db).",
             )
 
     # -- opening -------------------------------------------------------------------------

@@ -239,3 +239,34 @@ def test_sigkill_after_content_then_rerun_resumes(tmp_path, target_db):
     backup = next((tmp_path / "backups").iterdir())
     assert migrate.run(["rollback", "--backup", str(backup)]) == 0
     assert _large_objects(target_db) == before
+
+
+def test_report_says_large_objects_are_outside_row_level_security(tmp_path, src, target_db, capsys):
+    """What the note warns of is real: a session acting as one tenant reads another tenant's
+    large object by its OID. The execute report (text and --json) says so, with what to do."""
+    plan = _plan(tmp_path, src, target_db.app_dsn)
+    capsys.readouterr()
+    assert migrate.run(["execute", "--plan", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "Security:" in out
+    assert "large objects, which have no row-level security" in out
+    assert "llmspell's own PostgreSQL backend stores them the same way" in out
+    assert "lo_compat_privileges off" in out and "below 1 MiB" in out
+    with target_db.connect() as conn:
+        tenant, oid = conn.execute(
+            "SELECT tenant_id, large_object_oid FROM llmspell.artifact_content "
+            "WHERE storage_type = 'large_object' LIMIT 1"
+        ).fetchone()
+    with target_db.connect(app=True) as conn:
+        conn.execute("SELECT set_config('app.current_tenant_id', 'tenant-other', false)")
+        rows = "SELECT count(*) FROM llmspell.artifact_content WHERE tenant_id = %s"
+        assert conn.execute(rows, (tenant,)).fetchone()[0] == 0  # its row: hidden by RLS
+        assert len(conn.execute("SELECT lo_get(%s)", (oid,)).fetchone()[0]) >= MIB
+    # the JSON report carries it too; a run without artifacts does not
+    assert migrate.run(["execute", "--plan", str(plan), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert any("no row-level security" in n for n in doc["security_notes"])
+    other = _plan(tmp_path, src, target_db.app_dsn, components="sessions", name="other.toml")
+    capsys.readouterr()
+    assert migrate.run(["execute", "--plan", str(other)]) == 0
+    assert "Security:" not in capsys.readouterr().out
