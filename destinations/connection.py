@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -190,3 +191,28 @@ def connect(target: Target | str, **kwargs) -> psycopg.Connection:
             "target.connection, or LLMSPELL_MIGRATE_TARGET); put the password in "
             f"{ENV_PASSWORD} or .dlt/secrets.toml.",
         ) from None
+
+
+def session_name(purpose: str) -> str:
+    """An application_name no other session carries: `cancel_sessions` finds its backends."""
+    return f"llmspell-migrate-{purpose}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def named(dsn: str, application_name: str) -> str:
+    """`dsn` with `application_name` set (for connections made by others, e.g. DuckDB's)."""
+    return make_conninfo(dsn, application_name=application_name)
+
+
+def cancel_sessions(dsn: str, application_name: str) -> int:
+    """Cancel the statements running in every backend named `application_name` (our own
+    sessions, possibly opened by DuckDB's scanner, which no client-side interrupt reaches).
+    Returns how many were signalled."""
+    with psycopg.connect(
+        dsn, connect_timeout=5, application_name="llmspell-migrate-cancel", autocommit=True
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchone()
+    return int(row[0])

@@ -32,7 +32,7 @@ from dlt.common.runtime.signals import raise_if_signalled
 from dlt.common.storages.load_package import PackageStorage
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from core import files, settings
+from core import files, interrupts, settings
 from core.errors import MigrateError, MigrationFailed, PreflightError
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
@@ -138,7 +138,12 @@ class Delivery:
             for comp in self.order:  # components with nothing in the source
                 (self.progress.get(comp.name) or self._start(comp)).finish()
         try:
-            self.on_complete()
+            # Inside dlt's load step dlt's handlers hold SIGINT/SIGTERM (the first signal only
+            # sets a flag its loader reads between jobs): a signal caught while the last jobs
+            # drained stops here, and the validation takes them back, so one signal stops it.
+            raise_if_signalled()
+            with interrupts.stopping():
+                self.on_complete()
         except BaseException as exc:
             self._fail("validation", exc)
             raise

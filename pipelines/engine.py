@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import duckdb
 import psycopg
 from dlt.common.exceptions import SignalReceivedException
 
-from core import files, settings
+from core import files, interrupts, settings
 from core.errors import (
     MigrateError,
     MigrationFailed,
@@ -62,18 +61,11 @@ def prepare_target(target: connection.Target) -> None:
             target_schema.ensure_schema(conn)
 
 
-@contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back; and either
+    stops the run at once, in any stage, cancelling the queries in flight
+    (`core.interrupts`)."""
+    return interrupts.stopping()
 
 
 MAX_WORKERS = 32
@@ -745,7 +737,9 @@ def _prints_worker(send, *args) -> None:
 def is_interrupt(exc: BaseException) -> bool:
     """Ctrl-C or SIGTERM, however it surfaced: as KeyboardInterrupt, as dlt's
     SignalReceivedException (possibly wrapped in PipelineStepFailed), or as DuckDB's
-    'Query interrupted'."""
+    'Query interrupted' (or any error after a stop was requested)."""
+    if interrupts.requested():  # whatever error the cancelled work raised on its way out
+        return True
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(
