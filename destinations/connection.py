@@ -9,6 +9,7 @@ password-free form is ever printed or written.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import secrets
@@ -216,3 +217,55 @@ def cancel_sessions(dsn: str, application_name: str) -> int:
             (application_name,),
         ).fetchone()
     return int(row[0])
+
+
+IDENTITY_KEYS = ("host", "port", "database", "embedded")
+
+
+def identity(cli_target: str | None = None, plan_connection: str | None = None) -> dict[str, str]:
+    """Which server and database `resolve` would connect to, without secrets and without
+    starting anything: host, port and database of a configured DSN (libpq's PG* variables
+    filling what it leaves out), or the embedded server's data folder and database."""
+    dsn = configured_dsn(cli_target, plan_connection)
+    if not dsn:
+        return {
+            "embedded": str(embedded_server.data_dir_from_env()),
+            "database": embedded_server.DATABASE,
+        }
+    params = conninfo_to_dict(dsn)
+    user = params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    return {
+        "host": str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", "")),
+        "port": str(params.get("port") or os.environ.get("PGPORT") or 5432),
+        "database": str(params.get("dbname") or os.environ.get("PGDATABASE") or user),
+    }
+
+
+def describe_identity(ident: dict[str, str]) -> str:
+    if ident.get("embedded"):
+        return f"the embedded PostgreSQL in {ident['embedded']} (database {ident.get('database')})"
+    host = ident.get("host") or "libpq's default socket"
+    return f"database {ident.get('database')} on {host} port {ident.get('port')}"
+
+
+def check_identity(
+    recorded: dict[str, str] | None,
+    cli_target: str | None,
+    plan_connection: str | None,
+    where: str = "The plan",
+) -> None:
+    """Refuse (exit 2) when the target found now is another server or database than the one
+    `recorded` (the plan's target.identity) names. A target passed explicitly (`--target`)
+    is the user's choice and is not checked; a plan without an identity is not either."""
+    if not recorded or cli_target:
+        return
+    now = identity(None, plan_connection)
+    if {k: str(v) for k, v in recorded.items()} == now:
+        return
+    raise UsageError(
+        f"{where} was made for {describe_identity(recorded)}, but the target now resolves to "
+        f"{describe_identity(now)}",
+        "Run it from the folder and with the configuration it was made with (.dlt/secrets.toml, "
+        f"{ENV_DSN}, LLMSPELL_MIGRATE_HOME); to use this target on purpose, name it with "
+        "--target DSN, or delete target.identity from the plan; nothing was written.",
+    )

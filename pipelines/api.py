@@ -85,6 +85,7 @@ def make_plan(
     if output:
         output = check_plan_output(output, source_path, force)
     configured = connection.configured_dsn(target, None)
+    identity = connection.identity(target, None)  # before the embedded server starts
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
     with SourceDB(source_path) as db:
@@ -118,6 +119,7 @@ def make_plan(
         target_connection=configured if target else None,
         tenants=tenants,
         key_layout=layout,
+        target_identity=identity,
     )
     warnings = list(left_behind) + reachability_lines(reach)
     unreachable = [x for r in reach.values() for x in r.unreachable]

@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -225,6 +225,9 @@ class Engine:
             for comp in comps:
                 db.require(comp)
             db.require_tenants(comps, self.plan.tenants)
+            connection.check_identity(
+                self.plan.target_identity, self.target_override, self.plan.target_connection
+            )
             self.target = connection.resolve(self.target_override, self.plan.target_connection)
             prepare_target(self.target)
             conn = connection.connect(self.target)
@@ -328,11 +331,13 @@ class Engine:
         result = self._result(False)
         writer: WriterPool | None = None
         run_started = False
+        working = ExitStack()  # dlt's working folder, held until its packages are finished
         try:
             with sigterm_as_interrupt(), SourcePrinter(db, self.plan) as printer:
                 if self.missing_bookkeeping:
                     self._create_bookkeeping(conn)
                 run_ledger.acquire_lock(conn)
+                working.enter_context(copy_stage.working_folder(self.target.where))
                 unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
                 run_id = unfinished.run_id if unfinished else new_run_id(now)
                 if unfinished:
@@ -388,6 +393,7 @@ class Engine:
             db.close()
             if run_started:
                 self._finish_packages()
+            working.close()
         return result
 
     def _preflight_and_backup(

@@ -418,3 +418,68 @@ def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source
         assert conn.execute("SELECT status FROM llmspell_migrate.runs").fetchall() == [
             ("rolled_back",)
         ]
+
+
+def spawn_json(plan: Path, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)]
+        + ["--log-format", "json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_runs_from_one_folder_second_refused(
+    tmp_path, big_source, sample_sqlite, target_db, other_target_db
+):
+    """Two runs from one working folder against two targets would share dlt's working
+    folder (and delete each other's load packages): the second is refused with exit 3,
+    naming the first, and the first completes."""
+    plan_a = tmp_path / "a.toml"
+    api.make_plan("agent_state,kv_store", output=plan_a, source=big_source, target=target_db.dsn)
+    plan_b = tmp_path / "b.toml"
+    api.make_plan("agent_state", output=plan_b, source=sample_sqlite, target=other_target_db.dsn)
+    first = spawn_json(plan_a, tmp_path)
+    lines = Lines(first)
+    locker = target_db.connect()
+    try:  # the first run is held in its validation (kv_store locked) while the second starts
+        lines.wait(progress_event("validation"))
+        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+        second = subprocess.run(
+            [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        locker.rollback()
+        code = first.wait(timeout=120)
+    finally:
+        locker.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    out = lines.text()
+    assert code == 0, out
+    assert "FileNotFoundError" not in out
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert f"Another migration is running from this working folder (pid {first.pid}" in (
+        second.stderr
+    )
+    assert other_target_db.count("agent_states") == 0
+    # the folder is free again: the second plan runs
+    again = subprocess.run(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert other_target_db.count("agent_states") > 0
