@@ -9,8 +9,10 @@ password-free form is ever printed or written.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
+import secrets
 import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -219,3 +221,80 @@ def connect(target: Target | str, init: bool = False, **kwargs) -> psycopg.Conne
             "target.connection, or LLMSPELL_MIGRATE_TARGET); put the password in "
             f"{ENV_PASSWORD} or .dlt/secrets.toml.",
         ) from None
+
+
+def session_name(purpose: str) -> str:
+    """An application_name no other session carries: `cancel_sessions` finds its backends."""
+    return f"llmspell-migrate-{purpose}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def named(dsn: str, application_name: str) -> str:
+    """`dsn` with `application_name` set (for connections made by others, e.g. DuckDB's)."""
+    return make_conninfo(dsn, application_name=application_name)
+
+
+def cancel_sessions(dsn: str, application_name: str) -> int:
+    """Cancel the statements running in every backend named `application_name` (our own
+    sessions, possibly opened by DuckDB's scanner, which no client-side interrupt reaches).
+    Returns how many were signalled."""
+    with psycopg.connect(
+        dsn, connect_timeout=5, application_name="llmspell-migrate-cancel", autocommit=True
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchone()
+    return int(row[0])
+
+
+IDENTITY_KEYS = ("host", "port", "database", "embedded")
+
+
+def identity(cli_target: str | None = None, plan_connection: str | None = None) -> dict[str, str]:
+    """Which server and database `resolve` would connect to, without secrets and without
+    starting anything: host, port and database of a configured DSN (libpq's PG* variables
+    filling what it leaves out), or the embedded server's data folder and database."""
+    dsn = configured_dsn(cli_target, plan_connection)
+    if not dsn:
+        return {
+            "embedded": str(embedded_server.data_dir_from_env()),
+            "database": embedded_server.DATABASE,
+        }
+    params = conninfo_to_dict(dsn)
+    user = params.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    return {
+        "host": str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", "")),
+        "port": str(params.get("port") or os.environ.get("PGPORT") or 5432),
+        "database": str(params.get("dbname") or os.environ.get("PGDATABASE") or user),
+    }
+
+
+def describe_identity(ident: dict[str, str]) -> str:
+    if ident.get("embedded"):
+        return f"the embedded PostgreSQL in {ident['embedded']} (database {ident.get('database')})"
+    host = ident.get("host") or "libpq's default socket"
+    return f"database {ident.get('database')} on {host} port {ident.get('port')}"
+
+
+def check_identity(
+    recorded: dict[str, str] | None,
+    cli_target: str | None,
+    plan_connection: str | None,
+    where: str = "The plan",
+) -> None:
+    """Refuse (exit 2) when the target found now is another server or database than the one
+    `recorded` (the plan's target.identity) names. A target passed explicitly (`--target`)
+    is the user's choice and is not checked; a plan without an identity is not either."""
+    if not recorded or cli_target:
+        return
+    now = identity(None, plan_connection)
+    if {k: str(v) for k, v in recorded.items()} == now:
+        return
+    raise UsageError(
+        f"{where} was made for {describe_identity(recorded)}, but the target now resolves to "
+        f"{describe_identity(now)}",
+        "Run it from the folder and with the configuration it was made with (.dlt/secrets.toml, "
+        f"{ENV_DSN}, LLMSPELL_MIGRATE_HOME); to use this target on purpose, name it with "
+        "--target DSN, or delete target.identity from the plan; nothing was written.",
+    )

@@ -95,6 +95,7 @@ def make_plan(
         for path in paths:
             output = check_plan_output(output, path, force)
     configured = connection.configured_dsn(target, None)
+    identity = connection.identity(target, None)  # before the embedded server starts
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
     per_file = per_file_records(paths, comps, tenants) if len(paths) > 1 else {}
@@ -142,6 +143,7 @@ def make_plan(
         target_connection=configured if target else None,
         tenants=tenants,
         key_layout=layout,
+        target_identity=identity,
     )
     warnings = left_out + list(left_behind) + reachability_lines(reach)
     unreachable = [x for r in reach.values() for x in r.unreachable]

@@ -30,6 +30,7 @@ from typing import IO
 
 import duckdb
 
+from core import interrupts
 from core.errors import PreflightError
 from core.files import make_private, private_dir
 from core.settings import cli_command
@@ -208,16 +209,19 @@ class BackupWriter:
         `on_component` hears each component written, with its record count."""
         con = duck.connect(read_path)
         try:
-            for comp in comps:
-                try:
-                    self.counts[comp.name] = self._duckdb_export(con, comp, tenants)
-                except duckdb.Error:
-                    self._python_export(read_path, comp, tenants)
-                if comp.name == "artifacts":  # their content: one file per blob
-                    source = self.partial / "source"
-                    self.counts[FOLDER] = export_content(source, read_path, tenants)
-                if on_component is not None:
-                    on_component(comp.name, self.counts[comp.name])
+            with interrupts.cancelling(con.interrupt):
+                for comp in comps:
+                    interrupts.check()  # in pre-flight's worker thread: Ctrl-C reaches it so
+                    try:
+                        self.counts[comp.name] = self._duckdb_export(con, comp, tenants)
+                    except duckdb.Error:
+                        interrupts.check()  # interrupted, not unreadable
+                        self._python_export(read_path, comp, tenants)
+                    if comp.name == "artifacts":  # their content: one file per blob
+                        source = self.partial / "source"
+                        self.counts[FOLDER] = export_content(source, read_path, tenants)
+                    if on_component is not None:
+                        on_component(comp.name, self.counts[comp.name])
         finally:
             con.close()
 
@@ -248,6 +252,7 @@ class BackupWriter:
         with SourceDB(read_path, snapshot=False) as db:
             self.begin(comp)
             for rows in db.iter_batches(comp, 5000, tenants):
+                interrupts.check()
                 self.add_rows(comp, rows)
             self.end(comp)
 

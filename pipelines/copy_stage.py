@@ -17,6 +17,9 @@ target and in the run's ledger, and re-delivered rows are skipped by their key.
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import json
 import os
 import shutil
 import threading
@@ -32,8 +35,8 @@ from dlt.common.runtime.signals import raise_if_signalled
 from dlt.common.storages.load_package import PackageStorage
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from core import files, settings
-from core.errors import MigrateError, MigrationFailed, PreflightError
+from core import files, interrupts, settings
+from core.errors import LockBusy, MigrateError, MigrationFailed, PreflightError
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
 from pipelines.progress import COPY, Counter, Listener, PlainLines
@@ -138,7 +141,12 @@ class Delivery:
             for comp in self.order:  # components with nothing in the source
                 (self.progress.get(comp.name) or self._start(comp)).finish()
         try:
-            self.on_complete()
+            # Inside dlt's load step dlt's handlers hold SIGINT/SIGTERM (the first signal only
+            # sets a flag its loader reads between jobs): a signal caught while the last jobs
+            # drained stops here, and the validation takes them back, so one signal stops it.
+            raise_if_signalled()
+            with interrupts.stopping():
+                self.on_complete()
         except BaseException as exc:
             self._fail("validation", exc)
             raise
@@ -224,6 +232,53 @@ def copy(
         + (f": {text[0]}" if text else ""),
         "Everything this run wrote was rolled back; fix the cause and re-run the plan.",
     ) from cause
+
+
+RUN_LOCK = "run.lock"  # in dlt's working folder: which run uses it now
+
+
+@contextmanager
+def working_folder(target: str) -> Iterator[None]:
+    """Hold dlt's working folder (one pipeline, `llmspell_migrate`) for one run, or refuse at
+    once with LockBusy (exit 3) naming the run that holds it. Two runs from one tool home
+    would otherwise share its load packages and delete each other's files; runs against
+    different targets at once need homes of their own (LLMSPELL_MIGRATE_HOME). The lock is
+    the kernel's (flock): a run killed outright holds it no longer, so the next run of its
+    plan resumes."""
+    folder = files.private_dir(settings.pipelines_dir())
+    path = folder / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(path) from None
+        holder = {"pid": os.getpid(), "since": f"{dt.datetime.now():%Y-%m-%d %H:%M:%S}"}
+        holder["target"] = target
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _busy(path: Path) -> LockBusy:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    who = ""
+    if holder.get("pid"):
+        since, target = holder.get("since", "?"), holder.get("target", "?")
+        who = f" (pid {holder['pid']}, since {since}, target {target})"
+    return LockBusy(
+        f"Another migration is running from this working folder{who}",
+        f"Wait for it to finish, or give this run its own tool home (LLMSPELL_MIGRATE_HOME): "
+        f"both would use dlt's working folder {path.parent}; nothing was written.",
+    )
 
 
 def discard_pending() -> bool:

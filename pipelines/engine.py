@@ -14,19 +14,18 @@ import os
 import pickle
 import secrets
 import shutil
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
 import psycopg
 from dlt.common.exceptions import SignalReceivedException
 
-from core import child, files, settings
+from core import child, files, interrupts, settings
 from core.errors import (
     MigrateError,
     MigrationFailed,
@@ -72,18 +71,11 @@ def prepare_target(target: connection.Target) -> None:
             target_schema.ensure_schema(conn)
 
 
-@contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """SIGTERM takes the same path as Ctrl-C, so a stopped run still rolls back; and either
+    stops the run at once, in any stage, cancelling the queries in flight
+    (`core.interrupts`)."""
+    return interrupts.stopping()
 
 
 MAX_WORKERS = 32
@@ -244,6 +236,9 @@ class Engine:
             for comp in comps:
                 db.require(comp)
             db.require_tenants(comps, self.plan.tenants)
+            connection.check_identity(
+                self.plan.target_identity, self.target_override, self.plan.target_connection
+            )
             self.target = connection.resolve(self.target_override, self.plan.target_connection)
             prepare_target(self.target)
             conn = connection.connect(self.target)
@@ -348,11 +343,13 @@ class Engine:
         result = self._result(False)
         writer: WriterPool | None = None
         run_started = False
+        working = ExitStack()  # dlt's working folder, held until its packages are finished
         try:
             with sigterm_as_interrupt(), SourcePrinter(db, self.plan) as printer:
                 if self.missing_bookkeeping:
                     self._create_bookkeeping(conn)
                 run_ledger.acquire_lock(conn)
+                working.enter_context(copy_stage.working_folder(self.target.where))
                 unfinished = run_ledger.find_unfinished(conn, self.plan.fingerprint())
                 run_id = unfinished.run_id if unfinished else new_run_id(now)
                 if unfinished:
@@ -408,6 +405,7 @@ class Engine:
             db.close()
             if run_started:
                 self._finish_packages()
+            working.close()
         return result
 
     def _preflight_and_backup(
@@ -755,7 +753,9 @@ class SourcePrinter:
 def is_interrupt(exc: BaseException) -> bool:
     """Ctrl-C or SIGTERM, however it surfaced: as KeyboardInterrupt, as dlt's
     SignalReceivedException (possibly wrapped in PipelineStepFailed), or as DuckDB's
-    'Query interrupted'."""
+    'Query interrupted' (or any error after a stop was requested)."""
+    if interrupts.requested():  # whatever error the cancelled work raised on its way out
+        return True
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(

@@ -18,7 +18,7 @@ import yaml
 
 from core.errors import PlanError, UsageError
 from core.settings import cli_command
-from destinations.connection import has_password, redact
+from destinations.connection import IDENTITY_KEYS, has_password, redact
 from sources import components as registry
 from sources.installation import SourceFile
 from sources.key_routing import LAYOUTS, LLMSPELL
@@ -70,6 +70,8 @@ class Plan:
     backup_path: str | None = None
     # llmspell: rows where llmspell's PostgreSQL backend looks them up; verbatim: as in SQLite
     key_layout: str = LLMSPELL
+    # the server and database the plan was made for (connection.identity), no secrets
+    target_identity: dict[str, str] | None = None
     created_at: str = field(default_factory=utc_now)
     version: str = PLAN_VERSION
 
@@ -114,6 +116,8 @@ class Plan:
         if self.target_connection:
             target["connection"] = redact(self.target_connection)
         target["key_layout"] = self.key_layout
+        if self.target_identity:
+            target["identity"] = dict(self.target_identity)
         rollback: dict[str, Any] = {"backup_enabled": self.backup_enabled}
         if self.backup_path:
             rollback["backup_path"] = self.backup_path
@@ -163,7 +167,7 @@ class Plan:
 _TOP_KEYS = {"version", "created_at", "source", "target", "components", "validation", "rollback"}
 _SECTION_KEYS = {
     "source": {"backend", "path", "tenants", "config", "files"},
-    "target": {"backend", "connection", "key_layout"},
+    "target": {"backend", "connection", "key_layout", "identity"},
     "validation": {"checksum_sample_percent", "full_comparison_threshold"},
     "rollback": {"backup_enabled", "backup_path"},
 }
@@ -252,6 +256,7 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
             "up) or verbatim (every SQLite column unchanged).",
         )
     files, records = _source_files(where, source)
+    identity = _target_identity(where, target.get("identity"))
     tenants = source.get("tenants")
     if tenants is not None and (
         not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants)
@@ -341,6 +346,7 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         backup_enabled=backup_enabled,
         backup_path=backup_path,
         key_layout=key_layout,
+        target_identity=identity,
         created_at=str(created) if created else utc_now(),
         version="1.0",
     )
@@ -389,6 +395,27 @@ def _source_files(where: str, source: dict) -> tuple[list[SourceFile], dict[str,
             "Make source.path the first file (the main database), or remove source.path.",
         )
     return files, records
+
+
+def _target_identity(where: str, value: Any) -> dict[str, str] | None:
+    """target.identity: which server and database the plan was made for (absent in plans
+    written before it existed: those are not checked)."""
+    if value is None:
+        return None
+    allowed = set(IDENTITY_KEYS)
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not set(value) <= allowed
+        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value.values())
+    ):
+        raise _fail(
+            where,
+            "'target.identity' must map some of " + ", ".join(IDENTITY_KEYS) + " to values",
+            "Restore it from the plan as written, or delete it (the target is then not "
+            "checked against the one the plan was made for).",
+        )
+    return {k: str(v) for k, v in value.items()}
 
 
 class _PlanLoader(yaml.SafeLoader):

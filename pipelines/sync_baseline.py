@@ -151,6 +151,8 @@ class BaselineRecorder:
         self._decided = threading.Event()
         self._keep = False
         self._conn: psycopg.Connection | None = None
+        self._duck: duckdb.DuckDBPyConnection | None = None
+        self._ready = threading.Event()  # every print written, or the thread ended
         self._error: BaseException | None = None
         self.written = threading.Event()  # every print written, the commit still pending
         self.recorded = 0
@@ -161,7 +163,7 @@ class BaselineRecorder:
     def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
         con = None
         try:
-            con = duck.connect(source_read_path)
+            con = self._duck = duck.connect(source_read_path)
             with connection.connect(target) as conn:
                 self._conn = conn
                 with conn.transaction():
@@ -174,6 +176,7 @@ class BaselineRecorder:
                             conn, run_id, comp, prints, bypass, ledger_only=True
                         )
                     self.written.set()
+                    self._ready.set()
                     self._decided.wait()
                     if not self._keep:
                         raise _Abandoned  # rolls the transaction back
@@ -183,12 +186,19 @@ class BaselineRecorder:
         except BaseException as exc:  # reported by commit(); nothing was committed
             self._error = exc
         finally:
-            self._conn = None
+            self._conn = self._duck = None
+            self._ready.set()
             if con is not None:
                 con.close()
 
     def commit(self) -> int:
-        """The run validated: commit the prints (waiting for them); returns how many."""
+        """The run validated: commit the prints (waiting for them); returns how many.
+        Interrupted while they are still being written (Ctrl-C), it abandons them."""
+        try:
+            self._ready.wait()
+        except BaseException:
+            self.abandon()
+            raise
         self._keep = True
         self._decided.set()
         self._thread.join()
@@ -199,6 +209,12 @@ class BaselineRecorder:
     def abandon(self) -> None:
         """The run failed: write nothing, and stop soon."""
         self._decided.set()
+        con = self._duck
+        if con is not None:  # DuckDB's scan of the source, if that is where it is
+            try:
+                con.interrupt()
+            except duckdb.Error:
+                pass
         conn = self._conn
         if conn is not None:
             try:

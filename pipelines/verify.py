@@ -40,6 +40,7 @@ def verify(
     layout writes them, whatever the tool's own run records say). `progress` hears each
     component validated, counted in its source records."""
     comps = [cp.component for cp in plan.components]
+    connection.check_identity(plan.target_identity, target, plan.target_connection)
     resolved = connection.resolve(target, plan.target_connection)
     prepare_target(resolved)
     with connection.connect(resolved) as conn:

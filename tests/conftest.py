@@ -158,3 +158,9 @@ def sample_sqlite(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
     sample_file(path, SMALL)
     return path
+
+
+@pytest.fixture
+def other_target_db(pg_admin_dsn) -> TargetDB:
+    """A second fresh database with the llmspell schema (another target), dropped afterwards."""
+    yield from _database(pg_admin_dsn, schema=True)

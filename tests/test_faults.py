@@ -5,12 +5,14 @@ file's bytes never change."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -316,3 +318,168 @@ def test_sync_baseline_is_kept_only_if_the_run_validates(
     with target_db.connect() as conn:
         kept = conn.execute(count, (run_id,)).fetchone()[0]
     assert kept == (recorded if run_validates else 0)
+
+
+class Lines:
+    """A child's merged output, read in a thread, so a test can wait for a line with a
+    deadline even while the child prints nothing (blocked)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.seen: list[str] = []
+        self._new = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._new:
+                self.seen.append(line)
+                self._new.notify_all()
+        with self._new:
+            self.seen.append("")  # end of output
+            self._new.notify_all()
+
+    def wait(self, found, timeout: float = 120) -> str:
+        """The first line `found(line)` accepts; AssertionError if the output ends first or
+        none comes within `timeout` (a safety net for a child that hangs)."""
+        at = 0
+        with self._new:
+            while True:
+                for line in self.seen[at:]:
+                    if line == "":
+                        raise AssertionError("output ended:\n" + "".join(self.seen))
+                    if found(line):
+                        return line
+                at = len(self.seen)
+                if not self._new.wait(timeout):
+                    raise AssertionError("no such line in time:\n" + "".join(self.seen))
+
+    def text(self) -> str:
+        self._reader.join()
+        return "".join(self.seen)
+
+
+def progress_event(stage: str, component: str | None = None, finished: bool | None = None):
+    def found(line: str) -> bool:
+        if not line.startswith("{"):
+            return False
+        event = json.loads(line)
+        return (
+            event.get("event") == "progress"
+            and event.get("stage") == stage
+            and (component is None or event.get("component") == component)
+            and (finished is None or event.get("finished") == finished)
+        )
+
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source, target_db, sig):
+    """Validation runs inside dlt's load (the destination's complete_load), where dlt's own
+    handler only sets a flag: one signal must still stop it, even in a query PostgreSQL
+    holds (here: waiting for a lock on kv_store, which validation reaches last)."""
+    preexisting_rows(target_db)
+    before = target_db.snapshot()
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    plan = make_plan(tmp_path, big_source, target_db.dsn)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)]
+        + ["--log-format", "json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = Lines(proc)
+    locker = target_db.connect()
+    try:
+        lines.wait(progress_event("validation"))
+        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+        proc.send_signal(sig)
+        # Rollback deletes from kv_store too: the lock goes once the run gave up validating.
+        lines.wait(lambda line: "Rolling back all components" in line)
+        locker.rollback()
+        code = proc.wait(timeout=120)
+    finally:
+        locker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = lines.text()
+    assert code == 1, out
+    assert "Migration interrupted" in out
+    assert "Rollback complete. Source data unchanged." in out
+    assert "Status: SUCCESS" not in out
+    assert target_db.snapshot() == before
+    with target_db.connect() as conn:
+        assert conn.execute("SELECT status FROM llmspell_migrate.runs").fetchall() == [
+            ("rolled_back",)
+        ]
+
+
+def spawn_json(plan: Path, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)]
+        + ["--log-format", "json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_runs_from_one_folder_second_refused(
+    tmp_path, big_source, sample_sqlite, target_db, other_target_db
+):
+    """Two runs from one working folder against two targets would share dlt's working
+    folder (and delete each other's load packages): the second is refused with exit 3,
+    naming the first, and the first completes."""
+    plan_a = tmp_path / "a.toml"
+    api.make_plan("agent_state,kv_store", output=plan_a, source=big_source, target=target_db.dsn)
+    plan_b = tmp_path / "b.toml"
+    api.make_plan("agent_state", output=plan_b, source=sample_sqlite, target=other_target_db.dsn)
+    first = spawn_json(plan_a, tmp_path)
+    lines = Lines(first)
+    locker = target_db.connect()
+    try:  # the first run is held in its validation (kv_store locked) while the second starts
+        lines.wait(progress_event("validation"))
+        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+        second = subprocess.run(
+            [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        locker.rollback()
+        code = first.wait(timeout=120)
+    finally:
+        locker.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    out = lines.text()
+    assert code == 0, out
+    assert "FileNotFoundError" not in out
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert f"Another migration is running from this working folder (pid {first.pid}" in (
+        second.stderr
+    )
+    assert other_target_db.count("agent_states") == 0
+    # the folder is free again: the second plan runs
+    again = subprocess.run(
+        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert other_target_db.count("agent_states") > 0

@@ -390,6 +390,8 @@ def test_plan_writes_the_guides_yaml_shape_with_true_counts(tmp_path, small_db, 
         "backend": "postgres",
         "connection": UNREACHABLE,
         "key_layout": "llmspell",
+        # the server and database it was made for, no user or password
+        "identity": {"host": "127.0.0.1", "port": "1", "database": "x"},
     }
     assert data["components"] == [
         {"name": "agent_state", "estimated_count": counts["agent_state"], "batch_size": 500},

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from core import interrupts
 from destinations.row_text import target_fingerprint_expr
 from destinations.target_schema import act_as_tenant
 from sources import json_numbers, key_routing
@@ -237,6 +238,7 @@ def readback(
         for table in {t for t in tables if t is not None}:
             at = [i for i, t in enumerate(tables) if t == table]
             for start in range(0, len(at), _CHUNK):
+                interrupts.check()  # a worker thread: Ctrl-C reaches it only this way
                 part = at[start : start + _CHUNK]
                 found = replayer.matching(
                     tenant, table, [idents[i] for i in part], [fps[i] for i in part]

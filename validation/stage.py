@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 
+from core import interrupts
 from destinations import connection
 from sources import components as registry
 from sources.components import VECTOR, Component
@@ -87,7 +88,11 @@ class Validator:
     ):
         self.con = duck.connect(source_read_path)
         self.source_read_path = source_read_path
-        self.target_dsn = target_dsn
+        # Every session this validator opens on the target carries one name: a Ctrl-C
+        # cancels their statements on the server, where DuckDB's scanner waits in C.
+        self.session = connection.session_name("validation")
+        self.target_dsn = connection.named(target_dsn, self.session)
+        self.admin_dsn = target_dsn
         self.tenants = tenants
         self.mappers = mappers or {}  # the key layout's re-keying, per component
         if bypass_rls:
@@ -96,10 +101,12 @@ class Validator:
             self.targets = {}
             for i, tenant in enumerate(source_tenants(self.con, comps, tenants)):
                 alias = f"tgt_{i}"
-                duck.attach_target(self.con, target_dsn, alias, tenant)
+                duck.attach_target(self.con, self.target_dsn, alias, tenant)
                 self.targets[alias] = tenant
         if bypass_rls:
-            duck.attach_target(self.con, target_dsn, "tgt")
+            duck.attach_target(self.con, self.target_dsn, "tgt")
+        self._stop = interrupts.cancelling(self.cancel)
+        self._stop.__enter__()
 
     def compare(
         self,
@@ -189,13 +196,20 @@ class Validator:
         """Artifact content, compared through psycopg and sqlite3 (bytes streamed)."""
         src = sqlite3.connect(f"file:{self.source_read_path}?mode=ro", uri=True)
         try:
-            with connection.connect(self.target_dsn) as conn:
+            with connection.connect(self.target_dsn, application_name=self.session) as conn:
                 tenants = source_tenants(self.con, comps, self.tenants)
                 return artifact_content.compare(src, conn, tenants, percent, threshold)
         finally:
             src.close()
 
+    def cancel(self) -> None:
+        """Stop whatever this validator runs, now (from any thread): DuckDB's query, and
+        every statement of its sessions on the target."""
+        self.con.interrupt()
+        connection.cancel_sessions(self.admin_dsn, self.session)
+
     def close(self) -> None:
+        self._stop.__exit__(None, None, None)
         self.con.close()
 
     def __enter__(self) -> Validator:
