@@ -3,10 +3,15 @@
 Every reader works on a snapshot, never on the user's file: SQLite readers create
 `-wal`/`-shm` files, and llmspell may be writing while we read.
 
-- A database llmspell has open (a `-wal` or `-shm` beside it) is copied with SQLite's online
-  backup API in one step: one read transaction spans the whole copy, so the snapshot is the
-  database as of one commit, WAL included. Copying the file and its WAL one after the other
-  while llmspell writes tears them (seen as "database disk image is malformed").
+- A database llmspell has open (a `-wal` or `-shm` beside it) is copied as files, main file
+  first, then its WAL, without opening them with SQLite (a reader writes read marks into
+  llmspell's `-shm`). The copy is kept only when the WAL's header (checkpoint sequence and
+  salts) is the same before and after: while the WAL is not restarted, every page a
+  checkpoint wrote into the main file during the copy is also in the WAL copied after it,
+  so replaying that WAL gives the database as of one commit. A restart between the two
+  reads (seen as "database disk image is malformed" on a plain copy) means another try;
+  after several, SQLite's online backup API takes the copy under one read transaction.
+  The snapshot's WAL is then folded into it, so the snapshot is one self-contained file.
 - A closed database is copied as a file, with its size and change time compared before and
   after: when llmspell opened it and wrote meanwhile, the copy is taken again through the
   backup API. (A hard link would be cheaper, but a link shares the file llmspell may write
@@ -32,6 +37,8 @@ from urllib.parse import quote
 from core.errors import SourceError
 
 COPY_TRIES = 3
+LIVE_TRIES = 8
+WAL_HEADER = 32  # magic, version, page size, checkpoint sequence, salts, checksums
 
 
 @dataclass
@@ -99,6 +106,41 @@ def _is_live(path: Path) -> bool:
     return Path(f"{path}-wal").exists() or Path(f"{path}-shm").exists()
 
 
+def _wal_header(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(WAL_HEADER)
+    except FileNotFoundError:
+        return None
+
+
+def _copy_with_wal(original: Path, snap: Path) -> bool:
+    """Main file, then WAL, as files; True when the WAL was not restarted meanwhile."""
+    wal, snap_wal = Path(f"{original}-wal"), Path(f"{snap}-wal")
+    before = _wal_header(wal)
+    shutil.copyfile(original, snap)
+    if before is not None:
+        try:
+            shutil.copyfile(wal, snap_wal)
+        except FileNotFoundError:  # checkpointed and removed meanwhile
+            return False
+        _private(snap_wal)
+    _private(snap)
+    return before == _wal_header(wal) and before == _wal_header(snap_wal)
+
+
+def _fold_wal(snap: Path) -> None:
+    """Replay the snapshot's WAL into it and leave one file (nobody else has it open)."""
+    conn = sqlite3.connect(snap)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    finally:
+        conn.close()
+    for side in ("-wal", "-shm"):
+        Path(f"{snap}{side}").unlink(missing_ok=True)
+
+
 def take(original: Path, snap: Path) -> Snapshot:
     """A consistent private copy of `original` at `snap` (see the module docstring)."""
     journal = Path(f"{original}-journal")
@@ -117,6 +159,10 @@ def take(original: Path, snap: Path) -> Snapshot:
         if not _is_live(original) and _stamp(original) == before:
             return Snapshot(snap)
     try:
+        for _ in range(LIVE_TRIES):
+            if _copy_with_wal(original, snap):
+                _fold_wal(snap)
+                return Snapshot(snap, live=True)
         backup_copy(original, snap)
     except sqlite3.DatabaseError as exc:
         raise SourceError(

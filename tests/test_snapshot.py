@@ -57,7 +57,7 @@ def test_live_source_snapshots_are_consistent_every_time(tmp_path):
     try:
         assert writer.stdout.readline().strip() == "writing"  # a signal, not a sleep
         seen = []
-        for _ in range(30):
+        for _ in range(20):
             with SourceDB(source) as db:
                 assert db.live
                 check = sqlite3.connect(f"file:{db.read_path}?mode=ro", uri=True)
