@@ -84,3 +84,27 @@ def test_closed_source_snapshot_is_not_a_link(tmp_path):
             conn.execute("DELETE FROM agent_states")
         conn.close()
         assert db.conn.execute("SELECT count(*) FROM agent_states").fetchone()[0] == 5
+
+
+def test_execute_while_llmspell_writes_succeeds_every_time(tmp_path, target_db):
+    """The reported failure: `execute` on a source a writer fills at a high rate stopped half
+    the time with "database disk image is malformed" (its snapshot was torn)."""
+    from pipelines import api
+
+    source = tmp_path / "llmspell.db"
+    sample_file(source, SampleSpec(agents=100, workflows=20, sessions=20, kv=500, tenants=2))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(source)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        plan = tmp_path / "plan.yaml"
+        api.make_plan("kv_store", output=plan, source=source, target=target_db.dsn)
+        for _ in range(2):
+            result = api.execute(plan)
+            assert result.status == "SUCCESS", result
+            api.rollback(backup=result.backup_path)
+        assert writer.poll() is None
+    finally:
+        writer.kill()
+        writer.wait()
