@@ -31,6 +31,7 @@ from pipelines.sync import SyncResult
 from pipelines.sync import render as render_sync
 from sources.components import SUPPORTED
 from sources.key_routing import LAYOUTS
+from sources.tenant_map import parse_cli as parse_tenant_map
 
 EPILOG = """\
 The usual sequence (as in the llmspell migration guide):
@@ -167,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         help="llmspell's config file (llmspell.toml): plan every SQLite file it names (main "
         "database, RAG vectors). Without --source and --config, the config is found as "
         "llmspell finds it (./llmspell.toml, ~/.llmspell.toml, $XDG_CONFIG_HOME/llmspell/...)",
+    )
+    sp.add_argument(
+        "--tenant-map",
+        action="append",
+        metavar="SRC=DST",
+        help="move source tenant SRC to tenant DST in the target (repeat for each tenant; "
+        "unmapped tenants keep their name); written to the plan as target.tenant_map",
     )
     key_layout(sp, "default llmspell; written to the plan")
     common(sp)
@@ -365,6 +373,7 @@ def run(argv: list[str] | None = None) -> int:
                 to_backend=args.to_backend,
                 force=args.force,
                 key_layout=args.key_layout,
+                tenant_map=parse_tenant_map(args.tenant_map),
             )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
