@@ -25,7 +25,7 @@ from collections.abc import Callable
 from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from destinations import embedded_server
 from destinations.connection import redact_text
-from pipelines import api, progress
+from pipelines import api, fleet, progress
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from pipelines.sync import SyncResult
 from pipelines.sync import render as render_sync
@@ -308,6 +308,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    fleet.add_parser(sub)
+
     sp = sub.add_parser(
         "prune",
         help="delete old backups and dlt load packages",
@@ -356,6 +358,8 @@ def run(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
+    if args.command == "fleet":
+        return fleet.run_cli(args)
     try:
         display = progress.open_display(
             getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")

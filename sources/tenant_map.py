@@ -239,7 +239,7 @@ def _refuse_collisions(
         select = ", ".join([f"{new_tenant} AS t", *(f"{e} AS k{i}" for i, e in enumerate(exprs))])
         group = ", ".join(["t", *(f"k{i}" for i in range(len(exprs)))])
         rows = conn.execute(
-            f'SELECT t, {", ".join(f"k{i}" for i in range(len(exprs)))}, '
+            f"SELECT t, {', '.join(f'k{i}' for i in range(len(exprs)))}, "
             f"group_concat(DISTINCT src_tenant) FROM (SELECT {select}, tenant_id AS src_tenant "
             f'FROM "{table}") GROUP BY {group} HAVING count(*) > 1 LIMIT 6'
         ).fetchall()
