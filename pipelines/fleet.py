@@ -146,7 +146,9 @@ def load_manifest(path: str | Path) -> Manifest:
         finally:
             loader.dispose()
     except FileNotFoundError:
-        raise PlanError(f"Fleet manifest not found: {path}", "Point --manifest at fleet.yaml.")
+        raise PlanError(
+            f"Fleet manifest not found: {path}", "Point --manifest at fleet.yaml."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
