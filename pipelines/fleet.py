@@ -294,6 +294,9 @@ class Layout:
     def log(self, name: str) -> Path:
         return self.dir(name) / "execute.log"
 
+    def synced(self, name: str) -> Path:
+        return self.dir(name) / "last-sync.json"
+
     def entry(self, name: str) -> Path:
         return self.dir(name) / "entry.json"
 
@@ -514,6 +517,9 @@ class Fleet:
         except MigrateError as exc:
             out.status, out.exit_code = FAILED, exc.exit_code
             out.error = redact_text(exc.message)
+            with contextlib.suppress(OSError):
+                _private_dir(self.layout.dir(entry.name))
+                _write_json(self.layout.last(entry.name), {"finished_at": _now(), **out.to_dict()})
         return out
 
     def _entry_hash(self, entry: Entry) -> str:
@@ -626,6 +632,8 @@ class Fleet:
                 }
             }
         self._fill(out, doc, dry_run, verb)
+        if verb == "sync" and out.exit_code == 0:  # a sync finding nothing records no run
+            _write_json(self.layout.synced(name), {"synced_at": _now(), "run_id": out.run_id})
         if verb == "execute" and not dry_run:
             _write_json(
                 self.layout.last(name), {"finished_at": _now(), **out.to_dict(), "report": doc}
@@ -777,6 +785,9 @@ class Fleet:
                 synced = run_ledger.completed_run(conn, f"sync:{fp}")
                 if synced:
                     out.in_sync_since = str(synced.started_at)[:19]
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(self.layout.synced(name).read_text(encoding="utf-8"))
+                out.in_sync_since = doc["synced_at"]
             return out
         if conn is not None and (fp := self._fingerprint(name)):
             latest = run_ledger.latest_run(conn, fp)

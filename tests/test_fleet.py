@@ -72,7 +72,7 @@ def as_llmspell(db, tenant: str, sql: str, *args):
     """Read as llmspell's PostgreSQL backend does: llmspell_app, app.current_tenant_id set."""
     with db.connect(app=True) as conn:
         conn.execute("SELECT set_config('app.current_tenant_id', %s, false)", (tenant,))
-        return conn.execute(sql, args).fetchall()
+        return conn.execute(sql, args or None).fetchall()
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, dict | str]:
