@@ -566,29 +566,40 @@ class Fleet:
         for o in outcomes:
             if o.status != PLANNED:
                 continue
-            plan = plan_mod.load(self.layout.plan(o.name))
-            with SourceDB(plan.source_paths, tenant_map=plan.tenant_map) as db:
-                for cp in plan.components:
-                    comp = cp.component
-                    global_key = comp.conflict and "tenant_id" not in comp.conflict
-                    keys = comp.conflict if global_key else None
-                    expr = (
-                        " || '/' || ".join(f"CAST({k} AS TEXT)" for k in keys)
-                        if keys
-                        else comp.key_sql
+            try:
+                found = self._keys(o.name)
+            except MigrateError:
+                continue  # a source gone since its plan: its own run fails on it
+            for ident, (comp, tenant, key) in found.items():
+                other = owner.setdefault(ident, o.name)
+                if other != o.name:
+                    shown = f"tenant {tenant!r}, " if tenant is not None else ""
+                    raise PlanError(
+                        f"Fleet pre-flight: installations {other!r} and {o.name!r} "
+                        f"both put a {comp} record under {shown}key {key!r}",
+                        "Map their tenants onto different target tenants (tenant_map "
+                        "or tenant_prefix); nothing was written.",
                     )
-                    sql = f"SELECT tenant_id, {expr} FROM {comp.source_from('', db.tables)}"
-                    for tenant, key in db.conn.execute(sql):
-                        ident = (comp.pg_table, None if global_key else tenant, key)
-                        other = owner.setdefault(ident, o.name)
-                        if other != o.name:
-                            shown = f"tenant {tenant!r}, " if not global_key else ""
-                            raise PlanError(
-                                f"Fleet pre-flight: installations {other!r} and {o.name!r} "
-                                f"both put a {comp.name} record under {shown}key {key!r}",
-                                "Map their tenants onto different target tenants (tenant_map "
-                                "or tenant_prefix); nothing was written.",
-                            )
+
+    def _keys(self, name: str) -> dict[tuple, tuple]:
+        """Where each record of the installation lands: (table, target tenant or None for a
+        global key, key) -> (component, tenant, key)."""
+        plan = plan_mod.load(self.layout.plan(name))
+        out: dict[tuple, tuple] = {}
+        with SourceDB(plan.source_paths, tenant_map=plan.tenant_map) as db:
+            for cp in plan.components:
+                comp = cp.component
+                global_key = bool(comp.conflict) and "tenant_id" not in comp.conflict
+                expr = (
+                    " || '/' || ".join(f"CAST({k} AS TEXT)" for k in comp.conflict)
+                    if global_key
+                    else comp.key_sql
+                )
+                sql = f"SELECT tenant_id, {expr} FROM {comp.source_from('', db.tables)}"
+                for tenant, key in db.conn.execute(sql):
+                    t = None if global_key else tenant
+                    out[(comp.pg_table, t, key)] = (comp.name, t, key)
+        return out
 
     # -- execute ----------------------------------------------------------------------------
     def _worker_env(self, name: str) -> dict[str, str]:
@@ -700,6 +711,9 @@ class Fleet:
             o = self.reviewed_plan(e) or self.plan_one(e)
             outcomes[e.name] = o
             planned.append(o)
+        for e in self.manifest.entries:  # --only: still checked against the others' plans
+            if e not in entries and self.layout.plan(e.name).exists():
+                planned.append(Outcome(e.name, status=PLANNED))
         self.refuse_overlaps(planned)
         todo = [n for n, o in outcomes.items() if o.status == PLANNED]
         self.emit(f"Fleet: {len(todo)} installation(s) to run, {parallel} at a time")
