@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 # Two pytest workers (one per core here), whole files per worker so module fixtures are built once.
 test: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dagster]'
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

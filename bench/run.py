@@ -284,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sync-records", type=int, default=1_000_000, help="mixed records for the sync case"
     )
+    ap.add_argument(
+        "--fleet-installations", type=int, default=50, help="fleet case installations (0: skip)"
+    )
+    ap.add_argument("--fleet-records", type=int, default=2000, help="records per installation")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -364,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
             r["payload_mb"] = nv * dim * 4 / 1e6
 
     sync_lines = run_sync_case(args, admin, work) if want("sync") and args.sync_records else []
+    if want("fleet") and args.fleet_installations:  # bench/fleet_case.py
+        from bench import fleet_case
+
+        out = fleet_case.run_case(admin, work, args.fleet_installations, args.fleet_records)
+        sync_lines += ["", *fleet_case.render(out, "python -m bench.run " + " ".join(sys.argv[1:]))]
 
     lines = render(args, argv, admin, n, res, scale)
     if only == {"vectors"}:  # the header only: no mixed-records table without its methods

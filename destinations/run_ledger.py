@@ -11,6 +11,7 @@ A session-level advisory lock keeps two runs off the same target at once.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 import psycopg
@@ -36,29 +37,64 @@ class RunRecord:
     started_at: str
 
 
+# A run of a fleet (`pipelines.fleet`) names its installation here: it then shares the
+# target with the fleet's other installations (a shared lock on LOCK_KEY) and excludes only
+# another run of the same installation (an exclusive lock on the scope's key). A run without a
+# scope holds LOCK_KEY exclusively, as always: it excludes every run, fleet runs included.
+ENV_LOCK_SCOPE = "LLMSPELL_MIGRATE_LOCK_SCOPE"
+SCOPE_CLASS = LOCK_KEY  # the two-key form's first key, for scoped locks
+
+
+def lock_scope() -> str | None:
+    return os.environ.get(ENV_LOCK_SCOPE) or None
+
+
+def _scope_key(scope: str) -> int:
+    return int.from_bytes(hashlib.sha256(scope.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
 def acquire_lock(conn: psycopg.Connection) -> None:
-    """Take the target-wide migration lock for this connection's session, or refuse."""
-    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+    """Take the target-wide migration lock for this connection's session, or refuse (a
+    fleet run: the shared target lock and its installation's own, see ENV_LOCK_SCOPE)."""
+    scope = lock_scope()
+    if scope is None:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+    else:
+        got = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (LOCK_KEY,)).fetchone()[0]
+        if got:
+            got = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (SCOPE_CLASS, _scope_key(scope))
+            ).fetchone()[0]
+            if not got:
+                conn.execute("SELECT pg_advisory_unlock_shared(%s)", (LOCK_KEY,))
     conn.commit()
     if not got:
         holder = conn.execute(
             "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            "AND l.granted AND l.classid = 0 AND l.objid = %s::bigint::oid LIMIT 1",
-            (LOCK_KEY,),
+            "AND l.granted AND ((l.classid = 0 AND l.objid = %s::bigint::oid) OR "
+            "(l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid)) "
+            "AND a.pid <> pg_backend_pid() LIMIT 1",
+            (LOCK_KEY, SCOPE_CLASS, _scope_key(scope) if scope else 0),
         ).fetchone()
         conn.commit()
         # a role without pg_read_all_stats sees no start time of another user's backend
         since = f", since {holder[2]:%Y-%m-%d %H:%M:%S}" if holder and holder[2] else ""
         who = f" (PostgreSQL backend pid {holder[0]}{since})" if holder else ""
+        what = f" for installation {scope!r}" if scope else ""
         raise LockBusy(
-            f"Another migration is running against this target{who}",
+            f"Another migration is running against this target{what}{who}",
             "Wait for it to finish (or stop it); runs against one target never interleave.",
         )
 
 
 def release_lock(conn: psycopg.Connection) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    scope = lock_scope()
+    if scope is None:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    else:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (SCOPE_CLASS, _scope_key(scope)))
+        conn.execute("SELECT pg_advisory_unlock_shared(%s)", (LOCK_KEY,))
     conn.commit()
 
 

@@ -36,17 +36,22 @@ def signed(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return values.cast(pa.int64(), safe=False)
 
 
-def completed_runs(conn: psycopg.Connection) -> list[str]:
-    """Every completed run, newest first. Read with no tenant set: a session acting as a
-    tenant sees no run record (`runs` is not for tenants to read)."""
+def completed_runs(conn: psycopg.Connection, fingerprints: list[str] | None = None) -> list[str]:
+    """Every completed run (of these plan fingerprints: a fleet's installation counts only
+    its own runs, never another installation's), newest first. Read with no tenant set: a
+    session acting as a tenant sees no run record (`runs` is not for tenants to read)."""
     act_as_bookkeeper(conn)
+    only = " AND plan_fingerprint = ANY(%s)" if fingerprints is not None else ""
+    args = (run_ledger.COMPLETED, list(fingerprints)) if only else (run_ledger.COMPLETED,)
     return [
         r[0]
         for r in conn.execute(
             sql.SQL(
-                "SELECT run_id FROM {}.runs WHERE status = %s ORDER BY started_at DESC, run_id DESC"
+                "SELECT run_id FROM {}.runs WHERE status = %s"
+                + only
+                + " ORDER BY started_at DESC, run_id DESC"
             ).format(_BOOK),
-            (run_ledger.COMPLETED,),
+            args,
         ).fetchall()
     ]
 
@@ -275,13 +280,14 @@ def baseline(
     visit: list[str],
     only: list[str] | None,
     bypass: bool,
+    fingerprints: list[str] | None = None,
 ) -> pa.Table:
     """The latest written prints of `comp` per key among completed runs, deleted keys left
     out: tenant_id, nkey, llmspell_key, source_fp, target_fp. Under RLS the tenants in
     `visit` are read one by one; bypassing it, those in `only` (None: all)."""
     rows: list[tuple] = []
     with conn.transaction():
-        completed = completed_runs(conn)
+        completed = completed_runs(conn, fingerprints)
         for tenant in _for_tenants(conn, visit, bypass):
             rows += conn.execute(baseline_sql(comp, tenant, only, completed)).fetchall()
     names = ["tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp"]

@@ -40,6 +40,11 @@ from sources.key_routing import check_layout, classify_db
 from sources.memory_stores import HNSW_NOTE
 from sources.record_checks import printable
 from sources.sqlite_reader import SourceDB
+from sources.tenant_map import check_map, mapped_list
+
+
+def planned_components(planned: list[ComponentPlan]) -> list[registry.Component]:
+    return [registry.get(c.name) for c in planned]
 
 Emit = Callable[[str], None]
 
@@ -65,6 +70,8 @@ def make_plan(
     to_backend: str = "postgres",
     force: bool = False,
     key_layout: str | None = None,
+    tenant_map: dict[str, str] | None = None,
+    backup_path: str | Path | None = None,
 ) -> PlanResult:
     """Count the source per component and tenant, report where llmspell's PostgreSQL backend
     will find each record under `key_layout`, and write a reviewable plan. `output` is
@@ -73,8 +80,15 @@ def make_plan(
 
     The source: `source` (one path or several: the main database first), else the files
     llmspell's config names (`config`, or the config llmspell would discover), else
-    llmspell's default database, else the migration guide's path."""
+    llmspell's default database, else the migration guide's path.
+
+    `tenant_map` (source tenant -> target tenant; unmapped tenants keep their name) moves
+    the installation to other tenants in the target (`target.tenant_map`); `tenants` are
+    then still source names. `backup_path` is the plan's `rollback.backup_path`."""
     layout = check_layout(key_layout)
+    tmap = check_map(tenant_map, "tenant map")
+    source_tenants = list(tenants) if tenants else None
+    tenants = mapped_list(source_tenants, tmap) if tmap else source_tenants
     if from_backend != "sqlite":
         raise UsageError(
             "Phase 1: Only 'sqlite' is supported as source backend", "Use --from sqlite."
@@ -98,8 +112,11 @@ def make_plan(
     identity = connection.identity(target, None)  # before the embedded server starts
     per_tenant: dict[str, dict[str, int]] = {}
     planned = []
-    per_file = per_file_records(paths, comps, tenants) if len(paths) > 1 else {}
-    with SourceDB(paths) as db:
+    per_file = per_file_records(paths, comps, source_tenants) if len(paths) > 1 else {}
+    with SourceDB(paths) as raw:
+        source_counts = {c.name: raw.counts_by_tenant(c) for c in comps if raw.has(c)}
+    held = {t for counts in source_counts.values() for t in counts}
+    with SourceDB(paths, tenant_map=tmap) as db:
         if names.strip() == registry.ALL:
             db.require_tenants([c for c in comps if db.has(c)], tenants)
             comps = [c for c in comps if db.has(c) and db.count(c, tenants)]
@@ -144,8 +161,17 @@ def make_plan(
         tenants=tenants,
         key_layout=layout,
         target_identity=identity,
+        tenant_map=tmap,
+        source_tenants=source_tenants if tmap else None,
+        backup_path=str(backup_path) if backup_path else None,
     )
     warnings = left_out + list(left_behind) + reachability_lines(reach)
+    warnings += [
+        f"tenant map: the source holds no records of tenant {printable(t)} (mapped to "
+        f"{printable(d)})"
+        for t, d in tmap.items()
+        if t not in held
+    ]
     unreachable = [x for r in reach.values() for x in r.unreachable]
     if unreachable:
         warnings.append(
@@ -175,6 +201,17 @@ def make_plan(
         target=where,
         warnings=warnings,
         reachability={n: r.to_dict() for n, r in reach.items()},
+        tenant_map=tmap,
+        source_per_tenant={
+            c.name: {
+                t: n
+                for t, n in source_counts.get(c.name, {}).items()
+                if not source_tenants or t in source_tenants
+            }
+            for c in planned_components(planned)
+        }
+        if tmap
+        else {},
     )
 
 
@@ -318,8 +355,7 @@ def _with_layout(plan: Plan, key_layout: str | None) -> Plan:
 
 
 def _with_tenants(plan: Plan, tenants: list[str] | None) -> Plan:
-    if tenants:
-        plan.tenants = list(tenants)
+    plan.select_tenants(tenants)
     return plan
 
 

@@ -230,7 +230,7 @@ class Engine:
             )
 
     def _open(self) -> tuple[SourceDB, psycopg.Connection, bool]:
-        db = SourceDB(self.source_paths)
+        db = SourceDB(self.source_paths, tenant_map=self.plan.tenant_map)
         try:
             comps = [cp.component for cp in self.plan.components]
             for comp in comps:

@@ -25,12 +25,13 @@ from collections.abc import Callable
 from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from destinations import embedded_server
 from destinations.connection import redact_text
-from pipelines import api, progress
+from pipelines import api, fleet, progress
 from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
 from pipelines.sync import SyncResult
 from pipelines.sync import render as render_sync
 from sources.components import SUPPORTED
 from sources.key_routing import LAYOUTS
+from sources.tenant_map import parse_cli as parse_tenant_map
 
 EPILOG = """\
 The usual sequence (as in the llmspell migration guide):
@@ -168,6 +169,13 @@ def _parser() -> argparse.ArgumentParser:
         "database, RAG vectors). Without --source and --config, the config is found as "
         "llmspell finds it (./llmspell.toml, ~/.llmspell.toml, $XDG_CONFIG_HOME/llmspell/...)",
     )
+    sp.add_argument(
+        "--tenant-map",
+        action="append",
+        metavar="SRC=DST",
+        help="move source tenant SRC to tenant DST in the target (repeat for each tenant; "
+        "unmapped tenants keep their name); written to the plan as target.tenant_map",
+    )
     key_layout(sp, "default llmspell; written to the plan")
     common(sp)
 
@@ -300,6 +308,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    fleet.add_parser(sub)
+
     sp = sub.add_parser(
         "prune",
         help="delete old backups and dlt load packages",
@@ -348,6 +358,8 @@ def run(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
+    if args.command == "fleet":
+        return fleet.run_cli(args)
     try:
         display = progress.open_display(
             getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")
@@ -365,6 +377,7 @@ def run(argv: list[str] | None = None) -> int:
                 to_backend=args.to_backend,
                 force=args.force,
                 key_layout=args.key_layout,
+                tenant_map=parse_tenant_map(args.tenant_map),
             )
             if as_json:
                 print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))

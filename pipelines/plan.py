@@ -23,6 +23,7 @@ from sources import components as registry
 from sources.installation import SourceFile
 from sources.key_routing import LAYOUTS, LLMSPELL
 from sources.memory_stores import HNSW_NOTE
+from sources.tenant_map import check_map, mapped_list
 
 PLAN_VERSION = "1.0"
 BATCH_MIN, BATCH_MAX = 100, 100_000
@@ -72,6 +73,12 @@ class Plan:
     key_layout: str = LLMSPELL
     # the server and database the plan was made for (connection.identity), no secrets
     target_identity: dict[str, str] | None = None
+    # source tenant -> target tenant (unmapped tenants keep their name); applied to the run's
+    # private snapshot, so every stage works in target tenants (sources/tenant_map.py)
+    tenant_map: dict[str, str] = field(default_factory=dict)
+    # `source.tenants` as written (source names) when a tenant map renames some; `tenants`
+    # then holds their target names, which is what the snapshot holds
+    source_tenants: list[str] | None = None
     created_at: str = field(default_factory=utc_now)
     version: str = PLAN_VERSION
 
@@ -86,6 +93,13 @@ class Plan:
             return [str(f.path) for f in self.source_files]
         return [self.source_path] if self.source_path else []
 
+    def select_tenants(self, tenants: list[str] | None) -> None:
+        """Narrow the plan to `tenants` (source names, as --tenant gives them)."""
+        if not tenants:
+            return
+        self.source_tenants = list(tenants) if self.tenant_map else None
+        self.tenants = mapped_list(tenants, self.tenant_map) if self.tenant_map else list(tenants)
+
     def fingerprint(self) -> str:
         """Identity of what this plan migrates, so a re-run can resume an unfinished run."""
         paths = [str(Path(p).expanduser().resolve()) for p in self.source_paths]
@@ -95,6 +109,8 @@ class Plan:
             "tenants": sorted(self.tenants) if self.tenants else None,
             "key_layout": self.key_layout,  # a resumed run must write rows the same way
         }
+        if self.tenant_map:  # no map: the same identity as before maps existed
+            ident["tenant_map"] = dict(sorted(self.tenant_map.items()))
         if len(paths) > 1:  # one file: the same identity as before several were possible
             ident["also"] = paths[1:]
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -110,12 +126,14 @@ class Plan:
                 {**f.to_dict(), "records": dict(self.source_records.get(str(f.path), {}))}
                 for f in self.source_files
             ]
-        if self.tenants:
-            source["tenants"] = list(self.tenants)
+        if self.source_tenants or self.tenants:
+            source["tenants"] = list(self.source_tenants or self.tenants)
         target: dict[str, Any] = {"backend": "postgres"}
         if self.target_connection:
             target["connection"] = redact(self.target_connection)
         target["key_layout"] = self.key_layout
+        if self.tenant_map:
+            target["tenant_map"] = dict(self.tenant_map)
         if self.target_identity:
             target["identity"] = dict(self.target_identity)
         rollback: dict[str, Any] = {"backup_enabled": self.backup_enabled}
@@ -167,7 +185,7 @@ class Plan:
 _TOP_KEYS = {"version", "created_at", "source", "target", "components", "validation", "rollback"}
 _SECTION_KEYS = {
     "source": {"backend", "path", "tenants", "config", "files"},
-    "target": {"backend", "connection", "key_layout", "identity"},
+    "target": {"backend", "connection", "key_layout", "identity", "tenant_map"},
     "validation": {"checksum_sample_percent", "full_comparison_threshold"},
     "rollback": {"backup_enabled", "backup_path"},
 }
@@ -267,6 +285,10 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
             "Write tenants: [tenant-a, tenant-b] or remove the key.",
         )
 
+    tenant_map = check_map(target.get("tenant_map"), f"{where}: target.tenant_map")
+    source_tenants = list(tenants) if tenants else None
+    if tenant_map and tenants:
+        tenants = mapped_list(tenants, tenant_map)
     raw_components = data.get("components")
     if not isinstance(raw_components, list) or not raw_components:
         raise _fail(
@@ -347,6 +369,8 @@ def from_dict(data: Any, where: str = "plan") -> Plan:
         backup_path=backup_path,
         key_layout=key_layout,
         target_identity=identity,
+        tenant_map=tenant_map,
+        source_tenants=source_tenants if tenant_map else None,
         created_at=str(created) if created else utc_now(),
         version="1.0",
     )

@@ -46,6 +46,12 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         tenants = result.per_tenant.get(c["name"], {})
         if len(tenants) > 1:
             lines.append("        " + ", ".join(f"{printable(t)}: {n}" for t, n in tenants.items()))
+    if result.tenant_map:
+        lines.append("  Tenants (source → target):")
+        for src, dst, per in result.tenant_rows():
+            total = sum(per.values())
+            moved = "" if src == dst else " (remapped)"
+            lines.append(f"    - {printable(src)} → {printable(dst)}: {total} records{moved}")
     for w in result.warnings:
         lines.append(f"  WARNING: {w}")
     cli = settings.cli_command()

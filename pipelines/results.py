@@ -17,9 +17,31 @@ class PlanResult:
     target: str
     warnings: list[str] = field(default_factory=list)
     reachability: dict[str, dict] = field(default_factory=dict)
+    # with a tenant map: source tenant -> target tenant, and per_tenant in source names
+    # (`per_tenant` is in target tenants: what the target will hold)
+    tenant_map: dict[str, str] = field(default_factory=dict)
+    source_per_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def tenant_rows(self) -> list[tuple[str, str, dict[str, int]]]:
+        """(source tenant, target tenant, records per component), source tenants sorted."""
+        counts = self.source_per_tenant or self.per_tenant
+        tenants = sorted({t for per in counts.values() for t in per})
+        return [
+            (t, self.tenant_map.get(t, t), {c: per[t] for c, per in counts.items() if t in per})
+            for t in tenants
+        ]
 
     def to_dict(self) -> dict:
+        extra = {}
+        if self.tenant_map:
+            extra = {
+                "tenant_map": self.tenant_map,
+                "tenants": [
+                    {"source": s, "target": d, "records": r} for s, d, r in self.tenant_rows()
+                ],
+            }
         return {
+            **extra,
             "path": self.path,
             "plan": self.plan,
             "per_tenant": self.per_tenant,

@@ -302,6 +302,13 @@ class Sync:
                 "first) and `execute` again: that records a baseline this version reads.",
             )
 
+    def _own_runs(self) -> list[str] | None:
+        """A plan sharing its target with other installations (a tenant map, or a fleet's
+        run) diffs against its own runs only: another installation's rows are not deletions."""
+        if self.plan.tenant_map or run_ledger.lock_scope():
+            return [self.executed, sync_fingerprint(self.executed)]
+        return None
+
     def _preflight(self, db: SourceDB, conn: psycopg.Connection, result: SyncResult) -> list[_Plan]:
         plan = self.plan
         reach = preflight.classify_source(db, self.comps, plan.tenants, plan.key_layout)
@@ -323,7 +330,9 @@ class Sync:
         planned: list[_Plan] = []
         conflicts: list[str] = []
         for comp in self.comps:
-            base = sync_ledger.baseline(conn, comp, visit, plan.tenants, self.bypass)
+            base = sync_ledger.baseline(
+                conn, comp, visit, plan.tenants, self.bypass, fingerprints=self._own_runs()
+            )
             changes = change_set.diff(comp.name, now[comp.name], base)
             planned.append(self._classify(db, conn, comp, changes, conflicts))
         if conflicts:

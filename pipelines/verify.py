@@ -46,7 +46,7 @@ def verify(
     with connection.connect(resolved) as conn:
         target_schema.check_schema(conn, comps)
         bypass = role_bypasses_rls(conn)
-    with SourceDB(source_paths_for(plan, source)) as db:
+    with SourceDB(source_paths_for(plan, source), tenant_map=plan.tenant_map) as db:
         for comp in comps:
             db.require(comp)
         db.require_tenants(comps, plan.tenants)

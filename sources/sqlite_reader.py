@@ -20,6 +20,7 @@ from pathlib import Path
 from core.errors import PreflightError, SourceError
 from core.files import is_scratch, scratch_dir
 from sources import snapshot
+from sources import tenant_map as tenant_mod
 from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
@@ -122,10 +123,15 @@ class SourceDB:
         *,
         snapshot: bool = True,
         raw_text: bool = False,
+        tenant_map: dict[str, str] | None = None,
     ):
         """Open `path` (one file, or every file of an installation: the first is the main
         database) through a private snapshot; `snapshot=False` is only for a path that
-        already is one (the engine shares its snapshot with the dlt source and validation)."""
+        already is one (the engine shares its snapshot with the dlt source and validation).
+
+        `tenant_map` (source tenant -> target tenant) is applied to the private snapshot
+        right after it is taken (`sources.tenant_map`): every reader of it sees the target
+        tenants; the user's file is never touched."""
         given = [path] if isinstance(path, (str, Path)) else list(path)
         self.paths = [_one_file(Path(p).expanduser()) for p in given]
         if not self.paths:
@@ -148,6 +154,13 @@ class SourceDB:
         self.origins: dict[str, snapshot.Origin] = {}
         self._take_snapshot = snapshot
         self._raw_text = raw_text  # TEXT as UTF-8 bytes: 1 byte a character, not a Python str
+        self.tenant_map = tenant_mod.check_map(tenant_map)
+        if self.tenant_map and not snapshot:
+            raise SourceError(
+                "A tenant map is applied to a private snapshot only",
+                "Open the source with SourceDB(path, tenant_map=...) (snapshot=True).",
+            )
+        self.moved: dict[str, dict[str, int]] = {}  # table -> source tenant -> rows remapped
         self.conn = self._open()
         self.tables = self._tables()
         if not self.tables & {c.sqlite_table for c in COMPONENTS.values()}:
@@ -181,6 +194,9 @@ class SourceDB:
             )  # fmt: skip
             for t in taken[1:]:
                 t.path.unlink(missing_ok=True)
+        if self.tenant_map:
+            keys, _ = merge_keys()
+            self.moved = tenant_mod.apply(snap, self.tenant_map, keys, str(self.path))
         return snap
 
     def _open(self) -> sqlite3.Connection:
