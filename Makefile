@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,dagster]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -17,7 +17,6 @@ demo: $(STAMP)
 
 # Two pytest workers (one per core here), whole files per worker so module fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dagster]'
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -49,37 +49,25 @@ def test_two_partitions_materialize_in_process(tmp_path, target_db, monkeypatch)
 
 
 def test_a_validation_failure_is_not_retried(tmp_path, target_db, monkeypatch):
-    from pipelines.fleet import Outcome
-
-    monkeypatch.setenv(
-        "LLMSPELL_MIGRATE_FLEET",
-        str(
-            manifest(
-                tmp_path, target_db.dsn, {"team-a": {"source": str(three(tmp_path)["team-a"])}}
-            )
-        ),
-    )
+    """A real mismatch (a target that alters one value on insert) fails the materialization
+    once: one run, rolled back, no retry."""
+    m = manifest(tmp_path, target_db.dsn, {"team-a": {"source": str(three(tmp_path)["team-a"])}})
+    monkeypatch.setenv("LLMSPELL_MIGRATE_FLEET", str(m))
+    with target_db.connect(autocommit=True) as conn:
+        conn.execute("""
+            CREATE FUNCTION llmspell.test_tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN NEW.agent_type := NEW.agent_type || '!'; RETURN NEW; END $$;
+            CREATE TRIGGER test_tamper BEFORE INSERT ON llmspell.agent_states
+                FOR EACH ROW EXECUTE FUNCTION llmspell.test_tamper();""")
     from pipelines import dagster_defs
 
     defs_mod = importlib.reload(dagster_defs)
-    calls = []
-
-    class FakeFleet:  # only the outcome is stood in for; the asset's decision is what is tested
-        def __init__(self, transient):
-            self.transient = transient
-
-        def execute(self, parallel, only):
-            calls.append(only)
-            o = Outcome(only[0], status="failed", error="validation: 1 record differs")
-            o.transient = self.transient
-
-            class R:
-                outcomes = [o]
-
-            return R()
-
-    monkeypatch.setattr(defs_mod, "fleet", lambda: FakeFleet(False))
     result = dg.materialize(
-        [defs_mod.llmspell_installation], partition_key="team-a", raise_on_error=False
-    )
-    assert not result.success and len(calls) == 1
+        [defs_mod.llmspell_installation], partition_key="team-a", raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )  # fmt: skip
+    assert not result.success
+    with target_db.connect() as conn:
+        runs = conn.execute("SELECT status FROM llmspell_migrate.runs").fetchall()
+        assert runs == [("rolled_back",)]  # one attempt, undone: no retry
+        assert conn.execute("SELECT count(*) FROM llmspell.agent_states").fetchone()[0] == 0
