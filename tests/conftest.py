@@ -100,3 +100,26 @@ def sample_sqlite(tmp_path) -> Path:
     path = tmp_path / "llmspell.db"
     sample_file(path, SMALL)
     return path
+
+
+# `make test` hands whole files to two workers (--dist loadfile), in collection order: a long
+# file collected last leaves one worker idle while the other finishes it. The longest files
+# (by `pytest --durations=0`, summed per file) are collected first, the rest as before —
+# longest-first keeps the two workers' ends close. Order within a file is unchanged.
+LONGEST_FILES = (
+    "test_faults.py",
+    "test_hardening.py",
+    "test_fuzz.py",
+    "test_docs_commands.py",
+    "test_sync.py",
+    "test_plan_target.py",
+    "test_dlt_trace.py",
+    "test_memory_stores.py",
+    "test_artifacts.py",
+    "test_preflight.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
