@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import migrate
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import make_plan, sample_file
 
 SPEC = SampleSpec(
     agents=2, workflows=1, sessions=6, kv=1, tenants=2, seed=4, artifacts=14, large_artifact=True
@@ -37,13 +37,6 @@ def src(tmp_path) -> Path:
     return path
 
 
-def _plan(tmp_path, src, dsn, components="sessions,artifacts", name="plan.toml") -> Path:
-    plan = tmp_path / name
-    argv = ["plan", "--components", components, "--source", str(src), "-o", str(plan)]
-    assert migrate.run([*argv, "--target", dsn]) == 0
-    return plan
-
-
 def _source(src: Path, sql: str, args=()) -> list[tuple]:
     with sqlite3.connect(src) as conn:
         return conn.execute(sql, args).fetchall()
@@ -64,7 +57,7 @@ def _read_content(conn, tenant, digest) -> tuple[str, bytes]:
 
 
 def test_content_both_storage_types_refcounts_and_rows_as_llmspell_app(tmp_path, src, target_db):
-    plan = _plan(tmp_path, src, target_db.app_dsn)
+    plan = make_plan(tmp_path, src, target_db.app_dsn, "sessions,artifacts")
     assert migrate.run(["execute", "--plan", str(plan), "--target", target_db.app_dsn]) == 0
     content = _source(
         src,
@@ -111,7 +104,7 @@ def test_rollback_unlinks_exactly_the_runs_large_objects(tmp_path, src, target_d
     with target_db.connect() as conn:  # someone else's large object: must survive
         (theirs,) = conn.execute("SELECT lo_from_bytea(0, 'keep me')").fetchone()
     before = _large_objects(target_db)
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn, "sessions,artifacts")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -130,12 +123,8 @@ def test_rollback_unlinks_exactly_the_runs_large_objects(tmp_path, src, target_d
 def test_failed_run_rolls_back_its_large_objects(tmp_path, src, target_db, capsys):
     """An artifact row colliding in the target (same session and sequence, another id) fails
     the INSERT after the content and its large object were written: all of it goes again."""
-    assert (
-        migrate.run(
-            ["execute", "--plan", str(_plan(tmp_path, src, target_db.dsn, "sessions", "s.toml"))]
-        )
-        == 0
-    )
+    sessions_only = make_plan(tmp_path, src, target_db.dsn, "sessions", "s.toml")
+    assert migrate.run(["execute", "--plan", str(sessions_only)]) == 0
     tenant, session, seq = _source(
         src, "SELECT tenant_id, session_id, sequence FROM artifacts ORDER BY rowid DESC LIMIT 1"
     )[0]
@@ -152,7 +141,7 @@ def test_failed_run_rolls_back_its_large_objects(tmp_path, src, target_db, capsy
             (tenant, session, seq),
         )
     before = _large_objects(target_db)
-    plan = _plan(tmp_path, src, target_db.dsn, "artifacts", "a.toml")
+    plan = make_plan(tmp_path, src, target_db.dsn, "artifacts", "a.toml")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan)]) == 1
     err = capsys.readouterr().err
@@ -177,7 +166,7 @@ def test_dangling_artifacts_are_refused_by_id(tmp_path, src, target_db, capsys):
         (b_id,) = conn.execute(
             "SELECT artifact_id FROM artifacts WHERE content_hash = 'feed'"
         ).fetchone()
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn, "sessions,artifacts")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan), "--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -187,7 +176,7 @@ def test_dangling_artifacts_are_refused_by_id(tmp_path, src, target_db, capsys):
 
 
 def test_validation_compares_large_object_bytes(tmp_path, src, target_db, capsys):
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn, "sessions,artifacts")
     assert migrate.run(["execute", "--plan", str(plan)]) == 0
     with target_db.connect() as conn:
         conn.execute(
@@ -244,7 +233,7 @@ def test_sigkill_after_content_then_rerun_resumes(tmp_path, target_db):
 def test_report_says_large_objects_are_outside_row_level_security(tmp_path, src, target_db, capsys):
     """What the note warns of is real: a session acting as one tenant reads another tenant's
     large object by its OID. The execute report (text and --json) says so, with what to do."""
-    plan = _plan(tmp_path, src, target_db.app_dsn)
+    plan = make_plan(tmp_path, src, target_db.app_dsn, "sessions,artifacts")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan)]) == 0
     out = capsys.readouterr().out
@@ -266,7 +255,7 @@ def test_report_says_large_objects_are_outside_row_level_security(tmp_path, src,
     assert migrate.run(["execute", "--plan", str(plan), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert any("no row-level security" in n for n in doc["security_notes"])
-    other = _plan(tmp_path, src, target_db.app_dsn, components="sessions", name="other.toml")
+    other = make_plan(tmp_path, src, target_db.app_dsn, components="sessions", name="other.toml")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(other)]) == 0
     assert "Security:" not in capsys.readouterr().out

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +11,8 @@ import pytest
 from pipelines import api, migrate
 from sources import components as registry
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import cli, one_line_error, sample_file
 
-REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
 SUPPORTED_MSG = f"Only {', '.join(registry.SUPPORTED)} are supported."
 
@@ -32,34 +28,11 @@ def _plan_argv(source, *extra) -> list[str]:
     return ["plan", "--source", str(source), "--target", UNREACHABLE, "-o", "p.toml", *extra]
 
 
-def _clean_error(err: str, *needles: str) -> str:
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR: ")]
-    assert len(errors) == 1, lines
-    assert any(ln.startswith("  → Solution: ") for ln in lines), lines
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
-
-
-def _cli(tmp_path, *argv) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.migrate", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 # -- the source -----------------------------------------------------------------------------
 def test_missing_sqlite_file(tmp_path, capsys):
     assert migrate.run(_plan_argv(tmp_path / "nope.db")) == 2
     out = capsys.readouterr()
-    _clean_error(out.err, "SQLite database not found", "nope.db")
+    one_line_error(out.err, "SQLite database not found", "nope.db")
     assert "--source" in out.err  # the fix names the option
     assert not (tmp_path / "p.toml").exists()
     assert not (tmp_path / "nope.db").exists()  # not created by trying to open it
@@ -69,7 +42,7 @@ def test_empty_file_is_not_an_llmspell_database(tmp_path, capsys):
     empty = tmp_path / "empty.db"
     empty.touch()
     assert migrate.run(_plan_argv(empty)) == 2
-    _clean_error(capsys.readouterr().err, "is not an llmspell database", "empty.db")
+    one_line_error(capsys.readouterr().err, "is not an llmspell database", "empty.db")
     assert empty.read_bytes() == b""  # still empty: nothing was written into it
     assert sorted(p.name for p in tmp_path.iterdir()) == [".llmspell-migrate", "empty.db"] or (
         sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
@@ -80,13 +53,13 @@ def test_non_sqlite_file(tmp_path, capsys):
     junk = tmp_path / "notes.db"
     junk.write_bytes(b"this is not a database, just some text\n" * 200)
     assert migrate.run(_plan_argv(junk)) == 2
-    _clean_error(capsys.readouterr().err, "is not a readable SQLite database", "notes.db")
+    one_line_error(capsys.readouterr().err, "is not a readable SQLite database", "notes.db")
 
 
 def test_directory_as_source(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     assert migrate.run(_plan_argv(tmp_path / "data")) == 2
-    _clean_error(capsys.readouterr().err, "Not a file")
+    one_line_error(capsys.readouterr().err, "Not a file")
 
 
 def test_sqlite_without_llmspell_tables(tmp_path, capsys):
@@ -97,7 +70,7 @@ def test_sqlite_without_llmspell_tables(tmp_path, capsys):
     conn.commit()
     conn.close()
     assert migrate.run(_plan_argv(other)) == 2
-    err = _clean_error(capsys.readouterr().err, "is not an llmspell database")
+    err = one_line_error(capsys.readouterr().err, "is not an llmspell database")
     assert "agent_states" in err
 
 
@@ -107,7 +80,7 @@ def test_component_not_present_in_source(tmp_path, small_db, capsys):
     conn.commit()
     conn.close()
     assert migrate.run(_plan_argv(small_db, "--components", "agent_state,sessions")) == 2
-    _clean_error(capsys.readouterr().err, "Component 'sessions' not found in source")
+    one_line_error(capsys.readouterr().err, "Component 'sessions' not found in source")
     assert not (tmp_path / "p.toml").exists()
 
 
@@ -119,7 +92,7 @@ def test_component_dropped_after_planning_is_refused_by_execute(tmp_path, small_
     conn.close()
     for extra in (["--dry-run"], []):
         assert migrate.run(["execute", "--plan", "p.toml", *extra]) == 2
-        _clean_error(capsys.readouterr().err, "Component 'sessions' not found in source")
+        one_line_error(capsys.readouterr().err, "Component 'sessions' not found in source")
     assert not (tmp_path / "backups").exists()
 
 
@@ -135,7 +108,7 @@ def test_component_dropped_after_planning_is_refused_by_execute(tmp_path, small_
 )
 def test_unsupported_component(tmp_path, small_db, components, needle, capsys):
     assert migrate.run(_plan_argv(small_db, "--components", components)) == 2
-    _clean_error(capsys.readouterr().err, needle)
+    one_line_error(capsys.readouterr().err, needle)
     assert not (tmp_path / "p.toml").exists()
 
 
@@ -148,7 +121,7 @@ def test_unsupported_component(tmp_path, small_db, components, needle, capsys):
 )
 def test_unsupported_backend(tmp_path, small_db, option, value, needle, capsys):
     assert migrate.run(_plan_argv(small_db, option, value)) == 2
-    _clean_error(capsys.readouterr().err, needle)
+    one_line_error(capsys.readouterr().err, needle)
 
 
 # -- the target -----------------------------------------------------------------------------
@@ -158,7 +131,7 @@ def test_postgres_unreachable(tmp_path, small_db, dry_run, capsys):
     argv = ["execute", "--plan", "p.toml"] + (["--dry-run"] if dry_run else [])
     rc = migrate.run(argv)
     assert rc != 0 and rc == 2
-    err = _clean_error(
+    err = one_line_error(
         capsys.readouterr().err, "could not connect to PostgreSQL", "127.0.0.1", "nobody"
     )
     assert "\t" not in err
@@ -169,12 +142,12 @@ def test_postgres_unreachable_names_the_cause(tmp_path, small_db, capsys):
     """The guide's message: `could not connect to server: Connection refused`."""
     api.make_plan("agent_state", output="p.toml", source=small_db, target=UNREACHABLE)
     assert migrate.run(["execute", "--plan", "p.toml", "--dry-run"]) == 2
-    _clean_error(capsys.readouterr().err, "Connection refused")
+    one_line_error(capsys.readouterr().err, "Connection refused")
 
 
 def test_init_target_unreachable(capsys):
     assert migrate.run(["init-target", "--target", UNREACHABLE]) == 2
-    _clean_error(capsys.readouterr().err, "could not connect to PostgreSQL")
+    one_line_error(capsys.readouterr().err, "could not connect to PostgreSQL")
 
 
 def test_password_in_target_is_not_echoed_on_connection_failure(tmp_path, small_db, capsys):
@@ -182,7 +155,7 @@ def test_password_in_target_is_not_echoed_on_connection_failure(tmp_path, small_
     dsn = "postgresql://nobody:S3cretPw@127.0.0.1:1/x"
     assert migrate.run(["execute", "--plan", "p.toml", "--dry-run", "--target", dsn]) == 2
     out = capsys.readouterr()
-    _clean_error(out.err, "could not connect to PostgreSQL")
+    one_line_error(out.err, "could not connect to PostgreSQL")
     assert "S3cretPw" not in out.out + out.err
 
 
@@ -249,17 +222,17 @@ def test_bad_option_exits_2():
 
 # -- the real command line ------------------------------------------------------------------
 def test_subprocess_missing_source_and_unsupported_component(tmp_path, small_db):
-    r = _cli(tmp_path, *_plan_argv(tmp_path / "nope.db"))
+    r = cli(tmp_path, *_plan_argv(tmp_path / "nope.db"))
     assert r.returncode == 2
-    _clean_error(r.stderr, "SQLite database not found")
-    r = _cli(tmp_path, *_plan_argv(small_db, "--components", "bogus_store"))
+    one_line_error(r.stderr, "SQLite database not found")
+    r = cli(tmp_path, *_plan_argv(small_db, "--components", "bogus_store"))
     assert r.returncode == 2
-    _clean_error(r.stderr, f"{SUPPORTED_MSG} Got: bogus_store")
+    one_line_error(r.stderr, f"{SUPPORTED_MSG} Got: bogus_store")
 
 
 def test_subprocess_unreachable_target_json(tmp_path, small_db):
     api.make_plan("agent_state", output=tmp_path / "p.toml", source=small_db, target=UNREACHABLE)
-    r = _cli(tmp_path, "execute", "--plan", "p.toml", "--dry-run", "--json")
+    r = cli(tmp_path, "execute", "--plan", "p.toml", "--dry-run", "--json")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     doc = json.loads(r.stdout)
@@ -276,12 +249,12 @@ def test_subprocess_bad_source_record_with_invalid_utf8_key(tmp_path, small_db, 
     conn.commit()
     conn.close()
     api.make_plan("agent_state", output=tmp_path / "p.toml", source=small_db, target=target_db.dsn)
-    r = _cli(tmp_path, "execute", "--plan", "p.toml", "--dry-run")
+    r = cli(tmp_path, "execute", "--plan", "p.toml", "--dry-run")
     assert r.returncode == 2
-    err = _clean_error(r.stderr, "cannot be stored in PostgreSQL")
+    err = one_line_error(r.stderr, "cannot be stored in PostgreSQL")
     assert "agent_id is not valid UTF-8" in r.stderr
     assert err
-    r = _cli(tmp_path, "execute", "--plan", "p.toml", "--json")
+    r = cli(tmp_path, "execute", "--plan", "p.toml", "--json")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     details = json.loads(r.stdout)["error"]["details"]

@@ -17,7 +17,7 @@ from core.errors import MigrationFailed
 from pipelines import migrate
 from pipelines.copy_stage import Delivery
 from sources.components import KV_STORE, SESSIONS
-from tests.test_faults import make_plan
+from tests.helpers import make_plan
 from tests.test_hardening import tiny_mount as _tiny_mount
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_failed_run_trace_says_failed_and_names_the_component(tmp_path, sample_s
             "ALTER TABLE llmspell.sessions ADD CONSTRAINT test_refuse "
             f"CHECK (session_id <> '{victim}') NOT VALID"
         )
-    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch=100)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch_size=100)
     assert migrate.run(["execute", "--plan", str(plan)]) == 1
     assert target_db.count("sessions") == target_db.count("agent_states") == 0
     trace = dlt_cli("trace", tmp_path)

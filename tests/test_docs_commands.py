@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 
 from destinations.run_ledger import LOCK_KEY
+from tests.helpers import cli, cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -48,10 +49,8 @@ def block_commands(doc: Path, heading: str) -> list[str]:
 
 
 def _env(target_dsn: str) -> dict[str, str]:
-    env = dict(os.environ)  # carries the test's own LLMSPELL_MIGRATE_HOME
-    env["LLMSPELL_MIGRATE_TARGET"] = target_dsn
-    env["PYTHONPATH"] = str(ROOT)  # as if typed in the project folder
-    return env
+    # the test's own LLMSPELL_MIGRATE_HOME; the project importable, as if typed in its folder
+    return cli_env(LLMSPELL_MIGRATE_TARGET=target_dsn)
 
 
 def run_line(line: str, cwd: Path, env: dict[str, str], source: Path):
@@ -98,29 +97,15 @@ def test_readme_quick_start(tmp_path, sample_sqlite, target_db):
 
 def _plan(tmp_path, sample_sqlite, env) -> Path:
     plan = tmp_path / "migration.toml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.migrate", "plan", "--source", str(sample_sqlite)]
-        + ["--components", "agent_state,sessions", "--output", str(plan)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = cli(tmp_path, "plan", "--source", sample_sqlite, "--components",
+               "agent_state,sessions", "--output", plan, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return plan
 
 
 def _scheduled_run(tmp_path, plan, env) -> subprocess.CompletedProcess:
     """The line docs/scheduling.md puts in cron/systemd: JSON report on stdout."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan), "--json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cli(tmp_path, "execute", "--plan", plan, "--json", env=env)
 
 
 def test_scheduled_run_json_report_and_exit_codes(tmp_path, sample_sqlite, target_db):

@@ -12,14 +12,7 @@ import pytest
 from pipelines import api
 from pipelines.plan import load
 from sources import components as registry
-
-ALL = "agent_state,workflow_state,sessions,kv_store"
-
-
-def _plan(tmp_path, sqlite_path, target, **kw):
-    out = tmp_path / "plan.toml"
-    api.make_plan(kw.pop("components", ALL), output=out, source=sqlite_path, target=target, **kw)
-    return out
+from tests.helpers import make_plan
 
 
 def _source_rows(path, query):
@@ -33,7 +26,7 @@ def _source_rows(path, query):
 @pytest.mark.parametrize("as_app", [False, True], ids=["superuser", "llmspell_app"])
 def test_round_trip_every_column(tmp_path, sample_sqlite, target_db, as_app):
     dsn = target_db.app_dsn if as_app else target_db.dsn
-    plan = _plan(tmp_path, sample_sqlite, dsn)
+    plan = make_plan(tmp_path, sample_sqlite, dsn)
     result = api.execute(plan)
     assert result.status == "SUCCESS"
     assert result.validation.passed
@@ -129,7 +122,7 @@ def test_round_trip_every_column(tmp_path, sample_sqlite, target_db, as_app):
 
 def test_llmspell_reader_finds_records_under_rls(tmp_path, sample_sqlite, target_db):
     """What an llmspell PostgresBackend does: set the tenant, select by natural key."""
-    api.execute(_plan(tmp_path, sample_sqlite, target_db.app_dsn))
+    api.execute(make_plan(tmp_path, sample_sqlite, target_db.app_dsn))
     tenant, agent_id, state = _source_rows(
         sample_sqlite, "SELECT tenant_id, agent_id, state_data FROM agent_states LIMIT 1"
     )[0]
@@ -156,7 +149,7 @@ def test_llmspell_reader_finds_records_under_rls(tmp_path, sample_sqlite, target
 
 
 def test_dry_run_writes_nothing(tmp_path, sample_sqlite, target_db):
-    plan = _plan(tmp_path, sample_sqlite, target_db.dsn)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
     before = target_db.snapshot()
     result = api.dry_run(plan)
     assert result.status == "DRY_RUN"
@@ -167,7 +160,7 @@ def test_dry_run_writes_nothing(tmp_path, sample_sqlite, target_db):
 
 
 def test_rerun_reports_already_migrated_and_changes_nothing(tmp_path, sample_sqlite, target_db):
-    plan = _plan(tmp_path, sample_sqlite, target_db.dsn)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
     api.execute(plan)
     before = target_db.snapshot()
     again = api.execute(plan)
@@ -186,7 +179,7 @@ def test_tenant_filter_migrates_only_chosen_tenants(tmp_path, sample_sqlite, tar
     tenants = sorted(
         {r[0] for r in _source_rows(sample_sqlite, "SELECT tenant_id FROM agent_states")}
     )
-    plan = _plan(tmp_path, sample_sqlite, target_db.dsn, tenants=[tenants[0]])
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, tenants=[tenants[0]])
     assert load(plan).tenants == [tenants[0]]
     result = api.execute(plan)
     assert result.status == "SUCCESS"
@@ -196,7 +189,7 @@ def test_tenant_filter_migrates_only_chosen_tenants(tmp_path, sample_sqlite, tar
 
 
 def test_backup_holds_every_record(tmp_path, sample_sqlite, target_db):
-    result = api.execute(_plan(tmp_path, sample_sqlite, target_db.dsn))
+    result = api.execute(make_plan(tmp_path, sample_sqlite, target_db.dsn))
     folder = Path(result.backup_path)
     lines = (folder / "source" / "kv_store.jsonl").read_text().splitlines()
     assert len(lines) == 60

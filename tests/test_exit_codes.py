@@ -11,43 +11,24 @@ from pathlib import Path
 
 import psycopg
 
-from pipelines import api, migrate
-from tests.conftest import with_params
-from tests.test_faults import make_plan
+from pipelines import api
+from tests.helpers import make_plan, only_error, run_cli, with_params
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = migrate.run(list(argv))
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
-
-
-def one_error(err: str, *needles: str) -> tuple[str, str]:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 2, lines
-    error, fix = lines
-    assert error.startswith("ERROR: ") and fix.startswith("  → Solution: "), lines
-    assert "internal error" not in error, error
-    for needle in needles:
-        assert needle in error + fix, lines
-    return error, fix
 
 
 def test_rollback_of_an_unknown_run_starts_no_server(tmp_path, capsys):
     home = tmp_path / ".llmspell-migrate"
     code, _, err = run_cli(capsys, "rollback", "--run-id", "nosuch")
     assert code == 2
-    one_error(err, "nosuch", "--target")
+    only_error(err, "nosuch", "--target", anywhere=True)
     assert not (home / "postgres").exists()  # no embedded server created or started
 
 
 def test_rollback_of_an_unknown_run_on_a_target_is_exit_2(target_db, capsys):
     code, _, err = run_cli(capsys, "rollback", "--run-id", "nosuch", "--target", target_db.dsn)
     assert code == 2
-    one_error(err, "nosuch")
+    only_error(err, "nosuch", anywhere=True)
     code, out, _ = run_cli(capsys, "rollback", "--run-id", "x", "--target", target_db.dsn, "--json")
     assert code == 2 and json.loads(out)["error"]["exit_code"] == 2
 
@@ -55,14 +36,14 @@ def test_rollback_of_an_unknown_run_on_a_target_is_exit_2(target_db, capsys):
 def test_rollback_of_an_unknown_run_without_bookkeeping_is_exit_2(empty_db, capsys):
     code, _, err = run_cli(capsys, "rollback", "--run-id", "nosuch", "--target", empty_db.dsn)
     assert code == 2
-    one_error(err, "nosuch")
+    only_error(err, "nosuch", anywhere=True)
 
 
 def test_rollback_takes_a_backup_or_a_run_id_not_both(tmp_path, target_db, capsys):
     argv = ["rollback", "--backup", str(tmp_path), "--run-id", "r1", "--target", target_db.dsn]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
-    one_error(err, "--backup", "--run-id")
+    only_error(err, "--backup", "--run-id", anywhere=True)
 
 
 def test_sync_after_the_run_was_rolled_back_says_so(tmp_path, sample_sqlite, target_db, capsys):
@@ -72,7 +53,7 @@ def test_sync_after_the_run_was_rolled_back_says_so(tmp_path, sample_sqlite, tar
     for dry in (["--dry-run"], []):
         code, out, err = run_cli(capsys, "sync", "--plan", str(plan), *dry)
         assert code == 2, (out, err)
-        one_error(err, "rolled back", done.run_id, "execute --plan")
+        only_error(err, "rolled back", done.run_id, "execute --plan", anywhere=True)
         assert "insert" not in out.lower(), out
     assert target_db.count("agent_states") == 0
 
@@ -81,11 +62,12 @@ def test_a_database_that_does_not_exist_is_named(tmp_path, sample_sqlite, target
     missing = with_params(target_db.dsn, dbname="no_such_db_h1")
     code, _, err = run_cli(capsys, "init-target", "--target", missing)
     assert code == 2
-    one_error(err, 'database "no_such_db_h1" does not exist', "createdb", "CREATE DATABASE")
+    missing_db = 'database "no_such_db_h1" does not exist'
+    only_error(err, missing_db, "createdb", "CREATE DATABASE", anywhere=True)
     plan = make_plan(tmp_path, sample_sqlite, target_db.dsn)
     code, _, err = run_cli(capsys, "execute", "--plan", str(plan), "--dry-run", "--target", missing)
     assert code == 2
-    one_error(err, 'database "no_such_db_h1" does not exist')
+    only_error(err, 'database "no_such_db_h1" does not exist', anywhere=True)
     with psycopg.connect(with_params(target_db.dsn, dbname="postgres")) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'no_such_db_h1'")
         assert exists.fetchone() is None

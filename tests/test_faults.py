@@ -4,16 +4,13 @@ file's bytes never change."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -21,19 +18,19 @@ import pytest
 
 from destinations import embedded_server, target_schema
 from pipelines import api, migrate
-from sources.sample_db import SampleSpec
-from tests.conftest import private_pg_dir, sample_file, with_params
+from tests.helpers import (
+    BIG,
+    cli,
+    file_hashes,
+    make_plan,
+    private_pg_dir,
+    sample_file,
+    spawn,
+    wait_for,
+    with_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-BIG = SampleSpec(agents=12_000, workflows=600, sessions=600, kv=800, tenants=3, seed=5)
-
-
-def file_hashes(path: Path) -> dict[str, str]:
-    """Bytes of the database and any -wal/-shm beside it."""
-    out = {}
-    for p in sorted(path.parent.glob(path.name + "*")):
-        out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def preexisting_rows(db) -> None:
@@ -45,46 +42,6 @@ def preexisting_rows(db) -> None:
                 "checksum) VALUES (%s, 'pre-existing', 'llm', '{\"keep\": true}', %s)",
                 (tenant, "0" * 64),
             )
-
-
-def make_plan(tmp_path: Path, src: Path, dsn: str, batch: int = 1000) -> Path:
-    plan = tmp_path / "plan.toml"
-    api.make_plan(
-        "agent_state,workflow_state,sessions,kv_store",
-        output=plan,
-        source=src,
-        target=dsn,
-        batch_size=batch,
-    )
-    return plan
-
-
-def spawn(plan: Path, cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for(proc: subprocess.Popen, marker: str, count: int = 1, timeout: float = 120) -> str:
-    """Read the child's output until `marker` has appeared `count` times."""
-    seen, out = 0, []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out.append(line)
-        if marker in line:
-            seen += 1
-            if seen >= count:
-                return "".join(out)
-    raise AssertionError(f"never saw {marker!r} x{count}:\n{''.join(out)}")
 
 
 @pytest.fixture
@@ -152,7 +109,7 @@ def test_constraint_violation_mid_batch_rolls_back(tmp_path, sample_sqlite, targ
             f"CHECK (agent_id <> '{victim}') NOT VALID"
         )
     plan = make_plan(
-        tmp_path, sample_sqlite, target_db.app_dsn if as_app else target_db.dsn, batch=100
+        tmp_path, sample_sqlite, target_db.app_dsn if as_app else target_db.dsn, batch_size=100
     )
     with pytest.raises(Exception) as err:
         api.execute(plan)
@@ -165,7 +122,7 @@ def test_sigterm_mid_copy_rolls_back(tmp_path, big_source, target_db):
     preexisting_rows(target_db)
     before = target_db.snapshot()
     hashes = file_hashes(big_source)
-    proc = spawn(make_plan(tmp_path, big_source, target_db.dsn), tmp_path)
+    proc = spawn(make_plan(tmp_path, big_source, target_db.dsn, batch_size=1000), tmp_path)
     wait_for(proc, "Progress:", 2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
@@ -185,7 +142,7 @@ def test_sigkill_then_rerun_resumes_without_duplicates(
 ):
     preexisting_rows(target_db)
     hashes = file_hashes(big_source)
-    plan = make_plan(tmp_path, big_source, target_db.dsn)
+    plan = make_plan(tmp_path, big_source, target_db.dsn, batch_size=1000)
     proc = spawn(plan, tmp_path)
     wait_for(proc, marker, count)
     proc.kill()  # SIGKILL: no chance to roll back
@@ -262,7 +219,7 @@ def own_server():
 )
 def test_postgres_stopped_mid_copy_then_resume(tmp_path, big_source, own_server):
     data, dsn = own_server
-    plan = make_plan(tmp_path, big_source, dsn)
+    plan = make_plan(tmp_path, big_source, dsn, batch_size=1000)
     proc = spawn(plan, tmp_path)
     wait_for(proc, "Progress:", 1)
     embedded_server.stop(data, mode="immediate")
@@ -382,17 +339,8 @@ def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source
     holds (here: waiting for a lock on kv_store, which validation reaches last)."""
     preexisting_rows(target_db)
     before = target_db.snapshot()
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    plan = make_plan(tmp_path, big_source, target_db.dsn)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)]
-        + ["--log-format", "json"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    plan = make_plan(tmp_path, big_source, target_db.dsn, batch_size=1000)
+    proc = spawn(plan, tmp_path, "--log-format", "json")
     lines = Lines(proc)
     locker = target_db.connect()
     try:
@@ -420,19 +368,6 @@ def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source
         ]
 
 
-def spawn_json(plan: Path, cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan)]
-        + ["--log-format", "json"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_two_runs_from_one_folder_second_refused(
     tmp_path, big_source, sample_sqlite, target_db, other_target_db
 ):
@@ -443,20 +378,13 @@ def test_two_runs_from_one_folder_second_refused(
     api.make_plan("agent_state,kv_store", output=plan_a, source=big_source, target=target_db.dsn)
     plan_b = tmp_path / "b.toml"
     api.make_plan("agent_state", output=plan_b, source=sample_sqlite, target=other_target_db.dsn)
-    first = spawn_json(plan_a, tmp_path)
+    first = spawn(plan_a, tmp_path, "--log-format", "json")
     lines = Lines(first)
     locker = target_db.connect()
     try:  # the first run is held in its validation (kv_store locked) while the second starts
         lines.wait(progress_event("validation"))
         locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
-        second = subprocess.run(
-            [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
-            cwd=tmp_path,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = cli(tmp_path, "execute", "--plan", plan_b, timeout=120)
         locker.rollback()
         code = first.wait(timeout=120)
     finally:
@@ -473,13 +401,6 @@ def test_two_runs_from_one_folder_second_refused(
     )
     assert other_target_db.count("agent_states") == 0
     # the folder is free again: the second plan runs
-    again = subprocess.run(
-        [sys.executable, "-m", "pipelines.migrate", "execute", "--plan", str(plan_b)],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = cli(tmp_path, "execute", "--plan", plan_b)
     assert again.returncode == 0, again.stdout + again.stderr
     assert other_target_db.count("agent_states") > 0

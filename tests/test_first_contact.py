@@ -8,8 +8,7 @@ import pytest
 
 from destinations import target_schema
 from pipelines import api, migrate
-from tests.conftest import with_params
-from tests.test_faults import make_plan
+from tests.helpers import make_plan, with_params
 
 OWNER = "llmspell_owner_test"
 

@@ -19,31 +19,22 @@ import pytest
 import yaml
 
 from core import settings
-from pipelines import migrate
 from sources.sample_db import SampleSpec
 from sources.sqlite_reader import SourceDB
-from tests.conftest import SMALL, sample_file
-from tests.test_faults import BIG, file_hashes, make_plan, spawn, wait_for
+from tests.helpers import (
+    BIG,
+    SMALL,
+    file_hashes,
+    make_plan,
+    one_line_error,
+    run_cli,
+    sample_file,
+    spawn,
+    wait_for,
+)
 
 SECRET = "s3cr3t-pw"
 MEDIUM = SampleSpec(agents=60, workflows=20, sessions=20, kv=20, tenants=2, seed=4)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = migrate.run(list(argv))
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
-
-
-def one_line_error(err: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR: ")]
-    assert len(errors) == 1, lines
-    assert any(ln.startswith("  → Solution: ") for ln in lines), lines
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -396,7 +387,7 @@ def test_corrupted_source_is_exit_2(tmp_path, target_db, capsys, damage):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
-    plan = make_plan(tmp_path, path, target_db.dsn)
+    plan = make_plan(tmp_path, path, target_db.dsn, batch_size=1000)
     data = bytearray(path.read_bytes())
     if damage == "truncated":
         data = data[: len(data) // 2]
@@ -417,7 +408,7 @@ def test_corrupted_source_is_exit_2(tmp_path, target_db, capsys, damage):
 def test_ctrl_c_mid_copy_is_the_friendly_message(tmp_path, target_db):
     big = tmp_path / "big.db"
     sample_file(big, BIG)
-    proc = spawn(make_plan(tmp_path, big, target_db.dsn), tmp_path)
+    proc = spawn(make_plan(tmp_path, big, target_db.dsn, batch_size=1000), tmp_path)
     wait_for(proc, "Progress:", 2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)

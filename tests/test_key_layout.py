@@ -15,21 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import migrate
+from tests.helpers import run_cli
 from tests.llmspell_writes import SAVED_SESSION, SqliteBackend, reachable_db, unreachable_db
 
 ALL = "agent_state,workflow_state,sessions,kv_store"
 
 
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    code = migrate.run([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _plan(capsys, tmp_path, src, target_db, *extra) -> tuple[Path, str]:
     plan = tmp_path / "plan.toml"
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys, "plan", "--components", ALL, "--source", src, "--target", target_db.dsn,
         "--output", plan, *extra,
     )  # fmt: skip
@@ -80,12 +74,12 @@ def test_llmspell_layout_every_key_reads_back(tmp_path, target_db, capsys):
     assert "Key layout: llmspell" in out
     assert "tenant-a agent:r1 -> agent:unknown:r1" in out
 
-    code, out, err = _cli(capsys, "execute", "--plan", plan, "--dry-run")
+    code, out, err = run_cli(capsys, "execute", "--plan", plan, "--dry-run")
     assert code == 0, err
     assert "6 JSON number(s) change form" in out and "$.n 1e16 -> 10000000000000000" in out
     assert target_db.count("agent_states") == 0
 
-    code, out, err = _cli(capsys, "execute", "--plan", plan, "--json")
+    code, out, err = run_cli(capsys, "execute", "--plan", plan, "--json")
     assert code == 0, err
     doc = json.loads(out)
     reach = doc["preflight"]["reachability"]
@@ -133,7 +127,7 @@ def test_llmspell_layout_every_key_reads_back(tmp_path, target_db, capsys):
         got = pg_get(conn, "tenant-a", "agent:worker:a2")
         assert got["n"] == 10**16 and isinstance(got["n"], int)  # 1e16: the expected change
 
-    code, out, _ = _cli(capsys, "verify", "--plan", plan, "--full")
+    code, out, _ = run_cli(capsys, "verify", "--plan", plan, "--full")
     assert code == 0 and "Read-back as llmspell (llmspell_app): ✓ 4/4 keys" in out
 
     with target_db.connect() as conn:
@@ -142,14 +136,14 @@ def test_llmspell_layout_every_key_reads_back(tmp_path, target_db, capsys):
             "'2000.0') WHERE tenant_id = 'tenant-b'"
         )
         conn.commit()
-    code, out, _ = _cli(capsys, "verify", "--plan", plan)
+    code, out, _ = run_cli(capsys, "verify", "--plan", plan)
     assert code == 1
     assert (
         "workflow_state tenant=tenant-b key=custom:workflow_wf-ok:state: $.x: 2000 (int) on "
         "SQLite, 2000.0 (float) on PostgreSQL" in out
     )
 
-    code, out, err = _cli(capsys, "rollback", "--backup", backup, "--force")
+    code, out, err = run_cli(capsys, "rollback", "--backup", backup, "--force")
     assert code == 0, err
     assert target_db.count("agent_states") == target_db.count("kv_store") == 0
 
@@ -169,7 +163,7 @@ def test_unreachable_records_stop_the_run_before_anything_is_written(tmp_path, t
         "custom:workflow_7:state": "from workflow_states",
     }
     for extra in (["--dry-run"], []):
-        code, out, err = _cli(capsys, "execute", "--plan", plan, *extra)
+        code, out, err = run_cli(capsys, "execute", "--plan", plan, *extra)
         assert code == 2
         assert "7 record(s) would be unreachable for llmspell after the migration" in err
         assert "--allow-unreachable" in err
@@ -179,7 +173,7 @@ def test_unreachable_records_stop_the_run_before_anything_is_written(tmp_path, t
     assert target_db.snapshot() == before
     assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
 
-    code, out, err = _cli(capsys, "execute", "--plan", plan, "--allow-unreachable", "--json")
+    code, out, err = run_cli(capsys, "execute", "--plan", plan, "--allow-unreachable", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["status"] == "SUCCESS" and doc["validation"]["passed"]
@@ -212,10 +206,10 @@ def test_verbatim_layout_keeps_every_column(tmp_path, target_db, capsys):
     src = reachable_db(tmp_path / "llmspell.db")
     plan, _ = _plan(capsys, tmp_path, src, target_db, "--key-layout", "verbatim")
     assert "key_layout: verbatim" in plan.read_text()
-    code, _, err = _cli(capsys, "execute", "--plan", plan, "--dry-run")
+    code, _, err = run_cli(capsys, "execute", "--plan", plan, "--dry-run")
     assert code == 2 and "with --key-layout verbatim the row keeps agent_id 'worker:a2'" in err
 
-    code, out, err = _cli(capsys, "execute", "--plan", plan, "--allow-unreachable", "--json")
+    code, out, err = run_cli(capsys, "execute", "--plan", plan, "--allow-unreachable", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["preflight"]["key_layout"] == "verbatim"
@@ -231,18 +225,18 @@ def test_verbatim_layout_keeps_every_column(tmp_path, target_db, capsys):
         ).fetchall()
     assert [r[:3] for r in got] == [r[:3] for r in want]
     assert [r[3] for r in got] == [json.loads(r[3]) for r in want]
-    code, out, _ = _cli(capsys, "verify", "--plan", plan, "--full")
+    code, out, _ = run_cli(capsys, "verify", "--plan", plan, "--full")
     assert code == 0, out
 
     # The same data judged by llmspell: its PostgreSQL backend cannot find agent:worker:a2.
-    code, out, _ = _cli(capsys, "verify", "--plan", plan, "--key-layout", "llmspell")
+    code, out, _ = run_cli(capsys, "verify", "--plan", plan, "--key-layout", "llmspell")
     assert code == 1
     assert (
         "agent_state tenant=tenant-a key=agent:worker:a2: get('agent:worker:a2') finds "
         "nothing" in out
     )
 
-    code, _, err = _cli(capsys, "rollback", "--backup", doc["backup_path"])
+    code, _, err = run_cli(capsys, "rollback", "--backup", doc["backup_path"])
     assert code == 0, err
     assert target_db.count("agent_states") == 0
 
@@ -253,7 +247,7 @@ def test_number_outside_f64_range_is_refused_by_key_and_path(tmp_path, target_db
     db.close()
     plan, _ = _plan(capsys, tmp_path, db.path, target_db)
     for extra in (["--dry-run"], [], ["--allow-unreachable"]):
-        code, _, err = _cli(capsys, "execute", "--plan", plan, *extra)
+        code, _, err = run_cli(capsys, "execute", "--plan", plan, *extra)
         assert code == 2
         assert "tenant-a 'agent:worker:big': state_data has the number 1e400 at $.stats.n" in err
     assert target_db.count("agent_states") == 0

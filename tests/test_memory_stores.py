@@ -19,7 +19,7 @@ from pipelines import api
 from sources.memory_sample import MemorySpec, add_memory, f32_json, insert_vector, random_vector
 from sources.memory_values import OPEN_END, decode_vector, pg_scope
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import make_plan, sample_file
 
 MEMORY = "episodic_memory,semantic_memory,procedural_memory"
 TENANTS = ("default", "tenant-acme")
@@ -35,12 +35,6 @@ def _memory_db(path: Path, spec: MemorySpec | None = None) -> Path:
 @pytest.fixture
 def memory_sqlite(tmp_path) -> Path:
     return _memory_db(tmp_path / "llmspell.db")
-
-
-def _plan(tmp_path: Path, src: Path, dsn: str, components: str = MEMORY) -> Path:
-    out = tmp_path / "plan.toml"
-    api.make_plan(components, output=out, source=src, target=dsn)
-    return out
 
 
 def _app(target_db, tenant: str) -> psycopg.Connection:
@@ -60,7 +54,7 @@ def _sqlite(path: Path, query: str, args=()) -> list[tuple]:
 @pytest.fixture
 def migrated(tmp_path, memory_sqlite, target_db):
     """The memory stores migrated once as llmspell_app (shared by the read-back tests)."""
-    result = api.execute(_plan(tmp_path, memory_sqlite, target_db.app_dsn))
+    result = api.execute(make_plan(tmp_path, memory_sqlite, target_db.app_dsn, MEMORY))
     assert result.status == "SUCCESS", result
     return memory_sqlite, target_db, result
 
@@ -84,7 +78,7 @@ def test_plan_counts_per_dimension_and_tenant(tmp_path, memory_sqlite, target_db
     assert made.per_tenant["semantic_memory_relationships"] == {"default": 6, "tenant-acme": 6}
     assert any("HNSW index files" in w for w in made.warnings)
     assert "HNSW index files" in (tmp_path / "p.toml").read_text()  # said in the plan
-    dry = api.dry_run(_plan(tmp_path, memory_sqlite, target_db.app_dsn))
+    dry = api.dry_run(make_plan(tmp_path, memory_sqlite, target_db.app_dsn, MEMORY))
     assert dry.status == "DRY_RUN"
     with target_db.connect() as conn:
         for table in ("vector_embeddings_384", "entities", "procedural_patterns"):
@@ -346,7 +340,7 @@ def test_bad_input_is_refused_by_id_nothing_written(tmp_path, target_db, case):
     conn.close()
     check = api.validate_backend("sqlite", MEMORY, source=str(src))
     assert any(bad_id in p.lower() for c in check.components for p in c.problems)
-    plan = _plan(tmp_path, src, target_db.app_dsn)
+    plan = make_plan(tmp_path, src, target_db.app_dsn, MEMORY)
     with pytest.raises(PreflightError) as err:
         api.execute(plan)
     details = "\n".join(err.value.details)

@@ -26,10 +26,10 @@ import pytest
 
 from destinations import target_schema
 from destinations.target_schema import VectorSupport, pgvector_problem, vector_support
-from pipelines import api, migrate
+from pipelines import api
 from sources.memory_sample import MemorySpec
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file, with_params
+from tests.helpers import run_cli, sample_file, with_params
 
 SPEC = SampleSpec(
     agents=30,
@@ -105,13 +105,6 @@ def pre_v3_db(bare_db):
     with psycopg.connect(bare_db, autocommit=True) as conn:
         target_schema.ensure_schema(conn, with_vector_tables=False)
     return bare_db
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = migrate.run(list(argv))
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
 
 
 def pgvector_error(err: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import migrate
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import make_plan, sample_file
 
 SPEC = SampleSpec(agents=4, workflows=2, sessions=6, kv=2, tenants=2, seed=5, events=60, hooks=25)
 UTC = dt.UTC
@@ -38,13 +38,6 @@ def src(tmp_path) -> Path:
     return path
 
 
-def _plan(tmp_path, src, dsn, components="events,hooks") -> Path:
-    plan = tmp_path / "plan.toml"
-    argv = ["plan", "--components", components, "--source", str(src), "-o", str(plan)]
-    assert migrate.run([*argv, "--target", dsn]) == 0
-    return plan
-
-
 def _as_tenant(conn, tenant):
     conn.execute("SELECT set_config('app.current_tenant_id', %s, false)", (tenant,))
 
@@ -55,7 +48,7 @@ def _rows(src: Path, sql: str) -> list[tuple]:
 
 
 def test_events_land_in_their_months_and_read_back_by_time_range(tmp_path, src, target_db):
-    plan = _plan(tmp_path, src, target_db.app_dsn, "events")
+    plan = make_plan(tmp_path, src, target_db.app_dsn, "events")
     partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'llmspell.event_log'::regclass"
     with target_db.connect() as conn:
         (before,) = conn.execute(partitions).fetchone()
@@ -114,7 +107,7 @@ def test_events_land_in_their_months_and_read_back_by_time_range(tmp_path, src, 
 
 
 def test_hooks_keep_context_bytes_and_never_null_tags(tmp_path, src, target_db):
-    plan = _plan(tmp_path, src, target_db.app_dsn, "hooks")
+    plan = make_plan(tmp_path, src, target_db.app_dsn, "hooks")
     assert migrate.run(["execute", "--plan", str(plan), "--target", target_db.app_dsn]) == 0
     source = _rows(
         src,
@@ -154,7 +147,7 @@ def test_execution_id_shared_by_two_tenants_is_refused_by_id(tmp_path, src, targ
             "hook_history WHERE tenant_id = ? LIMIT 1)",
             (exec_id, other),
         )
-    plan = _plan(tmp_path, src, target_db.dsn, "hooks")
+    plan = make_plan(tmp_path, src, target_db.dsn, "hooks")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan), "--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -172,7 +165,7 @@ def test_execution_id_held_by_another_tenant_in_target_is_refused(tmp_path, src,
             "'t', gen_random_uuid(), '\\x00', '{}', now(), 1, 'a', 'c', 1)",
             (exec_id,),
         )
-    plan = _plan(tmp_path, src, target_db.dsn, "hooks")
+    plan = make_plan(tmp_path, src, target_db.dsn, "hooks")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan)]) == 2
     err = capsys.readouterr().err
@@ -182,7 +175,7 @@ def test_execution_id_held_by_another_tenant_in_target_is_refused(tmp_path, src,
 
 
 def test_events_and_hooks_roll_back_and_verify(tmp_path, src, target_db, capsys):
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn, "events,hooks")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -215,7 +208,7 @@ def test_unstorable_events_and_hooks_are_listed_by_key(tmp_path, src, target_db,
             "WHERE execution_id = ?",
             (exec_id,),
         )
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn, "events,hooks")
     capsys.readouterr()
     assert migrate.run(["execute", "--plan", str(plan), "--dry-run"]) == 2
     err = capsys.readouterr().err

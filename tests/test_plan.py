@@ -19,7 +19,7 @@ from pipelines import migrate
 from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
 from sources import components as registry
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import only_error, sample_file
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
 SECRET = "S3cretPw"
@@ -55,17 +55,6 @@ def _good_plan() -> dict:
 def _write(path: Path, data) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _assert_one_error(err: str, *needles: str) -> None:
-    """The CLI's error on stderr: `ERROR: <one line>` then `  → Solution: <one line>`."""
-    assert "Traceback" not in err
-    lines = err.rstrip("\n").splitlines()
-    assert len(lines) == 2, lines
-    assert lines[0].startswith("ERROR: ")
-    assert lines[1].startswith("  → Solution: ") and len(lines[1]) > len("  → Solution: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_the_guide_example_plan_loads():
@@ -228,7 +217,7 @@ def test_bad_plan_is_refused_with_one_line_naming_the_key(tmp_path, case, capsys
     rc = migrate.run(["execute", "--plan", str(path), "--dry-run", "--target", UNREACHABLE])
     assert rc == 2
     out = capsys.readouterr()
-    _assert_one_error(out.err, needle, str(path))
+    only_error(out.err, needle, str(path))
     assert "DRY-RUN" not in out.out  # refused before any pre-flight work
 
 
@@ -238,7 +227,7 @@ def test_later_phase_component_message_is_the_guides(tmp_path, capsys):
     path = _write(tmp_path / "plan.toml", data)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    _assert_one_error(err, f"{ONLY} Got: bogus_store")
+    only_error(err, f"{ONLY} Got: bogus_store")
     assert "spelling" in err  # no store is left for a later phase: the fix line says so
 
 
@@ -290,7 +279,7 @@ def test_plan_connection_with_password_is_refused_without_echoing_it(tmp_path, c
         load(path)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
     out = capsys.readouterr()
-    _assert_one_error(out.err, "target.connection holds a password")
+    only_error(out.err, "target.connection holds a password")
     assert SECRET not in out.out + out.err
 
 
@@ -300,7 +289,7 @@ def test_missing_plan_file(tmp_path, capsys):
         load(missing)
     assert migrate.run(["execute", "--plan", str(missing)]) == 2
     err = capsys.readouterr().err
-    _assert_one_error(err, "Plan file not found", "nope.toml")
+    only_error(err, "Plan file not found", "nope.toml")
     assert f"{settings.cli_command()} plan" in err  # the fix line says how to make one
 
 
@@ -320,7 +309,7 @@ def test_invalid_yaml(tmp_path, text, needle, capsys):
         load(path)
     assert re.search(r"\(line \d+\)", info.value.message)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
-    _assert_one_error(capsys.readouterr().err, needle)
+    only_error(capsys.readouterr().err, needle)
 
 
 @pytest.mark.parametrize(
@@ -345,7 +334,7 @@ def test_files_that_are_not_plans(tmp_path, content, needle, capsys):
     with pytest.raises(PlanError, match=needle):
         load(path)
     assert migrate.run(["execute", "--plan", str(path), "--dry-run"]) == 2
-    _assert_one_error(capsys.readouterr().err, str(path))
+    only_error(capsys.readouterr().err, str(path))
 
 
 # -- what `plan` writes ---------------------------------------------------------------------
@@ -526,7 +515,7 @@ def test_batch_size_option_out_of_range(tmp_path, small_db, size, capsys):
         ]
     )
     assert rc == 2
-    _assert_one_error(capsys.readouterr().err, f"--batch-size {size}", "100-100000")
+    only_error(capsys.readouterr().err, f"--batch-size {size}", "100-100000")
     assert not (tmp_path / "p.toml").exists()
 
 

@@ -5,28 +5,11 @@ another folder without the .dlt/secrets.toml the plan was made with, or a change
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import SMALL, sample_file
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.migrate", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.helpers import SMALL, cli, sample_file
 
 
 def secrets(folder: Path, dsn: str) -> None:

@@ -15,10 +15,9 @@ from core import settings
 from core.errors import PreflightError, TargetError
 from pipelines import api, migrate
 from sources.sample_db import SampleSpec
-from tests.conftest import sample_file
+from tests.helpers import make_plan, sample_file
 
 SPEC = SampleSpec(agents=8, workflows=5, sessions=6, kv=4, tenants=2, seed=21)
-ALL = "agent_state,workflow_state,sessions,kv_store"
 
 
 @pytest.fixture
@@ -43,12 +42,6 @@ def _one(path: Path, query: str):
         return conn.execute(query).fetchone()
     finally:
         conn.close()
-
-
-def _plan(tmp_path, src, target, components=ALL, **kw) -> Path:
-    out = tmp_path / "plan.toml"
-    api.make_plan(components, output=out, source=src, target=target, **kw)
-    return out
 
 
 def _runs(db) -> int:
@@ -160,7 +153,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_unstorable_record_is_refused_by_key(tmp_path, src, target_db, case, capsys):
     tenant, key, problem = BAD[case](src)
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     before = target_db.snapshot()
 
     for run in (api.dry_run, api.execute):
@@ -183,7 +176,7 @@ def test_unstorable_record_is_refused_by_key(tmp_path, src, target_db, case, cap
 
 def test_every_unstorable_record_is_listed(tmp_path, src, target_db):
     expected = [BAD[name](src) for name in ("nan", "invalid-utf8-text", "session-id-not-uuid")]
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     before = target_db.snapshot()
     with pytest.raises(PreflightError) as info:
         api.execute(plan)
@@ -198,7 +191,7 @@ def test_every_unstorable_record_is_listed(tmp_path, src, target_db):
 def test_bad_record_outside_the_tenant_filter_does_not_block(tmp_path, src, target_db):
     tenant, _, _ = BAD["invalid-json"](src)
     other = _one(src, f"SELECT DISTINCT tenant_id FROM agent_states WHERE tenant_id <> '{tenant}'")
-    plan = _plan(tmp_path, src, target_db.dsn, components="agent_state", tenants=[other[0]])
+    plan = make_plan(tmp_path, src, target_db.dsn, components="agent_state", tenants=[other[0]])
     result = api.dry_run(plan)
     assert result.status == "DRY_RUN"
 
@@ -212,7 +205,7 @@ def test_conflicting_row_in_target_is_refused(tmp_path, src, target_db, capsys):
             "VALUES (%s, %s, '{\"written\": \"by someone else\"}', 'pending')",
             (tenant, workflow),
         )
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     before = target_db.snapshot()
     for run in (api.dry_run, api.execute):
         with pytest.raises(PreflightError) as info:
@@ -237,7 +230,7 @@ def test_same_key_for_another_tenant_is_no_conflict(tmp_path, src, target_db):
             "VALUES ('tenant-elsewhere', %s, '{}')",
             (workflow,),
         )
-    result = api.execute(_plan(tmp_path, src, target_db.dsn, components="workflow_state"))
+    result = api.execute(make_plan(tmp_path, src, target_db.dsn, components="workflow_state"))
     assert result.status == "SUCCESS"
     assert result.written == {"workflow_state": SPEC.workflows}
     assert target_db.count("workflow_states") == SPEC.workflows + 1
@@ -247,12 +240,12 @@ def test_identical_rows_count_as_already_migrated(tmp_path, src, target_db):
     tenants = sorted(
         {r for (r,) in sqlite3.connect(src).execute("SELECT tenant_id FROM agent_states")}
     )
-    first = api.execute(_plan(tmp_path, src, target_db.dsn, tenants=[tenants[0]]))
+    first = api.execute(make_plan(tmp_path, src, target_db.dsn, tenants=[tenants[0]]))
     assert first.status == "SUCCESS"
     migrated = dict(first.written)
     assert sum(migrated.values()) > 0
 
-    plan = _plan(tmp_path, src, target_db.dsn)  # every tenant now
+    plan = make_plan(tmp_path, src, target_db.dsn)  # every tenant now
     before = target_db.snapshot()
     dry = api.dry_run(plan)
     assert dry.already_present == migrated
@@ -269,7 +262,7 @@ def test_identical_rows_count_as_already_migrated(tmp_path, src, target_db):
 # -- the target schema --------------------------------------------------------------------
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "execute"])
 def test_missing_schema_is_refused_with_init_target_hint(tmp_path, src, empty_db, dry_run, capsys):
-    plan = _plan(tmp_path, src, empty_db.dsn)
+    plan = make_plan(tmp_path, src, empty_db.dsn)
     argv = ["execute", "--plan", str(plan)] + (["--dry-run"] if dry_run else [])
     try:
         rc = migrate.run(argv)
@@ -287,7 +280,7 @@ def test_missing_schema_is_refused_with_init_target_hint(tmp_path, src, empty_db
 def test_missing_llmspell_tables_are_refused_with_init_target_hint(tmp_path, src, target_db):
     with target_db.connect(autocommit=True) as conn:
         conn.execute("DROP SCHEMA llmspell CASCADE")  # bookkeeping schema stays
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     for run in (api.dry_run, api.execute):
         with pytest.raises(TargetError) as info:
             run(plan)
@@ -303,7 +296,7 @@ def test_wrong_column_type_in_target_is_refused(tmp_path, src, target_db):
     with target_db.connect(autocommit=True) as conn:
         conn.execute("DROP INDEX llmspell.idx_sessions_data_gin")
         conn.execute("ALTER TABLE llmspell.sessions ALTER COLUMN session_data TYPE TEXT")
-    plan = _plan(tmp_path, src, target_db.dsn, components="sessions")
+    plan = make_plan(tmp_path, src, target_db.dsn, components="sessions")
     with pytest.raises(
         TargetError, match=r"llmspell.sessions.session_data is text, expected jsonb"
     ):
@@ -312,7 +305,7 @@ def test_wrong_column_type_in_target_is_refused(tmp_path, src, target_db):
 
 # -- the source changed since the plan --------------------------------------------------------
 def test_source_changed_since_plan_warns_and_passes(tmp_path, src, target_db):
-    plan = _plan(tmp_path, src, target_db.dsn, components="agent_state,kv_store")
+    plan = make_plan(tmp_path, src, target_db.dsn, components="agent_state,kv_store")
     _sql(
         src,
         "INSERT INTO agent_states (tenant_id, agent_id, agent_type, state_data, checksum) "
@@ -340,7 +333,7 @@ def test_source_file_unchanged_by_plan_dry_run_and_execute(tmp_path, src, target
     state = _folder_state(folder)
     assert [name for name, *_ in state] == ["llmspell.db"]
 
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     assert _folder_state(folder) == state
     api.dry_run(plan)
     assert _folder_state(folder) == state
@@ -356,7 +349,7 @@ def test_source_file_unchanged_by_plan_dry_run_and_execute(tmp_path, src, target
 def test_source_unchanged_after_a_refused_run(tmp_path, src, target_db):
     BAD["nan"](src)
     state = _folder_state(src.parent)
-    plan = _plan(tmp_path, src, target_db.dsn)
+    plan = make_plan(tmp_path, src, target_db.dsn)
     with pytest.raises(PreflightError):
         api.execute(plan)
     assert _folder_state(src.parent) == state
@@ -375,7 +368,7 @@ def test_live_source_with_wal_is_read_but_not_touched(tmp_path, src, target_db):
         assert Path(f"{src}-wal").exists()
         state = _folder_state(src.parent)
 
-        plan = _plan(tmp_path, src, target_db.dsn, components="kv_store")
+        plan = make_plan(tmp_path, src, target_db.dsn, components="kv_store")
         result = api.dry_run(plan)
         assert result.preflight.component("kv_store").source_count == SPEC.kv + 1
         assert any("WAL present" in w for w in result.preflight.warnings)

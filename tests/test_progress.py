@@ -18,8 +18,7 @@ from pathlib import Path
 from pipelines import progress
 from pipelines.progress import COPY, Counter, Event, JsonLines, PlainLines
 from sources.sample_db import generate
-from tests.test_faults import BIG, REPO, make_plan
-from tests.test_hardening import one_line_error, run_cli
+from tests.helpers import BIG, REPO, make_plan, one_line_error, run_cli
 
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 FINAL = re.compile(r"^\[(\w+)\] Progress: (\d+)/(\d+) records \(100%\) - \d+\.\ds$")
@@ -70,7 +69,7 @@ def test_no_bar_on_a_dumb_terminal_or_into_a_pipe(monkeypatch):
 
 def test_execute_not_on_a_terminal_prints_the_guides_lines(tmp_path, sample_sqlite, target_db,
                                                            capsys):  # fmt: skip
-    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch=100)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch_size=100)
     code, out, err = run_cli(capsys, "execute", "--plan", str(plan))
     assert code == 0, out + err
     assert "\x1b[" not in out + err  # no bar, no cursor control into a pipe
@@ -83,7 +82,7 @@ def test_execute_not_on_a_terminal_prints_the_guides_lines(tmp_path, sample_sqli
 
 def test_json_progress_lines_are_monotone_and_end_at_the_total(tmp_path, sample_sqlite,
                                                                target_db, capsys):  # fmt: skip
-    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch=100)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch_size=100)
     code, out, err = run_cli(capsys, "execute", "--plan", str(plan), "--json",
                              "--log-format", "json")  # fmt: skip
     assert code == 0, err
@@ -160,7 +159,7 @@ def run_in_pty(
 
 
 def test_a_terminal_gets_a_live_bar(tmp_path, sample_sqlite, target_db):
-    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch=100)
+    plan = make_plan(tmp_path, sample_sqlite, target_db.dsn, batch_size=100)
     code, out = run_in_pty(["execute", "--plan", str(plan)], tmp_path)
     assert code == 0, out
     assert HIDE_CURSOR in out and out.rindex(SHOW_CURSOR) > out.rindex(HIDE_CURSOR)
@@ -177,7 +176,7 @@ def test_a_terminal_gets_a_live_bar(tmp_path, sample_sqlite, target_db):
 def test_ctrl_c_under_a_live_bar_leaves_a_sane_terminal(tmp_path, target_db):
     big = tmp_path / "big.db"
     generate(big, BIG)
-    plan = make_plan(tmp_path, big, target_db.dsn)
+    plan = make_plan(tmp_path, big, target_db.dsn, batch_size=1000)
     sent: list[bool] = []
 
     def interrupt_mid_copy(proc: subprocess.Popen, out: str) -> None:

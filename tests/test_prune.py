@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from pipelines import api, migrate
-from tests.test_faults import make_plan
+from tests.helpers import make_plan
 
 
 def _delete_one(src, table: str) -> None:

@@ -21,6 +21,7 @@ from psycopg import sql
 from destinations import run_ledger, sync_ledger
 from destinations.target_schema import act_as_tenant
 from sources.components import COMPONENTS
+from tests.helpers import database
 
 TENANT = "tenant-rls"
 RUN = "20260101-000000-rlsjoin"
@@ -40,9 +41,7 @@ def _keys(name: str) -> list[str]:
 def loaded(pg_admin_dsn):
     """A target with N rows of one tenant in each case's table, a run ledger listing them,
     and no statistics (autovacuum off, never analyzed)."""
-    from tests.conftest import _database
-
-    gen = _database(pg_admin_dsn, True)
+    gen = database(pg_admin_dsn, True)
     db = next(gen)
     with db.connect() as conn:
         for name in CASES:

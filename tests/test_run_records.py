@@ -9,7 +9,7 @@ import pytest
 
 from destinations import target_schema
 from pipelines import api, migrate
-from tests.test_faults import make_plan
+from tests.helpers import make_plan
 from tests.test_first_contact import OWNER, llmspell_made  # noqa: F401 (a fixture)
 
 TENANT = "SELECT set_config('app.current_tenant_id', 'tenant-globex', false)"

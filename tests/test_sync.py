@@ -24,7 +24,7 @@ from core.errors import EXIT_USAGE, MigrateError
 from pipelines import api, migrate
 from sources.memory_sample import MemorySpec
 from sources.sample_db import SampleSpec, generate
-from tests.conftest import _new_db
+from tests.helpers import drop_db, new_db
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = SampleSpec(
@@ -185,13 +185,12 @@ def world(tmp_path_factory, pg_admin_dsn):
         mp.setenv("LLMSPELL_MIGRATE_HOME", str(home / ".llmspell-migrate"))
         src = home / "llmspell.db"
         generate(src, SPEC)
-        db = _new_db(pg_admin_dsn, schema=True)
+        db = new_db(pg_admin_dsn, schema=True)
         plan = home / "plan.toml"
         api.make_plan(COMPONENTS, output=plan, source=src, target=db.dsn)
         assert api.execute(plan, target=db.dsn).status == "SUCCESS"
         yield {"home": home, "src": src, "db": db, "plan": plan}
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+    drop_db(pg_admin_dsn, db)
 
 
 def source_hash(path: Path) -> str:

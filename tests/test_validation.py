@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import api, migrate
 from sources.sample_db import create_schema
-from tests.conftest import _database
+from tests.helpers import database
 from validation.canonical import json_difference, jsonb_text
 from validation.compare import sampled
 
@@ -69,7 +69,7 @@ def migrated_once(tmp_path_factory, pg_admin_dsn):
     """One migration for the whole module (it is the slow part); each test's damage is undone
     from a saved copy of the migrated rows (see `migrated`)."""
     tmp = tmp_path_factory.mktemp("validation")
-    databases = _database(pg_admin_dsn, schema=True)
+    databases = database(pg_admin_dsn, schema=True)
     db = next(databases)
     with pytest.MonkeyPatch.context() as env:
         env.chdir(tmp)
