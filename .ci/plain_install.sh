@@ -8,7 +8,10 @@ work="$(mktemp -d)"
 trap 'HOME="$work/home" "$work/venv/bin/llmspell-migrate" stop-embedded >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
-"$work/venv/bin/python" -m pip install --quiet "$repo"
+# from a clean export of the commit: building in the checkout would leave build/ behind
+mkdir "$work/src"
+git -C "$repo" archive HEAD | tar -x -C "$work/src"
+"$work/venv/bin/python" -m pip install --quiet "$work/src"
 cd "$work"
 export HOME="$work/home"
 cli="$work/venv/bin/llmspell-migrate"
