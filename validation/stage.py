@@ -14,9 +14,10 @@ import psycopg
 import pyarrow as pa
 
 from core import interrupts
+from core.model import registry
+from core.model.components import Component
+from core.model.kinds import VECTOR
 from destinations import connection
-from sources import components as registry
-from sources.components import VECTOR, Component
 from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
 from sources.sqlite_reader import SourceDB
 from validation import artifact_content, duck

@@ -18,9 +18,10 @@ import numpy as np
 import xxhash
 from psycopg import sql
 
-from sources.components import VECTOR, Component
-from sources.memory_values import decode_vector
-from validation.canonical import uuid_key
+from core.model.canonical import uuid_key
+from core.model.components import Component
+from core.model.kinds import VECTOR
+from core.model.memory_values import decode_vector
 from validation.compare import Mismatch
 
 QUERIES_PER_TENANT = 3
