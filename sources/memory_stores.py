@@ -23,7 +23,7 @@ HNSW_NOTE = (
 def restore_vectors(conn, comp: Component, rows: list[dict]) -> None:
     """Write backup rows of a vector part back in the SQLite vector backend's layout
     (metadata row, then its embedding under the same rowid), for rollback's comparison."""
-    dim = next(c.dimension for c in comp.columns if c.dimension)
+    dim = comp.vector_column.dimension
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS vec_embeddings_{dim} "
         "(rowid INTEGER PRIMARY KEY, embedding BLOB)"

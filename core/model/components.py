@@ -20,6 +20,7 @@ from core.model.kinds import (
     TEXT,
     TEXT_ARRAY,
     UUID,
+    VECTOR,
     Column,
 )
 
@@ -66,6 +67,11 @@ class Component:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    @property
+    def vector_column(self) -> Column | None:
+        """The embedding column (memory's vector parts), for the nearest-neighbour check."""
+        return next((c for c in self.columns if c.kind is VECTOR), None)
 
     @property
     def json_columns(self) -> list[str]:
