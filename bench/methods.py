@@ -22,10 +22,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from destinations.postgres_writer import STAGE_TYPES, cast_expr
+from core.model.components import Component
+from core.model.kinds import BLOB, EPOCH, HEXID, JSON, UUID, VECTOR
+from core.model.memory_values import vector_text
+from core.model.registry import COMPONENTS
+from destinations.postgres_writer import cast_expr
 from destinations.target_schema import TENANT_SETTING
-from sources.components import BLOB, COMPONENTS, EPOCH, HEXID, JSON, UUID, VECTOR, Component
-from sources.memory_values import vector_text
 
 READ_CHUNK = 10_000
 APP = "llmspell_app"
@@ -120,7 +122,7 @@ def limit_staged(source: str, dsn: str) -> dict:
                 stage,
                 sql.SQL(", ").join(
                     sql.SQL("{} {}").format(
-                        sql.Identifier(c.name), sql.SQL(STAGE_TYPES.get(c.kind, "TEXT"))
+                        sql.Identifier(c.name), sql.SQL(c.kind.stage)
                     )
                     for c in comp.columns
                 ),
@@ -166,7 +168,7 @@ def server_ceiling(source: str, dsn: str, stage_dsn: str, connections: int = 2) 
                     stage,
                     sql.SQL(", ").join(
                         sql.SQL("{} {}").format(
-                            sql.Identifier(c.name), sql.SQL(STAGE_TYPES.get(c.kind, "TEXT"))
+                            sql.Identifier(c.name), sql.SQL(c.kind.stage)
                         )
                         for c in comp.columns
                     ),

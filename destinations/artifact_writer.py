@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from core.model.components import ARTIFACT_CONTENT
 from destinations.target_schema import APP_ROLE, BOOKKEEPING_SCHEMA, act_as_tenant
-from sources.components import ARTIFACT_CONTENT
 
 LARGE_OBJECT_THRESHOLD = 1 << 20  # llmspell's: bytea below, large object from here
 # What every report of a run that migrates artifacts says (README, "Large objects and RLS").

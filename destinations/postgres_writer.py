@@ -26,65 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from core.model.components import Component
 from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_tenant
-from sources.components import (
-    BIGINT,
-    BLOB,
-    BOOL,
-    EPOCH,
-    EPOCH_OPEN,
-    HEXID,
-    INT,
-    JSON,
-    SCOPE,
-    TEXT_ARRAY,
-    UUID,
-    VECTOR,
-    Component,
-)
-from sources.memory_values import OPEN_END, PG_SCOPE_SQL, vector_text
-
-# Staging columns hold SQLite's raw values (vectors as pgvector text); `cast_expr` converts
-# them in the INSERT ... SELECT.
-STAGE_TYPES = {
-    EPOCH: "BIGINT",
-    EPOCH_OPEN: "BIGINT",
-    INT: "BIGINT",
-    BLOB: "BYTEA",
-    BOOL: "BIGINT",
-    BIGINT: "BIGINT",
-}
 
 
 def cast_expr(col) -> sql.Composable:
-    ident = sql.Identifier(col.name)
-    if col.kind == JSON:
-        return sql.SQL("{}::jsonb").format(ident)
-    if col.kind in (HEXID, UUID):
-        return sql.SQL("{}::uuid").format(ident)
-    if col.kind == EPOCH:
-        return sql.SQL("to_timestamp({})").format(ident)
-    if col.kind == EPOCH_OPEN:
-        return sql.SQL(
-            "CASE WHEN {c} = {end} THEN 'infinity'::timestamptz ELSE to_timestamp({c}) END"
-        ).format(c=ident, end=sql.Literal(OPEN_END))
-    if col.kind == VECTOR:
-        return sql.SQL("{}::vector").format(ident)
-    if col.kind == SCOPE:
-        return sql.SQL(PG_SCOPE_SQL).format(col=ident)
-    if col.kind == INT:
-        return sql.SQL("{}::integer").format(ident)
-    if col.kind == BIGINT:
-        return sql.SQL("{}::bigint").format(ident)
-    if col.kind == BOOL:
-        return sql.SQL("({} <> 0)").format(ident)
-    if col.kind == TEXT_ARRAY:
-        # ARRAY() of no elements is '{}': that is what a NULL becomes unless NULL is kept.
-        array = sql.SQL("ARRAY(SELECT jsonb_array_elements_text({}::jsonb))").format(ident)
-        if col.empty_when_null:
-            return array
-        return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ident, array)
-    return ident
+    """The column's staged (raw SQLite) value converted in the INSERT ... SELECT."""
+    return col.cast(sql.Identifier(col.name))
 
 
 _CSV = pacsv.WriteOptions(include_header=False, quoting_style="needed")
@@ -98,14 +46,8 @@ def csv_for_copy(comp: Component, batch: pa.RecordBatch | pa.Table) -> memoryvie
     arrays = []
     for col in comp.columns:
         values = batch.column(col.name)
-        if col.kind == BLOB:
-            values = pa.array(
-                [None if v is None else "\\x" + v.hex() for v in values.to_pylist()], pa.string()
-            )
-        elif col.kind == VECTOR:
-            values = pa.array(
-                [None if v is None else vector_text(v) for v in values.to_pylist()], pa.string()
-            )
+        if col.kind.copy_text is not None:  # in the text COPY takes for the staging column
+            values = pa.array([col.copy_text(v) for v in values.to_pylist()], pa.string())
         arrays.append(values)
     return table_csv(pa.Table.from_arrays(arrays, names=comp.column_names))
 
@@ -140,9 +82,7 @@ class ComponentStatements:
         ).format(
             self.stage,
             sql.SQL(", ").join(
-                sql.SQL("{} {}").format(
-                    sql.Identifier(c.name), sql.SQL(STAGE_TYPES.get(c.kind, "TEXT"))
-                )
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind.stage))
                 for c in comp.columns
             ),
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from sources.components import BLOB, EPOCH, EPOCH_OPEN, TEXT_ARRAY, VECTOR, Component
+from core.model.components import Component
 
 FP_BYTES = 8  # of SHA-256: a wrong row passes with odds 2**-64
 SEPARATOR = "\x1f"
@@ -21,21 +21,7 @@ SEPARATOR = "\x1f"
 
 def target_expr(col, alias: str | None = None) -> sql.Composable:
     """PostgreSQL expression giving the column's canonical text (of table `alias`)."""
-    ident = sql.Identifier(alias, col.name) if alias else sql.Identifier(col.name)
-    if col.kind == EPOCH:
-        return sql.SQL("trim_scale(extract(epoch FROM {}))::text").format(ident)
-    if col.kind == EPOCH_OPEN:  # 'infinity' is the open end on both sides
-        return sql.SQL(
-            "CASE WHEN isfinite({c}) THEN trim_scale(extract(epoch FROM {c}))::text "
-            "ELSE {c}::text END"
-        ).format(c=ident)
-    if col.kind == VECTOR:  # the f32 values, big-endian, after vector_send's 4-byte header
-        return sql.SQL("encode(substr(vector_send({}), 5), 'hex')").format(ident)
-    if col.kind == BLOB:
-        return sql.SQL("encode({}, 'hex')").format(ident)
-    if col.kind == TEXT_ARRAY:
-        return sql.SQL("to_jsonb({})::text").format(ident)
-    return sql.SQL("{}::text").format(ident)
+    return col.target_text(sql.Identifier(alias, col.name) if alias else sql.Identifier(col.name))
 
 
 def target_fingerprint_expr(columns, alias: str | None = None) -> sql.Composable:

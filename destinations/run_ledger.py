@@ -18,9 +18,9 @@ import psycopg
 from psycopg import sql
 
 from core.errors import LockBusy, RollbackRefused
+from core.model.components import ARTIFACT_CONTENT, Component
 from destinations.artifact_writer import unlink_recorded
 from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_bookkeeper, act_as_tenant
-from sources.components import ARTIFACT_CONTENT, Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"llmspell-migrate").digest()[:4], "big") & 0x7FFFFFFF

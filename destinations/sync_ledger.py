@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from core.model.components import Component
 from destinations import run_ledger
 from destinations.postgres_writer import table_csv
 from destinations.row_text import row_print
 from destinations.run_ledger import PRINT_SCHEME
 from destinations.target_schema import BOOKKEEPING_SCHEMA, act_as_bookkeeper, act_as_tenant
-from sources.components import Component
 
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 PRINT_COLUMNS = ("tenant_id", "nkey", "llmspell_key", "source_fp", "target_fp")

@@ -20,9 +20,11 @@ import psycopg
 from psycopg import sql
 
 from core.errors import TargetError
+from core.model.components import Component
+from core.model.kinds import VECTOR
+from core.model.registry import COMPONENTS
 from core.settings import cli_command
 from destinations.store_ddl import AFTER_CREATE
-from sources.components import COMPONENTS, VECTOR, Component
 
 APP_ROLE = "llmspell_app"
 TENANT_SETTING = "app.current_tenant_id"
@@ -392,7 +394,7 @@ def _rls_state(conn: psycopg.Connection, table: str) -> tuple[bool, bool]:
     return bool(row[0]), bool(row[1])
 
 
-VECTOR_EXTENSION = "vector"  # pgvector's extension name
+VECTOR_EXTENSION = VECTOR.extension  # pgvector's extension name
 
 
 @dataclass(frozen=True)
@@ -420,7 +422,9 @@ def vector_support(conn: psycopg.Connection) -> VectorSupport:
 def vector_tables() -> list[str]:
     """llmspell's tables with a pgvector column (upstream V3's vector_embeddings_<dim>)."""
     return sorted(
-        c.pg_table for c in COMPONENTS.values() if any(col.kind == VECTOR for col in c.columns)
+        c.pg_table
+        for c in COMPONENTS.values()
+        if any(col.kind.extension == VECTOR_EXTENSION for col in c.columns)
     )
 
 
@@ -562,25 +566,7 @@ def ensure_schema(
 
 def expected_columns(component: Component) -> dict[str, str]:
     """Column name -> PostgreSQL udt name the migration writes, for the schema check."""
-    udt = {
-        "UUID": "uuid",
-        "JSONB": "jsonb",
-        "TIMESTAMPTZ": "timestamptz",
-        "INTEGER": "int4",
-        "BYTEA": "bytea",
-        "TEXT": "text",
-        "BOOLEAN": "bool",
-        "BIGINT": "int8",
-        "TEXT[]": "_text",
-    }
-    out = {}
-    for col in component.columns:
-        t = col.pg_type
-        if t.startswith("VECTOR"):
-            out[col.name] = "vector"
-        else:
-            out[col.name] = "varchar" if t.startswith("VARCHAR") else udt[t]
-    return out
+    return {col.name: col.udt for col in component.columns}
 
 
 def _column_problems(conn: psycopg.Connection, comp: Component) -> list[str]:

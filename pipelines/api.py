@@ -32,9 +32,9 @@ __all__ = [
     "validate_backend",
     "verify",
 ]
+from core.model import registry
 from pipelines.preflight import reachability_lines
 from pipelines.results import ExecuteResult, PlanResult
-from sources import components as registry
 from sources import installation
 from sources.key_routing import check_layout, classify_db
 from sources.memory_stores import HNSW_NOTE

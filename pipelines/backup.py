@@ -33,10 +33,10 @@ import duckdb
 from core import interrupts
 from core.errors import PreflightError
 from core.files import make_private, private_dir
+from core.model.components import Component
 from core.settings import cli_command
 from pipelines.artifact_backup import FOLDER, export_content
 from pipelines.plan import Plan
-from sources.components import BLOB, VECTOR, Component
 from sources.sqlite_reader import SourceDB
 from validation import duck
 
@@ -169,7 +169,7 @@ class BackupWriter:
             errors="surrogateescape",
         )
         self.counts[comp.name] = 0
-        self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind in (BLOB, VECTOR)]
+        self._blob_index = [i for i, c in enumerate(comp.columns) if c.kind.binary]
 
     def add_rows(self, comp: Component, rows: list[tuple]) -> None:
         out = self._files[comp.name]
@@ -229,7 +229,7 @@ class BackupWriter:
         fields = []
         for c in comp.columns:
             col = f'"{c.name}"'
-            if c.kind in (BLOB, VECTOR):  # exact bytes: vectors as llmspell stored them
+            if c.kind.binary:  # exact bytes: vectors as llmspell stored them
                 b64 = f"struct_pack(base64 := to_base64({col}))"
                 col = f"CASE WHEN {col} IS NULL THEN NULL ELSE {b64} END"
             fields.append(f'"{c.name}" := {col}')

@@ -37,11 +37,11 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from core import files, interrupts, settings
 from core.errors import LockBusy, MigrateError, MigrationFailed, PreflightError
+from core.model.components import Component
 from destinations.llmspell_destination import delivering, llmspell_postgres
 from destinations.postgres_writer import WriterPool
 from pipelines.progress import COPY, Counter, Listener, PlainLines
 from pipelines.progress_dlt import DltSteps
-from sources.components import Component
 from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
 

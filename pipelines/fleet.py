@@ -47,11 +47,11 @@ from typing import Any
 import yaml
 
 from core.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError, PlanError
+from core.model import registry
 from destinations import connection, embedded_server, run_ledger, target_schema
 from destinations.connection import redact_text
 from pipelines import plan as plan_mod
 from pipelines.plan import _PlanLoader
-from sources import components as registry
 from sources import installation as installation_mod
 from sources.sqlite_reader import SourceDB
 from sources.tenant_map import check_map, prefixed, tenant_problem

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from core.errors import PlanError, UsageError
+from core.model import registry
 from core.settings import cli_command
 from destinations.connection import IDENTITY_KEYS, has_password, redact
-from sources import components as registry
 from sources.installation import SourceFile
 from sources.key_routing import LAYOUTS, LLMSPELL
 from sources.memory_stores import HNSW_NOTE

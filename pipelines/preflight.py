@@ -15,16 +15,18 @@ import psycopg
 from psycopg import sql
 
 from core.errors import PreflightError
+from core.model import json_numbers
+from core.model.canonical import uuid_key
+from core.model.checks import check_text
+from core.model.components import Component
 from destinations.target_schema import act_as_tenant
 from pipelines.plan import Plan
 from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
-from sources import json_numbers, key_routing
-from sources.components import HEXID, UUID, Component
+from sources import key_routing
 from sources.key_routing import KeyMapper, Reachability
 from sources.memory_checks import cross_record_problems
-from sources.record_checks import BadRecord, RecordChecker, check_text, printable
+from sources.record_checks import BadRecord, RecordChecker, printable
 from sources.sqlite_reader import SourceDB
-from validation.canonical import uuid_key
 
 MAX_LISTED = 20
 
@@ -174,7 +176,7 @@ def natural_key_of(comp: Component):
     """A function giving a reader row's natural key, in the target's text form (sessions'
     UUIDs canonical), with the column position looked up once, not per record."""
     at = 1 + comp.column_names.index(comp.key_column)
-    if comp.column(comp.key_column).kind in (UUID, HEXID):
+    if comp.column(comp.key_column).kind.is_uuid:
         return lambda row: uuid_key(row[at])
     return lambda row: row[at]
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from core import files
 from core.errors import RollbackRefused, UsageError
+from core.model import registry
+from core.model.components import Component
 from destinations import connection, embedded_server, run_ledger
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.backup import backup_tenants, read_metadata
 from pipelines.sync import is_sync_run, undo_sync
-from sources import components as registry
-from sources.components import BLOB, VECTOR, Component
 from sources.key_routing import VERBATIM, classify_db, mappers
 from sources.memory_stores import RESTORERS
 from sources.sqlite_reader import SourceDB
@@ -53,7 +53,7 @@ def _restore_sqlite(folder: Path, comps: list[Component], path: Path) -> None:
             if not src.exists():
                 continue
             names = comp.column_names
-            blob_cols = [c.name for c in comp.columns if c.kind in (BLOB, VECTOR)]
+            blob_cols = [c.name for c in comp.columns if c.kind.binary]
             restore = RESTORERS.get(comp.name)
             insert = (
                 f"INSERT INTO {comp.sqlite_table} ({', '.join(names)}) "

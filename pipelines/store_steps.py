@@ -17,14 +17,14 @@ import psycopg
 from psycopg import sql
 
 from core.errors import MigrationFailed, PreflightError
+from core.model.canonical import uuid_key
+from core.model.components import ARTIFACTS, EVENTS, SESSIONS, Component
 from destinations import artifact_writer, connection
 from destinations.postgres_writer import LlmspellWriter
 from pipelines import preflight
 from pipelines.plan import Plan
-from sources.components import ARTIFACTS, EVENTS, SESSIONS, Component
 from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
-from validation.canonical import uuid_key
 
 MAX_LISTED = 20
 MAX_ARTIFACT_BYTES = 104_857_600  # llmspell's CHECK (size_bytes <= 104857600), both backends

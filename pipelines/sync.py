@@ -33,6 +33,7 @@ from core.errors import (
     RollbackRefused,
     ValidationFailed,
 )
+from core.model.components import ARTIFACTS, SESSIONS, Component
 from destinations import connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
 from destinations.target_schema import act_as_bookkeeper, act_as_tenant
@@ -50,7 +51,6 @@ from pipelines.engine import (
 from pipelines.plan import Plan
 from pipelines.sync_baseline import source_prints
 from sources import change_set
-from sources.components import ARTIFACTS, SESSIONS, Component
 from sources.key_routing import mappers
 from sources.llmspell_source import rows_to_arrow
 from sources.memory_checks import cross_record_problems

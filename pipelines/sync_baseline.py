@@ -21,12 +21,12 @@ import duckdb
 import psycopg
 import pyarrow as pa
 
+from core.model.canonical import uuid_key
+from core.model.components import Component
 from destinations import connection, sync_ledger
 from pipelines.preflight import natural_key_of
-from sources.components import HEXID, UUID, Component
 from sources.key_routing import KeyMapper
 from validation import duck
-from validation.canonical import uuid_key
 from validation.duck import source_tables
 
 SOURCE_PRINTS = pa.schema(
@@ -101,7 +101,7 @@ def source_print_batches(
         + f", {source_print_sql(con, comp, source)} AS fp FROM {source}{where}"
     )
     key_of = natural_key_of(comp)
-    is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
+    is_uuid = comp.column(comp.key_column).kind.is_uuid
     slots = {c: 1 + cols.index(c) for c in needed}
     width = 1 + len(cols)
     for batch in con.execute(query, params).to_arrow_reader(_BATCH):

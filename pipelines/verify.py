@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from core.errors import UsageError
+from core.model import registry
+from core.model.components import AGENT_STATE, Component
 from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.engine import prepare_target, source_paths_for
 from pipelines.plan import Plan
 from pipelines.progress import VALIDATION, Listener, StageCounter, quiet
-from sources import components as registry
 from sources import installation
-from sources.components import AGENT_STATE, Component
 from sources.key_routing import classify_db, mappers
 from sources.memory_checks import cross_record_problems
 from sources.record_checks import RecordChecker, printable

@@ -1,5 +1,2 @@
-"""The SQLite side: what an llmspell component is, how to read it read-only, and the dlt source."""
-
-# The registry first: importing it registers every store module (memory_stores included),
-# whichever sources module is imported first.
-from sources import components as _components  # noqa: E402,F401
+"""The SQLite side: how to read an llmspell installation read-only, check its records, and the
+dlt source (what a component is: `core.model`)."""

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sources.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE, Component
-from sources.record_checks import storable_uuid
+from core.model.checks import storable_uuid
+from core.model.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE, Component
 
 if TYPE_CHECKING:
     from sources.sqlite_reader import SourceDB

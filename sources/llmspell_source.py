@@ -16,38 +16,17 @@ from pathlib import Path
 import dlt
 import pyarrow as pa
 
-from sources.components import (
-    BIGINT,
-    BLOB,
-    BOOL,
-    COMPONENTS,
-    EPOCH,
-    EPOCH_OPEN,
-    INT,
-    VECTOR,
-    Component,
-)
+from core.model.components import Component
+from core.model.registry import COMPONENTS
 from sources.key_routing import KeyMapper
 from sources.sqlite_reader import SourceDB
 
 KEY_COLUMN = "llmspell_key"
-_ARROW_TYPES = {
-    EPOCH: pa.int64(),
-    EPOCH_OPEN: pa.int64(),
-    INT: pa.int64(),
-    BIGINT: pa.int64(),
-    BOOL: pa.int64(),
-    BLOB: pa.binary(),
-    VECTOR: pa.binary(),
-}
 
 
 def arrow_schema(comp: Component) -> pa.Schema:
     fields = [pa.field(KEY_COLUMN, pa.string(), nullable=False)]
-    fields += [
-        pa.field(c.name, _ARROW_TYPES.get(c.kind, pa.string()), nullable=c.nullable)
-        for c in comp.columns
-    ]
+    fields += [pa.field(c.name, c.kind.arrow, nullable=c.nullable) for c in comp.columns]
     return pa.schema(fields)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sources.components import COMPONENTS, HEXID, UUID, Component
-from sources.memory_stores import OPEN_END
+from core.model.canonical import uuid_key
+from core.model.components import Component
+from core.model.memory_values import OPEN_END
+from core.model.registry import COMPONENTS
 from sources.record_checks import BadRecord
 from sources.sqlite_reader import SourceDB
-from validation.canonical import uuid_key
 
 
 def _where(tenants: list[str] | None, column: str = "tenant_id") -> tuple[str, list]:
@@ -24,7 +25,7 @@ def _where(tenants: list[str] | None, column: str = "tenant_id") -> tuple[str, l
 
 def duplicate_ids(db: SourceDB, comp: Component, tenants: list[str] | None) -> list[BadRecord]:
     """Ids that collide per tenant once canonical (PostgreSQL's key is the UUID)."""
-    if comp.column(comp.key_column).kind not in (UUID, HEXID):
+    if not comp.column(comp.key_column).kind.is_uuid:
         return []
     where, args = _where(tenants)
     seen: dict[tuple[str, str], str] = {}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sources.memory_values import OPEN_END
+from core.model.memory_values import OPEN_END
 
 BASE = 1_735_689_600  # 2025-01-01T00:00:00Z
 DAY = 86_400

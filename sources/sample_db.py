@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core import child
-from sources import sample_phase3
-from sources.components import (
+from core.model.components import (
     AGENT_STATE,
     EVENTS,
     HOOKS,
@@ -39,6 +38,7 @@ from sources.components import (
     WORKFLOW_STATUSES,
     Component,
 )
+from sources import sample_phase3
 from sources.memory_sample import MemorySpec, add_memory
 from sources.sqlite_schema import (  # noqa: F401  (re-exported for tests)
     BASE_EPOCH,

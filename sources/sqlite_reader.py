@@ -19,9 +19,10 @@ from pathlib import Path
 
 from core.errors import PreflightError, SourceError
 from core.files import is_scratch, scratch_dir
+from core.model.components import Component
+from core.model.registry import COMPONENTS, LATER_TABLES
 from sources import snapshot
 from sources import tenant_map as tenant_mod
-from sources.components import COMPONENTS, LATER_TABLES, Component
 
 DEFAULT_PATH = Path("~/.local/share/llmspell/llmspell.db")
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
-from sources.components import (
-    SESSION_STATUSES,
-    WORKFLOW_STATUSES,
-)
+from core.model.components import SESSION_STATUSES, WORKFLOW_STATUSES
 
 BASE_EPOCH = 1_735_689_600  # 2025-01-01T00:00:00Z; the sample's timestamps start here.
 DAY = 86_400

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.model import registry
 from pipelines import api, migrate
-from sources import components as registry
 from sources.sample_db import SampleSpec
 from tests.helpers import cli, one_line_error, sample_file
 

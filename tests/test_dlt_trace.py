@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 
 from core.errors import MigrationFailed
+from core.model.components import KV_STORE, SESSIONS
 from pipelines import migrate
 from pipelines.copy_stage import Delivery
-from sources.components import KV_STORE, SESSIONS
 from tests.helpers import make_plan
 from tests.test_hardening import tiny_mount as _tiny_mount
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.model import registry
 from pipelines import api
 from pipelines.plan import load
-from sources import components as registry
 from tests.helpers import make_plan
 
 

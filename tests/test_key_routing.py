@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sources import json_numbers
-from sources.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE
+from core.model import canonical, json_numbers
+from core.model.checks import check_json
+from core.model.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE
 from sources.key_routing import (
     ANSWERS_ELSEWHERE,
     LLMSPELL,
@@ -20,8 +21,6 @@ from sources.key_routing import (
     session_route,
     workflow_route,
 )
-from sources.record_checks import check_json
-from validation import canonical
 
 UUID = "6f1c2b3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
 

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from core.errors import PreflightError
+from core.model.memory_values import OPEN_END, decode_vector, pg_scope
 from pipelines import api
 from sources.memory_sample import MemorySpec, add_memory, f32_json, insert_vector, random_vector
-from sources.memory_values import OPEN_END, decode_vector, pg_scope
 from sources.sample_db import SampleSpec
 from tests.helpers import make_plan, sample_file
 

@@ -9,8 +9,8 @@ import sqlite3
 import psycopg
 import pytest
 
+from core.model import registry
 from pipelines import api
-from sources import components as registry
 from sources.key_routing import LLMSPELL, classify_db
 from sources.sqlite_reader import SourceDB
 from validation.readback import readback

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
+from core.model.registry import COMPONENTS
 from destinations import run_ledger, sync_ledger
 from destinations.target_schema import act_as_tenant
-from sources.components import COMPONENTS
 from tests.helpers import database
 
 TENANT = "tenant-rls"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.model.components import SESSION_STATUSES, WORKFLOW_STATUSES
 from sources import sample_db
-from sources.components import SESSION_STATUSES, WORKFLOW_STATUSES
 from sources.sample_db import SampleSpec, create_schema, generate
 
 SPEC = SampleSpec(agents=400, workflows=120, sessions=150, kv=300, tenants=4, seed=7)

@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 
 from core.errors import PreflightError
+from core.model.components import KV_STORE
 from pipelines import api
-from sources.components import KV_STORE
-from validation.compare import canon_kind, fingerprint, source_canon
+from validation.compare import fingerprint
 
 
 def _signed(digest: bytes) -> int:
@@ -59,7 +59,7 @@ def test_stored_prints_are_the_projects_own(executed, sample_sqlite, target_db):
         source_fp, target_fp = stored[(row[t_at], row[k_at])]
         assert source_fp == _source_print(row), row[k_at]
         # the target print: validation's SHA-256 of the canonical text, from the source values
-        texts = [source_canon(canon_kind(c), v) for c, v in zip(KV_STORE.columns, row)]
+        texts = [c.source_text(v) for c, v in zip(KV_STORE.columns, row)]
         assert target_fp == _signed(fingerprint(texts)), row[k_at]
     with target_db.connect() as conn:
         (scheme,) = conn.execute(

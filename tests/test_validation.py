@@ -9,10 +9,10 @@ import sqlite3
 import psycopg
 import pytest
 
+from core.model.canonical import json_difference, jsonb_text
 from pipelines import api, migrate
 from sources.sample_db import create_schema
 from tests.helpers import database
-from validation.canonical import json_difference, jsonb_text
 from validation.compare import sampled
 
 T1, T2 = "tenant-a", "tenant-b"

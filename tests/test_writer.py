@@ -8,9 +8,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from core.model.registry import COMPONENTS
 from destinations.postgres_writer import LlmspellWriter
 from destinations.sync_ledger import write_prints
-from sources.components import COMPONENTS
 from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
 

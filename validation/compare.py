@@ -25,20 +25,10 @@ import pyarrow.compute as pc
 import xxhash
 from psycopg import sql
 
+from core.model.canonical import uuid_key
+from core.model.components import Component
+from core.model.kinds import NULL_TEXT
 from destinations.row_text import FP_BYTES, SEPARATOR, target_expr, target_fingerprint_expr
-from sources.components import (
-    BLOB,
-    BOOL,
-    EPOCH,
-    EPOCH_OPEN,
-    HEXID,
-    JSON,
-    SCOPE,
-    TEXT_ARRAY,
-    UUID,
-    VECTOR,
-    Component,
-)
 from sources.key_routing import (
     ROUTED,
     UNREACHABLE,
@@ -48,11 +38,9 @@ from sources.key_routing import (
     pg_lookup,
     route_of,
 )
-from sources.memory_values import OPEN_END, pg_scope, vector_hex
-from validation.canonical import canonical_uuid, json_difference, jsonb_text, uuid_key
 from validation.duck import source_tables
 
-NULL = "\x01"  # the NULL marker: `destinations.row_text` prints chr(1)
+NULL = NULL_TEXT  # the NULL marker: `destinations.row_text` prints chr(1)
 _TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
 SOURCE_PRINTS = pa.schema(
     [
@@ -92,40 +80,7 @@ def short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# -- canonical values ----------------------------------------------------------------------
-_ARRAY_NOT_NULL = "text_array_not_null"  # a TEXT_ARRAY whose NULL is stored as '{}'
-
-
-def canon_kind(col) -> str:
-    """The column's kind as the canonical form sees it."""
-    return _ARRAY_NOT_NULL if col.kind == TEXT_ARRAY and col.empty_when_null else col.kind
-
-
-def source_canon(kind: str, value) -> str:
-    if value is None:
-        return "[]" if kind == _ARRAY_NOT_NULL else NULL
-    try:
-        if kind in (JSON, TEXT_ARRAY, _ARRAY_NOT_NULL):
-            return jsonb_text(value)
-        if kind == BOOL:
-            return "true" if int(value) else "false"
-        if kind in (HEXID, UUID):
-            return canonical_uuid(value)
-        if kind == BLOB:
-            return (value.encode("utf-8") if isinstance(value, str) else bytes(value)).hex()
-        if kind == EPOCH_OPEN and value == OPEN_END:
-            return "infinity"
-        if kind in (EPOCH, EPOCH_OPEN):
-            return str(int(value)) if float(value).is_integer() else repr(value)
-        if kind == VECTOR:
-            return vector_hex(value)
-        if kind == SCOPE:
-            return pg_scope(value)
-    except (ValueError, TypeError, AttributeError):
-        return f"\x02{value!r}"  # not storable: can never match a stored value
-    return str(value)
-
-
+# -- canonical values (each column's: `Column.source_text`) ---------------------------------
 def fingerprint(values: Iterable[str]) -> bytes:
     """What `target_fingerprint_expr` computes inside PostgreSQL, from the source's values."""
     text = SEPARATOR.join(values).encode("utf-8", "surrogatepass")
@@ -143,7 +98,7 @@ class GetPrinter:
         self.layout = layout
         self.key_at = [names.index(c) for c in key_columns(comp)]
         self.value_at = names.index(VALUE_COLUMN[comp.pg_table])
-        self.value_kind = canon_kind(comp.columns[self.value_at])
+        self.value_column = comp.columns[self.value_at]
 
     def record(self, lkey: str, values: tuple, value_text: str | None) -> tuple:
         """The `GET_FIELDS` of one record from its SQLite column values; `value_text` is the
@@ -248,11 +203,10 @@ class ComponentComparer:
         self.gets = get_printer(comp, layout)  # and where llmspell's `get` finds them
         self.targets = targets
         self.tenants = tenants
-        self.kinds = [canon_kind(c) for c in comp.columns]
         self.names = comp.column_names
         self.key_index = self.names.index(comp.key_column)
         self.tenant_index = self.names.index("tenant_id")
-        self.key_is_uuid = comp.column(comp.key_column).kind in (UUID, HEXID)
+        self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
         self.source = comp.source_from("src.", source_tables(con))
 
     # source side -------------------------------------------------------------------------
@@ -278,7 +232,7 @@ class ComponentComparer:
         if self.gets is not None:
             schema = schema.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
         parts = [schema.empty_table()]
-        kinds = self.kinds
+        model_columns = self.comp.columns
         gets = self.gets
         for batch in self._source_batches():
             out: list[list] = [[] for _ in SOURCE_PRINTS]
@@ -293,7 +247,7 @@ class ComponentComparer:
                 if only is not None and (tenant, nkey) not in only:
                     continue
                 pick = sampled(tenant, lkey, percent)
-                texts = [source_canon(k, v) for k, v in zip(kinds, values)] if pick else None
+                texts = [c.source_text(v) for c, v in zip(model_columns, values)] if pick else None
                 tenants.append(tenant)
                 nkeys.append(nkey)
                 lkeys.append(lkey)
@@ -436,18 +390,21 @@ class ComponentComparer:
                     "present" if tgt else "absent",
                 )
             ]
-        for name, kind, s, t in zip(self.names, self.kinds, src, tgt):
-            if kind == JSON and s is not None and t is not None:
-                diff = json_difference(s, t)
+        for col, s, t in zip(self.comp.columns, src, tgt):
+            differ = col.kind.difference  # structural, where the kind has it (JSON)
+            if differ is not None and s is not None and t is not None:
+                diff = differ(s, t)
                 if diff:
                     out.append(
-                        Mismatch(self.comp.name, tenant, lkey, f"{name} {diff}", short(s), short(t))
+                        Mismatch(
+                            self.comp.name, tenant, lkey, f"{col.name} {diff}", short(s), short(t)
+                        )
                     )
                 continue
-            if source_canon(kind, s) != (NULL if t is None else t):
+            if col.source_text(s) != (NULL if t is None else t):
                 out.append(
                     Mismatch(
-                        self.comp.name, tenant, lkey, name, short(source_canon(kind, s)), short(t)
+                        self.comp.name, tenant, lkey, col.name, short(col.source_text(s)), short(t)
                     )
                 )
         return out

@@ -27,20 +27,20 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from core import interrupts
+from core.model import canonical, json_numbers
+from core.model.components import KV_STORE, Component
+from core.model.registry import COMPONENTS
 from destinations.row_text import target_fingerprint_expr
 from destinations.target_schema import act_as_tenant
-from sources import json_numbers, key_routing
-from sources.components import COMPONENTS, KV_STORE, Component
+from sources import key_routing
 from sources.key_routing import GET_COLUMN, VALUE_COLUMN, Reachability, pg_lookup
 from sources.sqlite_reader import SourceDB
-from validation import canonical
 from validation.compare import (
     GET_FIELDS,
     GET_LAYOUT,
     SOURCE_PRINTS,
     get_printer,
     sampled,
-    source_canon,
 )
 
 APP_ROLE = "llmspell_app"
@@ -204,7 +204,7 @@ def source_gets(
     for lkey, *values in cur:
         tenant = values[tenant_at]
         pick = sampled(tenant, lkey, percent)
-        text = source_canon(gets.value_kind, values[gets.value_at]) if pick else None
+        text = gets.value_column.source_text(values[gets.value_at]) if pick else None
         for column, item in zip(out, (tenant, lkey, pick, *gets.record(lkey, values, text))):
             column.append(item)
     return pa.table([pa.array(c, f.type) for c, f in zip(out, _GETS)], schema=_GETS)

@@ -14,9 +14,9 @@ import psycopg
 import pyarrow as pa
 
 from core import interrupts
+from core.model import registry
+from core.model.components import Component
 from destinations import connection
-from sources import components as registry
-from sources.components import VECTOR, Component
 from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
 from sources.sqlite_reader import SourceDB
 from validation import artifact_content, duck
@@ -118,7 +118,7 @@ class Validator:
     ) -> ComponentResult:
         comparer = self.comparer(comp)
         result = comparer.run(percent, threshold, only, source_prints)
-        if only is None and any(c.kind == VECTOR for c in comp.columns):
+        if only is None and comp.vector_column is not None:
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
             result.knn_queries = knn.queries
             result.knn_failed = len(knn.problems)

@@ -18,9 +18,9 @@ import numpy as np
 import xxhash
 from psycopg import sql
 
-from sources.components import VECTOR, Component
-from sources.memory_values import decode_vector
-from validation.canonical import uuid_key
+from core.model.canonical import uuid_key
+from core.model.components import Component
+from core.model.memory_values import decode_vector
 from validation.compare import Mismatch
 
 QUERIES_PER_TENANT = 3
@@ -62,7 +62,7 @@ def knn_check(
     targets: dict[str, str | None],
     tenants: list[str],
 ) -> KnnResult:
-    col = next(c for c in comp.columns if c.kind == VECTOR)
+    col = comp.vector_column
     result = KnnResult()
     for tenant in tenants:
         alias = next((a for a, t in targets.items() if t in (tenant, None)), None)

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from validation.canonical import pg_number
+from core.model.canonical import pg_number
 
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)

@@ -38,9 +38,9 @@ def pg_scope(namespace: str) -> str:
 
 # The same mapping inside PostgreSQL, for the INSERT ... SELECT.
 PG_SCOPE_SQL = (
-    "CASE WHEN {col} = '__global__' THEN 'global' "
-    "WHEN {col} ~ '^(user|session|agent|tool|workflow|hook|custom):' THEN {col} "
-    "ELSE 'custom:' || {col} END"
+    "CASE WHEN {c} = '__global__' THEN 'global' "
+    "WHEN {c} ~ '^(user|session|agent|tool|workflow|hook|custom):' THEN {c} "
+    "ELSE 'custom:' || {c} END"
 )
 
 

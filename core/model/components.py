@@ -1,4 +1,5 @@
-"""The one description of every migrated component.
+"""What an llmspell component is, and llmspell's stores of state, sessions, events, hooks and
+artifacts (the memory stores are in `core.model.memory`; `core.model.registry` lists them all).
 
 Reader, pre-flight checks, staging DDL, the INSERT that converts types, backups and the
 validation queries are all derived from these definitions, so a column is described once.
@@ -8,63 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import UsageError
-
-# Column kinds: how a SQLite value maps to its PostgreSQL column.
-TEXT = "text"  # TEXT -> VARCHAR(n)/TEXT
-JSON = "json"  # TEXT holding JSON -> JSONB
-EPOCH = "epoch"  # INTEGER unix seconds -> TIMESTAMPTZ
-HEXID = "hexid"  # TEXT 32 hex chars -> UUID
-UUID = "uuid"  # TEXT uuid (session id) -> UUID
-INT = "int"  # INTEGER -> INTEGER
-BLOB = "blob"  # BLOB -> BYTEA
-VECTOR = "vector"  # BLOB: JSON text of an f32 list, or raw little-endian f32 -> vector(n)
-EPOCH_OPEN = "epoch_open"  # INTEGER unix seconds, 9999999999 = open end -> 'infinity'
-SCOPE = "scope"  # llmspell's SQLite scope namespace -> StateScope's display form
-BOOL = "bool"  # INTEGER 0/1 -> BOOLEAN
-BIGINT = "bigint"  # INTEGER -> BIGINT
-TEXT_ARRAY = "text_array"  # TEXT holding a JSON array of strings -> TEXT[]
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    kind: str
-    nullable: bool = False
-    max_length: int | None = None
-    minimum: int | None = None  # for INT columns: CHECK (col >= minimum)
-    allowed: tuple[str, ...] | None = None  # for status columns: CHECK (col IN ...)
-    dimension: int | None = None  # for VECTOR columns: vector(dimension)
-    # TEXT_ARRAY only: NULL is stored as an empty array (llmspell's reader needs one).
-    empty_when_null: bool = False
-
-    @property
-    def pg_type(self) -> str:
-        if self.kind in (TEXT, SCOPE):
-            return f"VARCHAR({self.max_length})" if self.max_length else "TEXT"
-        if self.kind == VECTOR:
-            return f"VECTOR({self.dimension})"
-        return {
-            JSON: "JSONB",
-            EPOCH: "TIMESTAMPTZ",
-            EPOCH_OPEN: "TIMESTAMPTZ",
-            HEXID: "UUID",
-            UUID: "UUID",
-            INT: "INTEGER",
-            BLOB: "BYTEA",
-            BOOL: "BOOLEAN",
-            BIGINT: "BIGINT",
-            TEXT_ARRAY: "TEXT[]",
-        }[self.kind]
-
-    @property
-    def match_type(self) -> str:
-        """The type to compare this column with when it joins a key list: its type without a
-        length (VARCHAR(n) compares as TEXT). Under row-level security PostgreSQL uses a join
-        condition for an index only if it is leakproof; a cast to VARCHAR(n), or from text
-        to UUID, applied to a column of the other side is not, and the join falls back to a
-        scan of the tenant's rows per key (quadratic; seen as minutes at 200k records)."""
-        return "TEXT" if self.pg_type.startswith("VARCHAR") else self.pg_type
+from core.model.kinds import (
+    BIGINT,
+    BLOB,
+    BOOL,
+    EPOCH,
+    HEXID,
+    INT,
+    JSON,
+    TEXT,
+    TEXT_ARRAY,
+    UUID,
+    VECTOR,
+    Column,
+)
 
 
 @dataclass(frozen=True)
@@ -111,11 +69,18 @@ class Component:
         return next(c for c in self.columns if c.name == name)
 
     @property
+    def vector_column(self) -> Column | None:
+        """The embedding column (memory's vector parts), for the nearest-neighbour check."""
+        return next((c for c in self.columns if c.kind is VECTOR), None)
+
+    @property
     def json_columns(self) -> list[str]:
-        return [c.name for c in self.columns if c.kind == JSON]
+        """The columns compared as JSON documents (structurally, when their prints differ)."""
+        return [c.name for c in self.columns if c.kind.difference]
 
 
-_TENANT = Column("tenant_id", TEXT, max_length=255)
+# Every component's tenant column (llmspell's row-level security keys on it).
+TENANT = Column("tenant_id", TEXT, max_length=255)
 
 AGENT_STATE = Component(
     name="agent_state",
@@ -125,7 +90,7 @@ AGENT_STATE = Component(
     key_sql="'agent:' || agent_id",  # as llmspell's SQLite backend lists it
     columns=(
         Column("state_id", HEXID),
-        _TENANT,
+        TENANT,
         Column("agent_id", TEXT, max_length=255),
         Column("agent_type", TEXT, max_length=100),
         Column("state_data", JSON),
@@ -145,7 +110,7 @@ WORKFLOW_STATE = Component(
     key_column="workflow_id",
     key_sql="'custom:workflow_' || workflow_id || ':state'",
     columns=(
-        _TENANT,
+        TENANT,
         Column("workflow_id", TEXT, max_length=255),
         Column("workflow_name", TEXT, nullable=True, max_length=500),
         Column("state_data", JSON),
@@ -166,7 +131,7 @@ SESSIONS = Component(
     key_column="session_id",
     key_sql="'session:' || session_id",
     columns=(
-        _TENANT,
+        TENANT,
         Column("session_id", UUID),
         Column("session_data", JSON),
         Column("status", TEXT, max_length=20, allowed=SESSION_STATUSES),
@@ -186,7 +151,7 @@ KV_STORE = Component(
     key_sql="key",
     columns=(
         Column("kv_id", HEXID),
-        _TENANT,
+        TENANT,
         Column("key", TEXT, max_length=500),
         Column("value", BLOB),
         Column("metadata", JSON, nullable=True),
@@ -205,7 +170,7 @@ EVENTS = Component(
     key_column="event_id",
     key_sql="'event:' || event_id",
     columns=(
-        _TENANT,
+        TENANT,
         Column("event_id", UUID),
         Column("event_type", TEXT, max_length=255),
         Column("correlation_id", UUID),
@@ -226,7 +191,7 @@ HOOKS = Component(
     key_sql="'hook:' || execution_id",
     columns=(
         Column("execution_id", UUID),
-        _TENANT,
+        TENANT,
         Column("hook_id", TEXT, max_length=255),
         Column("hook_type", TEXT, max_length=255),
         Column("correlation_id", UUID),
@@ -258,7 +223,7 @@ ARTIFACTS = Component(
     key_column="artifact_id",
     key_sql="artifact_id",
     columns=(
-        _TENANT,
+        TENANT,
         Column("artifact_id", TEXT, max_length=512),
         Column("session_id", UUID),
         Column("sequence", BIGINT),
@@ -288,7 +253,7 @@ ARTIFACT_CONTENT = Component(
     key_column="content_hash",
     key_sql="content_hash",
     columns=(
-        _TENANT,
+        TENANT,
         Column("content_hash", TEXT, max_length=64),
         Column("size_bytes", BIGINT),
         Column("is_compressed", BOOL),
@@ -296,70 +261,3 @@ ARTIFACT_CONTENT = Component(
         Column("created_at", EPOCH),
     ),
 )
-
-COMPONENTS: dict[str, Component] = {
-    c.name: c for c in (AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE, EVENTS, HOOKS, ARTIFACTS)
-}
-# Stores moved as several parts (one per PostgreSQL table): CLI name -> part names.
-GROUPS: dict[str, tuple[str, ...]] = {}
-
-
-def register(*comps: Component) -> None:
-    """Add components (store modules call this); parts of a group are listed under it."""
-    for comp in comps:
-        COMPONENTS[comp.name] = comp
-        if comp.group:
-            GROUPS[comp.group] = (*GROUPS.get(comp.group, ()), comp.name)
-
-
-from sources import memory_stores  # noqa: E402  (registers the memory stores)
-
-del memory_stores
-# The names a user passes: plain components and groups, in registry order.
-SUPPORTED = tuple(dict.fromkeys(c.group or c.name for c in COMPONENTS.values()))
-# Components the llmspell guide names for later phases: recognised, refused with a clear message.
-LATER_PHASES: dict[str, str] = {}
-# The SQLite tables each not-yet-migrated store keeps its records in (the first one counts
-# them), so `plan` can say what a plan leaves behind.
-LATER_TABLES: dict[str, tuple[str, ...]] = {}
-ALL = "all"
-
-
-def get(name: str) -> Component:
-    """The component called `name`, or a UsageError naming the supported ones."""
-    if name in COMPONENTS:
-        return COMPONENTS[name]
-    if name in GROUPS:
-        raise UsageError(
-            f"{name} is migrated in parts: {', '.join(GROUPS[name])}",
-            f"Make the plan with `plan --components {name}`; it lists the parts.",
-        )
-    if name == "api_keys":
-        raise UsageError(
-            "api_keys: llmspell keeps no API keys in SQLite, so there is nothing to migrate",
-            "llmspell holds API keys in memory, or in PostgreSQL itself: re-create them with "
-            "llmspell against the PostgreSQL backend after the cutover.",
-        )
-    phase = LATER_PHASES.get(name)
-    hint = (
-        f"{name} is planned for {phase}; migrate it with llmspell itself for now."
-        if phase
-        else "Check the component name's spelling."
-    )
-    raise UsageError(f"Only {', '.join(SUPPORTED)} are supported. Got: {name}", hint)
-
-
-def parse_list(text: str) -> list[Component]:
-    """Parse `agent_state,sessions` into components, refusing unknown and repeated names."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == [ALL]:
-        return list(COMPONENTS.values())
-    if len(set(names)) == len(names):
-        names = [part for n in names for part in GROUPS.get(n, (n,))]
-    if not names:
-        raise UsageError(
-            "No component given.", f"Pass --components with any of: {', '.join(SUPPORTED)}"
-        )
-    if len(set(names)) != len(names):
-        raise UsageError(f"A component is named twice: {text}", "Name each component once.")
-    return [get(n) for n in names]
