@@ -34,6 +34,7 @@ from core import interrupts
 from core.errors import PreflightError
 from core.files import make_private, private_dir
 from core.settings import cli_command
+from core.tenant_sql import tenant_in
 from pipelines.artifact_backup import FOLDER, export_content
 from pipelines.plan import Plan
 from sources.components import BLOB, VECTOR, Component
@@ -233,10 +234,7 @@ class BackupWriter:
                 b64 = f"struct_pack(base64 := to_base64({col}))"
                 col = f"CASE WHEN {col} IS NULL THEN NULL ELSE {b64} END"
             fields.append(f'"{c.name}" := {col}')
-        where, params = "", []
-        if tenants:
-            where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
-            params = list(tenants)
+        where, params = tenant_in(tenants)
         path = self.partial / "source" / f"{comp.name}.jsonl"
         query = (
             f'COPY (SELECT tenant_id, {comp.key_sql} AS "key", struct_pack({", ".join(fields)}) '

@@ -434,11 +434,7 @@ class Sync:
         wanted = pa.table({"t": rows.column("tenant_id"), "k": rows.column("llmspell_key")})
         validator.con.register("sync_wanted", wanted)
         try:
-            # only these records of the source: the comparer reads its rows from `source`
-            cmp.source = (
-                f"(SELECT * FROM {cmp.source} WHERE EXISTS (SELECT 1 FROM sync_wanted w "
-                f"WHERE w.t = tenant_id AND w.k = {comp.key_sql})) AS sync_rows"
-            )
+            cmp.restrict_to("sync_wanted")  # only these records of the source
             src = cmp.source_fingerprints(100, None)
             keys = list(zip(rows.column("tenant_id").to_pylist(), rows.column("nkey").to_pylist()))
             tgt = cmp.target_fingerprints(keys)
@@ -581,13 +577,7 @@ class Sync:
                     p.write.column("llmspell_key").to_pylist(),
                 ),
             )
-            query, args = src.select_sql(comp, self.plan.tenants)
-            head, order = query.rsplit(" ORDER BY ", 1)
-            query = (
-                f"SELECT * FROM ({head}) AS wanted_rows WHERE (wanted_rows.tenant_id, "
-                "wanted_rows.llmspell_key) IN (SELECT t, k FROM sync_wanted) ORDER BY "
-                + ", ".join(f"wanted_rows.{c.strip()}" for c in order.split(","))
-            )
+            query, args = src.select_sql(comp, self.plan.tenants, only="sync_wanted")
             cur = src.conn.execute(query, args)
             mapper = self.mappers.get(comp.name)
             while rows := cur.fetchmany(batch):
