@@ -47,11 +47,11 @@ def cli_command() -> str:
     interpreter = Path(sys.executable)
     script = interpreter.with_name(SCRIPT)
     if script.is_file() and os.access(script, os.X_OK):
-        return shlex.quote(_shown(script))
-    return f"{shlex.quote(_shown(interpreter))} -m pipelines.migrate"
+        return shlex.quote(shown_path(script))
+    return f"{shlex.quote(shown_path(interpreter))} -m pipelines.migrate"
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """`path` as a user would type it: relative (./...) inside the working folder."""
     try:
         rel = path.absolute().relative_to(Path.cwd())

@@ -9,16 +9,15 @@ load-package` re-creates it in another process without a warning.
 The sink returns only after the batch is committed in PostgreSQL: what dlt reports as
 loaded is in the target. Parallelism is dlt's own: the extract writes several files per
 table and the loader runs `workers` jobs at once (`parallel` strategy), each job's batches
-on its thread's own connection. The batches go to whatever `Delivery` the running copy stage
-registered with `delivering`; outside a run the sink refuses. Any error is terminal: dlt must
-not retry a batch, because the engine rolls the whole run back instead. dlt's own state and
-tables never reach PostgreSQL.
+on its thread's own connection. The batches go to the `Delivery` the copy stage gives the
+destination it builds for its run (`llmspell_postgres(delivery=...)`); a destination built
+without one (dlt's command line, in another process) refuses every batch. Any error is
+terminal: dlt must not retry a batch, because the engine rolls the whole run back instead.
+dlt's own state and tables never reach PostgreSQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 import dlt
@@ -44,48 +43,49 @@ class Delivery(Protocol):
         """Every batch is delivered: check the target (validation). Raising fails the load."""
 
 
-_active: Delivery | None = None
-
-
-@contextmanager
-def delivering(delivery: Delivery) -> Iterator[None]:
-    """Route the sink's batches to `delivery` for the duration of one `pipeline.run`."""
-    global _active
-    if _active is not None:
-        raise RuntimeError("a migration is already delivering in this process")
-    _active = delivery
-    try:
-        yield
-    finally:
-        _active = None
-
-
 def sink(items: pa.RecordBatch, table: dict) -> None:
-    """dlt's destination callable: one batch of one component table."""
-    delivery = _active
-    if delivery is None:
-        raise DestinationTerminalException(
-            f"{table['name']}: no llmspell-migrate run is delivering in this process"
-        )
-    try:
-        delivery.deliver(table["name"], items)
-    except SignalReceivedException:
-        raise
-    except Exception as exc:
-        raise DestinationTerminalException(f"{table['name']}: {type(exc).__name__}: {exc}") from exc
+    """dlt's destination callable, as dlt's command line re-creates the destination in
+    another process: there no run is delivering, and a batch is refused."""
+    raise DestinationTerminalException(
+        f"{table['name']}: no llmspell-migrate run is delivering in this process"
+    )
+
+
+def _delivering_to(delivery: Delivery):
+    """The sink of one run: its batches to `delivery`, any error terminal for dlt."""
+
+    def deliver(items: pa.RecordBatch, table: dict) -> None:
+        try:
+            delivery.deliver(table["name"], items)
+        except SignalReceivedException:
+            raise
+        except Exception as exc:
+            raise DestinationTerminalException(
+                f"{table['name']}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return deliver
 
 
 class LlmspellClient(DestinationClient):
-    """dlt's custom-destination client whose `complete_load` is the run's validation.
+    """dlt's custom-destination client whose `complete_load` is the run's completion.
 
     dlt calls `complete_load` after every job of the package loaded and before it marks the
     package loaded ("before such commit is done, the data with `load_id` is invalid"), so a
     validation failure shows in `dlt pipeline ... trace` as a failed load, never a completed
-    one."""
+    one. The destination hands its client the run's `Delivery` (`bind`)."""
+
+    delivery: Delivery | None = None
+
+    def bind(self, delivery: Delivery | None) -> LlmspellClient:
+        if delivery is not None:
+            self.delivery = delivery
+            self.destination_callable = _delivering_to(delivery)
+        return self
 
     def complete_load(self, load_id: str) -> None:
-        if _active is not None:
-            _active.complete(load_id)
+        if self.delivery is not None:
+            self.delivery.complete(load_id)
 
 
 @configspec
@@ -107,13 +107,18 @@ class LlmspellDestinationConfiguration(
 
 
 class llmspell_postgres(dlt.destinations.destination):  # noqa: N801 - named like dlt factories
-    """The llmspell destination; constructible without arguments (as dlt's CLI does)."""
+    """The llmspell destination; constructible without arguments (as dlt's CLI does).
+    `delivery`: the run its batches and its load's completion go to (none in dlt's CLI)."""
 
     @property
     def client_class(self) -> type[DestinationClient]:
         return LlmspellClient
 
-    def __init__(self, batch_size: int = 1000, **kwargs) -> None:
+    def client(self, schema, initial_config=None) -> LlmspellClient:
+        return super().client(schema, initial_config).bind(self.delivery)
+
+    def __init__(self, batch_size: int = 1000, delivery: Delivery | None = None, **kwargs) -> None:
+        self.delivery = delivery
         kwargs.setdefault("destination_name", DESTINATION_NAME)
         kwargs.pop("destination_callable", None)
         super().__init__(

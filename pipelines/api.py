@@ -15,6 +15,7 @@ from destinations import connection, target_schema
 from pipelines import engine
 from pipelines import prune as prune_mod
 from pipelines import rollback as rollback_mod
+from pipelines import run as run_mod
 from pipelines import sync as sync_mod
 from pipelines import verify as verify_mod
 from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
@@ -140,7 +141,7 @@ def make_plan(
         where = connection.redact(configured)
     else:
         resolved = connection.resolve(None, None)
-        engine.prepare_target(resolved)
+        run_mod.prepare_target(resolved)
         where = resolved.where
     if not per_file:
         per_file = {source_path: {c.name: c.estimated_count for c in planned}}

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from core.files import private_dir
+from core.tenant_sql import tenant_in
 from destinations.artifact_writer import stream_blob
 
 FOLDER = "artifact_content"
@@ -20,9 +21,7 @@ def export_content(source_dir: Path, read_path: Path, tenants: list[str] | None)
     """Write the content rows of `tenants` (all when None); returns how many."""
     files = private_dir(source_dir / FOLDER)
     src = sqlite3.connect(f"file:{read_path}?mode=ro", uri=True)
-    where, args = "", []
-    if tenants:
-        where, args = f" WHERE tenant_id IN ({','.join('?' * len(tenants))})", list(tenants)
+    where, args = tenant_in(tenants)
     n = 0
     try:
         with open(source_dir / f"{FOLDER}.jsonl", "w", encoding="utf-8") as out:

@@ -1,6 +1,7 @@
-"""The pre-migration backup: a folder that says what was migrated and how to undo it.
+"""Every backup a run takes, written by one `BackupWriter`: a folder that says what the run
+changes and how to undo it.
 
-Layout (as the llmspell guide shows it):
+An execute's backup (`kind` "migration"), as the llmspell guide shows it:
 
     backups/migration-<YYYYMMDD-HHMMSS>/
         plan.toml                 the plan, YAML as the guide writes it
@@ -11,7 +12,14 @@ Layout (as the llmspell guide shows it):
                                   records it cannot read at all, with the reason)
         rollback-metadata.toml    which run wrote what, and the command that undoes it
 
-It is written into a hidden `.partial-*` folder and renamed into place only when complete,
+A sync's backup (`kind` "sync") holds the rows it replaces or deletes, as PostgreSQL held
+them before (its pre-images), beside the same plan and metadata:
+
+    backups/sync-<YYYYMMDD-HHMMSS>-<run>/
+        plan.toml, rollback-metadata.toml (kind = "sync")
+        preimages/<component>.jsonl  tenant and the row as PostgreSQL's to_jsonb shows it
+
+Either is written into a hidden `.partial-*` folder and renamed into place only when complete,
 so a half-written backup is never taken for a complete one. No password is ever written.
 """
 
@@ -24,7 +32,7 @@ import os
 import shlex
 import shutil
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +43,7 @@ from core.errors import PreflightError
 from core.files import make_private, private_dir
 from core.model.components import Component
 from core.settings import cli_command
+from core.tenant_sql import tenant_in
 from pipelines.artifact_backup import FOLDER, export_content
 from pipelines.plan import Plan
 from sources.sqlite_reader import SourceDB
@@ -133,12 +142,20 @@ def backup_tenants(folder: Path, meta: dict) -> list[str] | None:
     return sorted(found)
 
 
-class BackupWriter:
-    """Streams source records into a partial backup; `commit` makes it a real one."""
+MIGRATION = "migration"
+SYNC = "sync"
+_RECORDS = {MIGRATION: ("source", "records"), SYNC: ("preimages", "preimages")}
 
-    def __init__(self, root: Path, run_id: str, started: dt.datetime):
+
+class BackupWriter:
+    """Streams records into a partial backup; `commit` makes it a real one. `kind`: an
+    execute's (the source records) or a sync's (the target rows it replaces)."""
+
+    def __init__(self, root: Path, run_id: str, started: dt.datetime, kind: str = MIGRATION):
         self.root = root
-        self.name = f"migration-{started:%Y%m%d-%H%M%S}"
+        self.kind = kind
+        self.folder, self._section = _RECORDS[kind]
+        self.name = f"{kind}-{started:%Y%m%d-%H%M%S}" + (f"-{run_id[-6:]}" if kind == SYNC else "")
         try:
             if not root.exists():
                 private_dir(root)  # ours: private; a folder the user made stays as it is
@@ -151,7 +168,7 @@ class BackupWriter:
             self.partial = root / f".partial-{final.name}"
             shutil.rmtree(self.partial, ignore_errors=True)
             private_dir(self.partial)
-            private_dir(self.partial / "source")
+            private_dir(self.partial / self.folder)
         except OSError as exc:
             raise PreflightError(
                 f"cannot create the backup folder in {root}: {exc.strerror}",
@@ -233,10 +250,7 @@ class BackupWriter:
                 b64 = f"struct_pack(base64 := to_base64({col}))"
                 col = f"CASE WHEN {col} IS NULL THEN NULL ELSE {b64} END"
             fields.append(f'"{c.name}" := {col}')
-        where, params = "", []
-        if tenants:
-            where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
-            params = list(tenants)
+        where, params = tenant_in(tenants)
         path = self.partial / "source" / f"{comp.name}.jsonl"
         query = (
             f'COPY (SELECT tenant_id, {comp.key_sql} AS "key", struct_pack({", ".join(fields)}) '
@@ -255,6 +269,19 @@ class BackupWriter:
                 interrupts.check()
                 self.add_rows(comp, rows)
             self.end(comp)
+
+    def write_lines(self, name: str, records: Iterable[dict]) -> int:
+        """`records` as `<folder>/<name>.jsonl`, one JSON document a line; returns how many."""
+        n = 0
+        path = self.partial / self.folder / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+            out.flush()
+            os.fsync(out.fileno())
+        self.counts[name] = n
+        return n
 
     def end(self, comp: Component) -> None:
         f = self._files.pop(comp.name)
@@ -293,6 +320,7 @@ class BackupWriter:
             {
                 "": {
                     "run_id": self.run_id,
+                    "kind": SYNC if self.kind == SYNC else None,  # execute's: no kind
                     "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "complete": True,
                     "source": source_paths[0],
@@ -304,7 +332,7 @@ class BackupWriter:
                     "undo": f"{cli_command()} rollback --backup "
                     f"{shlex.quote(str(self.final.resolve()))}",
                 },
-                "records": dict(self.counts),
+                self._section: dict(self.counts),
             },
         )
         make_private(self.partial)

@@ -38,7 +38,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from core import files, interrupts, settings
 from core.errors import LockBusy, MigrateError, MigrationFailed, PreflightError
 from core.model.components import Component
-from destinations.llmspell_destination import delivering, llmspell_postgres
+from destinations.llmspell_destination import Delivery as Receiver
+from destinations.llmspell_destination import llmspell_postgres
 from destinations.postgres_writer import WriterPool
 from pipelines.progress import COPY, Counter, Listener, PlainLines
 from pipelines.progress_dlt import DltSteps
@@ -174,16 +175,19 @@ def _pipeline_settings(workers: int, rows_per_file: int) -> Iterator[None]:
                 os.environ[prefix + k] = v
 
 
-def make_pipeline(batch_size: int = 1000, progress: Collector | None = None) -> dlt.Pipeline:
+def make_pipeline(
+    batch_size: int = 1000, progress: Collector | None = None, delivery: Receiver | None = None
+) -> dlt.Pipeline:
     """The pipeline. Its working folder is private: load packages hold migrated rows in
     clear. (The tool's home folder itself stays open: the embedded PostgreSQL's own user
-    must reach its data folder there.) `progress`: dlt's collector for its steps."""
+    must reach its data folder there.) `progress`: dlt's collector for its steps;
+    `delivery`: what the destination writes the batches into (none: it refuses them)."""
     files.private_dir(settings.pipelines_dir())
     return dlt.pipeline(
         pipeline_name=settings.PIPELINE_NAME,
         pipelines_dir=str(settings.pipelines_dir()),
         dataset_name=settings.DATASET_NAME,
-        destination=llmspell_postgres(batch_size),
+        destination=llmspell_postgres(batch_size, delivery),
         **({"progress": progress} if progress is not None else {}),
     )
 
@@ -214,8 +218,8 @@ def copy(
         snapshot=False,
         mappers=mappers,
     )
-    with _pipeline_settings(workers, batch_size * FILE_BATCHES), delivering(delivery):
-        pipeline = make_pipeline(batch_size, DltSteps(delivery.listener, delivery.totals))
+    with _pipeline_settings(workers, batch_size * FILE_BATCHES):
+        pipeline = make_pipeline(batch_size, DltSteps(delivery.listener, delivery.totals), delivery)
         try:
             pipeline.run(source)
             return

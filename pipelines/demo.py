@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     dlt_cli = Path(sys.executable).with_name("dlt")
     for command in ("info", "trace"):
         print(
-            f"Inspect the dlt run: {shlex.quote(settings._shown(dlt_cli))} pipeline "
+            f"Inspect the dlt run: {shlex.quote(settings.shown_path(dlt_cli))} pipeline "
             f"--pipelines-dir {shlex.quote(str(home / 'dlt'))} llmspell_migrate {command}"
         )
     return 0

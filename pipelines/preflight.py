@@ -270,7 +270,7 @@ def number_change_lines(report: PreflightReport) -> list[str]:
     ] + [f"  {e}" for e in report.number_examples]
 
 
-def _per_tenant_query(
+def per_tenant_query(
     conn: psycopg.Connection, query: sql.Composable, tenants: list[str], bypass_rls: bool
 ) -> list[tuple]:
     """Run `query` (taking the tenant list as its one parameter) over `tenants`: at once for
@@ -297,7 +297,7 @@ def existing_target_keys(
     query = sql.SQL("SELECT tenant_id, {}::text FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
         sql.Identifier(comp.key_column), sql.Identifier(comp.pg_table)
     )
-    return set(_per_tenant_query(conn, query, tenants, bypass_rls))
+    return set(per_tenant_query(conn, query, tenants, bypass_rls))
 
 
 def count_target_keys(
@@ -307,4 +307,4 @@ def count_target_keys(
     query = sql.SQL("SELECT count(*) FROM llmspell.{} WHERE tenant_id = ANY(%s)").format(
         sql.Identifier(comp.pg_table)
     )
-    return sum(n for (n,) in _per_tenant_query(conn, query, tenants, bypass_rls))
+    return sum(n for (n,) in per_tenant_query(conn, query, tenants, bypass_rls))

@@ -20,10 +20,10 @@ from core import files
 from core.errors import RollbackRefused, UsageError
 from core.model import registry
 from core.model.components import Component
-from destinations import connection, embedded_server, run_ledger
-from destinations.postgres_writer import role_bypasses_rls
+from destinations import connection, embedded_server, run_ledger, sync_ledger
+from destinations.target_schema import act_as_bookkeeper
 from pipelines.backup import backup_tenants, read_metadata
-from pipelines.sync import is_sync_run, undo_sync
+from pipelines.run import MIGRATION, Run, is_sync_run, take_back
 from sources.key_routing import VERBATIM, classify_db, mappers
 from sources.memory_stores import RESTORERS
 from sources.sqlite_reader import SourceDB
@@ -202,30 +202,38 @@ def rollback(
             )
         started_here = True
     resolved = connection.resolve(where, None)
-    with connection.connect(resolved) as conn:
-        bypass = role_bypasses_rls(conn)
-        conn.commit()
-        record = run_ledger.get_run(conn, run_id)
-        if record is None:
-            conn.close()
-            if started_here:
-                embedded_server.stop()
-            raise _unknown_run(run_id, resolved.display)
-        comps = [registry.get(n) for n in record.components]
-        result = RollbackResult(run_id, "rolled_back", forced=force)
-        if record.status == run_ledger.ROLLED_BACK:
-            result.status = "already_rolled_back"
-            return result
-        visit, check = _agreed_tenants(conn, run_id, folder, meta, bypass)
-        conn.commit()
-        if is_sync_run(run_id):
-            result.deleted = undo_sync(conn, record, comps, bypass, force, visit)
-            return result
+    run = Run.attach(MIGRATION, resolved, lambda _line: None)
+    try:
+        return _roll_back(run, run_id, folder, meta, force, started_here)
+    finally:
+        run.close()
+
+
+def _roll_back(
+    run: Run, run_id: str, folder: Path | None, meta: dict, force: bool, started_here: bool
+) -> RollbackResult:
+    conn, bypass = run.conn, run.bypass
+    record = run_ledger.get_run(conn, run_id)
+    if record is None:
+        conn.close()
+        if started_here:
+            embedded_server.stop()
+        raise _unknown_run(run_id, run.target.display)
+    comps = [registry.get(n) for n in record.components]
+    result = RollbackResult(run_id, "rolled_back", forced=force)
+    if record.status == run_ledger.ROLLED_BACK:
+        result.status = "already_rolled_back"
+        return result
+    visit, check = _agreed_tenants(conn, run_id, folder, meta, bypass)
+    conn.commit()
+    if is_sync_run(run_id):
+        _refuse_sync_undo(run, record, comps, force, visit)  # under the lock
+    else:
         if folder and not force:
             # Backups older than key layouts were written with every SQLite column unchanged.
             layout = meta.get("key_layout", VERBATIM)
             count, result.changed_rows = changed_since(
-                folder, resolved, run_id, comps, bypass, layout, visit
+                folder, run.target, run_id, comps, bypass, layout, visit
             )
             if count:
                 raise RollbackRefused(
@@ -234,10 +242,45 @@ def rollback(
                     "Nothing was deleted. Review them; rerun with --force to delete them too.",
                     details=result.changed_rows[:20],
                 )
-        run_ledger.acquire_lock(conn)
-        try:
-            result.deleted = run_ledger.delete_written(conn, run_id, comps, bypass, visit, check)
-            run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)
-        finally:
-            run_ledger.release_lock(conn)
-        return result
+        run.lock()
+    result.deleted = take_back(conn, run_id, comps, bypass, visit, check)
+    return result
+
+
+def _refuse_sync_undo(
+    run: Run,
+    record: run_ledger.RunRecord,
+    comps: list[Component],
+    force: bool,
+    tenants: list[str] | None,
+) -> None:
+    """A sync is undone newest first (a later one built on its rows), and, unless `force`,
+    only while PostgreSQL still holds what it wrote; checked under the migration lock,
+    which the rollback then keeps. Under RLS the tenants visited are `tenants`."""
+    conn = run.conn
+    act_as_bookkeeper(conn)
+    newer = conn.execute(
+        "SELECT run_id FROM llmspell_migrate.runs WHERE plan_fingerprint = "
+        "(SELECT plan_fingerprint FROM llmspell_migrate.runs WHERE run_id = %s) "
+        "AND status <> %s AND started_at > %s::timestamptz ORDER BY started_at",
+        (record.run_id, run_ledger.ROLLED_BACK, record.started_at),
+    ).fetchall()
+    conn.commit()
+    if newer and not force:
+        raise RollbackRefused(
+            f"Rollback refused: sync {record.run_id} was followed by "
+            f"{', '.join(r[0] for r in newer)}",
+            "Roll back the later syncs first (newest first); nothing was changed.",
+        )
+    run.lock()
+    changed = (
+        [] if force else sync_ledger.changed_since(conn, record.run_id, comps, run.bypass, tenants)
+    )
+    if changed:
+        raise RollbackRefused(
+            f"Rollback refused: {len(changed)} row(s) written by sync {record.run_id} "
+            "were changed in PostgreSQL since",
+            "Nothing was changed. Review them; rerun with --force to undo the sync anyway "
+            "(PostgreSQL's later values of these rows are then lost).",
+            details=changed[:20],
+        )

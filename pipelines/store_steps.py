@@ -19,6 +19,7 @@ from psycopg import sql
 from core.errors import MigrationFailed, PreflightError
 from core.model.canonical import uuid_key
 from core.model.components import ARTIFACTS, EVENTS, SESSIONS, Component
+from core.tenant_sql import tenant_in
 from destinations import artifact_writer, connection
 from destinations.postgres_writer import LlmspellWriter
 from pipelines import preflight
@@ -32,7 +33,7 @@ _CHUNK = 5_000
 
 
 def _source_keys(db: SourceDB, comp: Component, tenants: list[str] | None) -> Iterator[list]:
-    where, args = db._where(tenants)
+    where, args = tenant_in(tenants)
     query = f"SELECT tenant_id, {comp.key_column} FROM {comp.sqlite_table}{where}"
     cur = db.conn.execute(query, args)
     while rows := cur.fetchmany(_CHUNK):
@@ -89,7 +90,7 @@ def refuse_collisions(db: SourceDB, conn: psycopg.Connection, plan: Plan, bypass
 
 def event_months(db: SourceDB, tenants: list[str] | None) -> list[str]:
     """The first day (UTC, `YYYY-MM-01`) of every month the source's events fall in."""
-    where, args = db._where(tenants)
+    where, args = tenant_in(tenants)
     rows = db.conn.execute(
         "SELECT DISTINCT strftime('%Y-%m-01', timestamp, 'unixepoch') FROM event_log"
         f"{where} ORDER BY 1",
@@ -127,7 +128,7 @@ def prepare_target(conn: psycopg.Connection, db: SourceDB, plan: Plan) -> list[s
 
 # -- artifacts --------------------------------------------------------------------------------
 def _target_pairs(conn, query: sql.Composable, tenants: list[str], bypass: bool) -> set:
-    return {(t, str(k)) for t, k in preflight._per_tenant_query(conn, query, tenants, bypass)}
+    return {(t, str(k)) for t, k in preflight.per_tenant_query(conn, query, tenants, bypass)}
 
 
 def dangling_artifacts(
@@ -136,7 +137,7 @@ def dangling_artifacts(
     """Artifacts whose content or session neither the source nor the target holds (a session
     only in the source counts as held only when this plan migrates sessions), and content
     over llmspell's 100 MiB limit: one line each, by id."""
-    where, args = db._where(plan.tenants)
+    where, args = tenant_in(plan.tenants)
     tenants = sorted(db.counts_by_tenant(ARTIFACTS, plan.tenants))
     if not tenants:
         return []

@@ -15,8 +15,6 @@ Step sequence (after a completed `execute` of the same plan):
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import shutil
 import sqlite3
 import time
@@ -27,28 +25,27 @@ import pyarrow as pa
 
 from core import files
 from core.errors import (
-    MigrateError,
-    MigrationFailed,
     PreflightError,
-    RollbackRefused,
     ValidationFailed,
 )
 from core.model.components import ARTIFACTS, SESSIONS, Component
 from destinations import connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
-from destinations.target_schema import act_as_bookkeeper, act_as_tenant
+from destinations.target_schema import act_as_tenant
 from pipelines import backup as backup_mod
 from pipelines import preflight, store_steps
-from pipelines.engine import (
-    Emit,
-    Engine,
-    _describe,
-    is_interrupt,
-    new_run_id,
-    sigterm_as_interrupt,
-    source_errors_refused,
-)
 from pipelines.plan import Plan
+from pipelines.run import (
+    SYNC,
+    SYNC_PREFIX,
+    Emit,
+    Run,
+    is_sync_run,
+    new_run_id,
+    source_errors_refused,
+    source_paths_for,
+    take_back,
+)
 from pipelines.sync_baseline import source_prints
 from sources import change_set
 from sources.key_routing import mappers
@@ -63,16 +60,12 @@ from validation.readback import readback
 from validation.stage import Validator
 
 MAX_LISTED = preflight.MAX_LISTED
-SYNC_PREFIX = "sync-"
+__all__ = ["Sync", "SyncResult", "is_sync_run", "render", "sync_fingerprint"]
 
 
 def sync_fingerprint(executed: str) -> str:
     """Sync runs are recorded apart from the plan's execute runs (which resume by its own)."""
     return f"sync:{executed}"
-
-
-def is_sync_run(run_id: str) -> bool:
-    return run_id.startswith(SYNC_PREFIX)
 
 
 @dataclass
@@ -160,110 +153,89 @@ class Sync:
         # the identity of the plan as executed (before --tenant narrowed this sync)
         self.executed = executed_fingerprint or plan.fingerprint()
         self.emit = emit
-        self.engine = Engine(
-            plan,
-            source=source,
-            target=target,
-            emit=emit,
-            workers=1,
-            allow_unreachable=allow_unreachable,
-        )
+        self.source_paths = source_paths_for(plan, source)
+        self.source_path = self.source_paths[0]
+        self.target_override = target
         self.allow_unreachable = allow_unreachable
         self.comps = [cp.component for cp in plan.components]
 
     # -- the run -------------------------------------------------------------------------
     def run(self, dry_run: bool = False) -> SyncResult:
-        started = time.perf_counter()
-        eng = self.engine
-        with source_errors_refused(eng.source_path):
-            db, conn, bypass = eng._open()
-        self.target, self.bypass = eng.target, bypass
-        result = SyncResult(
+        run = Run.open(
+            SYNC, self.plan, self.source_paths, self.target_override, self.emit, workers=1
+        )
+        self.target, self.bypass = run.target, run.bypass
+        result = run.result = SyncResult(
             "DRY_RUN" if dry_run else "FAILED",
             dry_run,
             self.plan.component_names,
             self.target.where,
-            eng.source_path,
+            self.source_path,
         )
-        run_started = False
-        locked = False
-        try:
-            with sigterm_as_interrupt():
-                if eng.missing_bookkeeping:
-                    if dry_run:
-                        self.emit(
-                            "[DRY-RUN] Would complete the migration's bookkeeping: "
-                            + ", ".join(eng.missing_bookkeeping)
-                        )
-                    else:
-                        eng._create_bookkeeping(conn)
-                if not dry_run:
-                    run_ledger.acquire_lock(conn)
-                    locked = True
-                self._require_execute(conn)
-                unfinished = run_ledger.find_unfinished(conn, sync_fingerprint(self.executed))
-                if unfinished and dry_run:
-                    self.emit(f"[DRY-RUN] Would first restore interrupted sync {unfinished.run_id}")
-                elif unfinished:
-                    self._undo(conn, unfinished.run_id, "interrupted")
-                    result.undone_run = unfinished.run_id
-                t0 = time.perf_counter()
-                with source_errors_refused(eng.source_path):
-                    planned = self._preflight(db, conn, result)
-                result.stages["diff_and_preflight"] = time.perf_counter() - t0
-                for p in planned:
-                    counts = p.changes.counts()
-                    if p.adopt.num_rows:  # found identical in the target: tracked, not written
-                        counts["inserted"] -= p.adopt.num_rows
-                        result.adopted[p.comp.name] = p.adopt.num_rows
-                    result.changes[p.comp.name] = counts
-                todo = [p for p in planned if p.changes.total]
-                if dry_run:
-                    result.status = "DRY_RUN"
-                    return result
-                if not todo:
-                    result.status = "NO_CHANGES"
-                    return result
-                now = dt.datetime.now()
-                run_id = SYNC_PREFIX + new_run_id(now)
-                tenants = sorted({t for p in todo for t, _ in p.changes.keys()})
-                result.backup_path = self._backup(conn, run_id, now, todo, tenants)
-                run_ledger.start_run(
-                    conn,
-                    run_id,
-                    sync_fingerprint(self.executed),
-                    self.plan.component_names,
-                    eng.source_path,
-                    result.backup_path,
-                    tenants,
+        db, conn = run.db, run.conn
+        with run:
+            # 1. bookkeeping and lock; an interrupted sync is restored first
+            if dry_run and run.missing_bookkeeping:
+                self.emit(
+                    "[DRY-RUN] Would complete the migration's bookkeeping: "
+                    + ", ".join(run.missing_bookkeeping)
                 )
-                result.run_id, run_started = run_id, True
-                for line in store_steps.prepare_target(conn, db, self.plan):
-                    self.emit(line)
-                t0 = time.perf_counter()
-                self._apply(conn, db, run_id, todo)
-                result.stages["apply"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                prints = self._validate(db, todo, result)
-                result.stages["validation"] = time.perf_counter() - t0
-                with conn.transaction():
-                    for p in todo:
-                        sync_ledger.write_prints(conn, run_id, p.comp, prints[p.comp.name], bypass)
-                run_ledger.set_status(conn, run_id, run_ledger.COMPLETED)
-                result.status = "SUCCESS"
-        except (Exception, KeyboardInterrupt) as exc:
-            if run_started:
-                result.rolled_back = self._rollback_after(result.run_id, exc)
-            raise self._failure(exc, result, run_started) from exc
-        finally:
-            result.duration = time.perf_counter() - started
-            try:
-                if locked and not conn.closed:
-                    run_ledger.release_lock(conn)
-            except psycopg.Error:
-                pass
-            conn.close()
-            db.close()
+            if not dry_run:
+                run.create_bookkeeping()
+                run.lock()
+            self._require_execute(conn)
+            unfinished = run.unfinished(sync_fingerprint(self.executed))
+            if unfinished and dry_run:
+                self.emit(f"[DRY-RUN] Would first restore interrupted sync {unfinished.run_id}")
+            elif unfinished:
+                self._undo(conn, unfinished.run_id, "interrupted")
+                result.undone_run = unfinished.run_id
+            # 2. diff and pre-flight
+            t0 = time.perf_counter()
+            with source_errors_refused(self.source_path):
+                planned = self._preflight(db, conn, result)
+            result.stages["diff_and_preflight"] = time.perf_counter() - t0
+            for p in planned:
+                counts = p.changes.counts()
+                if p.adopt.num_rows:  # found identical in the target: tracked, not written
+                    counts["inserted"] -= p.adopt.num_rows
+                    result.adopted[p.comp.name] = p.adopt.num_rows
+                result.changes[p.comp.name] = counts
+            todo = [p for p in planned if p.changes.total]
+            if dry_run:
+                result.status = "DRY_RUN"
+                return result
+            if not todo:
+                result.status = "NO_CHANGES"
+                return result
+            # 3. the pre-images' backup, then the ledger: a failure from here restores them
+            now = dt.datetime.now()
+            run_id = new_run_id(now, SYNC_PREFIX)
+            tenants = sorted({t for p in todo for t, _ in p.changes.keys()})
+            result.backup_path = self._backup(conn, run_id, now, todo, tenants)
+            run.start(
+                run_id,
+                sync_fingerprint(self.executed),
+                self.plan.component_names,
+                self.source_path,
+                result.backup_path,
+                tenants,
+                lambda undo_conn: self._undo(undo_conn, run_id, "failed"),
+            )
+            for line in store_steps.prepare_target(conn, db, self.plan):
+                self.emit(line)
+            # 4. apply in one transaction, 5. validate, 6. the new baseline, completed
+            t0 = time.perf_counter()
+            self._apply(conn, db, run_id, todo)
+            result.stages["apply"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            prints = self._validate(db, todo, result)
+            result.stages["validation"] = time.perf_counter() - t0
+            with conn.transaction():
+                for p in todo:
+                    sync_ledger.write_prints(conn, run_id, p.comp, prints[p.comp.name], self.bypass)
+            run.complete()
+            result.status = "SUCCESS"
         return result
 
     # -- before the first write ----------------------------------------------------------
@@ -443,11 +415,7 @@ class Sync:
         wanted = pa.table({"t": rows.column("tenant_id"), "k": rows.column("llmspell_key")})
         validator.con.register("sync_wanted", wanted)
         try:
-            # only these records of the source: the comparer reads its rows from `source`
-            cmp.source = (
-                f"(SELECT * FROM {cmp.source} WHERE EXISTS (SELECT 1 FROM sync_wanted w "
-                f"WHERE w.t = tenant_id AND w.k = {comp.key_sql})) AS sync_rows"
-            )
+            cmp.restrict_to("sync_wanted")  # only these records of the source
             src = cmp.source_fingerprints(100, None)
             keys = list(zip(rows.column("tenant_id").to_pylist(), rows.column("nkey").to_pylist()))
             tgt = cmp.target_fingerprints(keys)
@@ -590,13 +558,7 @@ class Sync:
                     p.write.column("llmspell_key").to_pylist(),
                 ),
             )
-            query, args = src.select_sql(comp, self.plan.tenants)
-            head, order = query.rsplit(" ORDER BY ", 1)
-            query = (
-                f"SELECT * FROM ({head}) AS wanted_rows WHERE (wanted_rows.tenant_id, "
-                "wanted_rows.llmspell_key) IN (SELECT t, k FROM sync_wanted) ORDER BY "
-                + ", ".join(f"wanted_rows.{c.strip()}" for c in order.split(","))
-            )
+            query, args = src.select_sql(comp, self.plan.tenants, only="sync_wanted")
             cur = src.conn.execute(query, args)
             mapper = self.mappers.get(comp.name)
             while rows := cur.fetchmany(batch):
@@ -617,47 +579,25 @@ class Sync:
             return None
         root = backup_mod.backup_root(self.plan)
         backup_mod.check_location(root, 0)
-        final = root / f"sync-{now:%Y%m%d-%H%M%S}-{run_id[-6:]}"
-        partial = root / f".partial-{final.name}"
-        files.private_dir(partial)
-        (partial / "preimages").mkdir()
-        counts = {}
+        backup = backup_mod.BackupWriter(root, run_id, now, backup_mod.SYNC)
         conn.commit()
-        for p in todo:
-            path = partial / "preimages" / f"{p.comp.name}.jsonl"
-            with open(path, "w", encoding="utf-8") as out, conn.transaction():
-                n = 0
-                for tenant, keys in _by_tenant(p.remove).items():
-                    act_as_tenant(conn, tenant)
-                    for (image,) in conn.execute(_images_sql(p.comp), (tenant, keys)):
-                        out.write(
-                            json.dumps({"tenant_id": tenant, "row": image}, ensure_ascii=False)
-                            + "\n"
-                        )
-                        n += 1
-            counts[p.comp.name] = n
-        (partial / "plan.toml").write_text(self.plan.to_yaml(), encoding="utf-8")
-        backup_mod.write_toml(
-            partial / backup_mod.METADATA,
-            {
-                "": {
-                    "run_id": run_id,
-                    "kind": "sync",
-                    "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "complete": True,
-                    "source": self.engine.source_path,
-                    "target": self.target.display,
-                    "components": [p.comp.name for p in todo],
-                    "tenants": tenants,
-                    "key_layout": self.plan.key_layout,
-                },
-                "preimages": counts,
-            },
-        )
-        files.make_private(partial)
-        os.replace(partial, final)
+        try:
+            for p in todo:
+                with conn.transaction():
+                    backup.write_lines(p.comp.name, self._preimages(conn, p))
+            final = backup.commit(self.plan, self.target.display, self.source_paths, tenants)
+        except BaseException:
+            backup.abort()
+            raise
         self.emit(f"Backup written: {final.resolve()}")
         return str(final.resolve())
+
+    def _preimages(self, conn: psycopg.Connection, p: _Plan):
+        """The rows of `p` the sync replaces or deletes, as PostgreSQL holds them now."""
+        for tenant, keys in _by_tenant(p.remove).items():
+            act_as_tenant(conn, tenant)
+            for (image,) in conn.execute(_images_sql(p.comp), (tenant, keys)):
+                yield {"tenant_id": tenant, "row": image}
 
     def _apply(self, conn: psycopg.Connection, db: SourceDB, run_id: str, todo: list[_Plan]):
         """Every change in one transaction: a crash leaves the target as it was."""
@@ -792,89 +732,15 @@ class Sync:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    # -- failure -------------------------------------------------------------------------
+    # -- rollback ----------------------------------------------------------------------
     def _undo(self, conn: psycopg.Connection, run_id: str, why: str) -> dict[str, int]:
         self.emit(f"[INFO] Restoring the target as it was before {why} sync {run_id}...")
-        done = sync_ledger.restore(conn, run_id, self.comps, self.bypass)
-        run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)
+        done = take_back(conn, run_id, self.comps, self.bypass)
         self.emit(
             "[INFO] Restored: "
             + (", ".join(f"{k} {v}" for k, v in done.items()) or "nothing to undo")
         )
         return done
-
-    def _rollback_after(self, run_id: str, exc: BaseException) -> dict[str, int] | None:
-        self.emit(f"[ERROR] {getattr(exc, 'message', None) or _describe(exc)}")
-        try:
-            with connection.connect(self.target) as conn:
-                return self._undo(conn, run_id, "failed")
-        except (MigrateError, psycopg.Error) as err:
-            self.emit(f"[ERROR] Restore could not complete: {err}")
-            self.emit(f"[INFO] Sync {run_id} stays marked running; the next sync restores it.")
-            return None
-
-    def _failure(self, exc: BaseException, result: SyncResult, wrote: bool) -> MigrateError:
-        if is_interrupt(exc):
-            err: MigrateError = MigrationFailed(
-                "Sync interrupted (Ctrl-C or SIGTERM)",
-                "The target was restored as it was before the sync; sync again when ready."
-                if wrote
-                else "Nothing was written; sync again when ready.",
-            )
-        elif isinstance(exc, MigrateError):
-            err = exc
-        else:
-            err = MigrationFailed(
-                f"Sync failed: {_describe(exc)}",
-                "The target was restored as it was before the sync; fix the cause and sync again.",
-            )
-        err.result = result
-        return err
-
-
-def undo_sync(
-    conn: psycopg.Connection,
-    record: run_ledger.RunRecord,
-    comps: list[Component],
-    bypass: bool,
-    force: bool = False,
-    tenants: list[str] | None = None,
-) -> dict[str, int]:
-    """`rollback` of a sync run: its inserts removed, its pre-images put back, under the
-    migration lock. Syncs are undone newest first: a later one built on this one's rows.
-    Under RLS the tenants visited are `tenants` (its backup's; default: the run's record)."""
-    act_as_bookkeeper(conn)
-    newer = conn.execute(
-        "SELECT run_id FROM llmspell_migrate.runs WHERE plan_fingerprint = "
-        "(SELECT plan_fingerprint FROM llmspell_migrate.runs WHERE run_id = %s) "
-        "AND status <> %s AND started_at > %s::timestamptz ORDER BY started_at",
-        (record.run_id, run_ledger.ROLLED_BACK, record.started_at),
-    ).fetchall()
-    conn.commit()
-    if newer and not force:
-        raise RollbackRefused(
-            f"Rollback refused: sync {record.run_id} was followed by "
-            f"{', '.join(r[0] for r in newer)}",
-            "Roll back the later syncs first (newest first); nothing was changed.",
-        )
-    run_ledger.acquire_lock(conn)
-    try:
-        changed = (
-            [] if force else sync_ledger.changed_since(conn, record.run_id, comps, bypass, tenants)
-        )
-        if changed:
-            raise RollbackRefused(
-                f"Rollback refused: {len(changed)} row(s) written by sync {record.run_id} "
-                "were changed in PostgreSQL since",
-                "Nothing was changed. Review them; rerun with --force to undo the sync anyway "
-                "(PostgreSQL's later values of these rows are then lost).",
-                details=changed[:20],
-            )
-        done = sync_ledger.restore(conn, record.run_id, comps, bypass, tenants)
-        run_ledger.set_status(conn, record.run_id, run_ledger.ROLLED_BACK)
-    finally:
-        run_ledger.release_lock(conn)
-    return done
 
 
 def _applied(p: _Plan) -> str:

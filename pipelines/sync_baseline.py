@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from core.model.canonical import uuid_key
 from core.model.components import Component
+from core.tenant_sql import tenant_in
 from destinations import connection, sync_ledger
 from pipelines.preflight import natural_key_of
 from sources.key_routing import KeyMapper
@@ -90,10 +91,7 @@ def source_print_batches(
     cols = comp.column_names
     needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
     needed = list(dict.fromkeys(needed))
-    where, params = "", []
-    if tenants:
-        where = f" WHERE tenant_id IN ({', '.join('?' * len(tenants))})"
-        params = list(tenants)
+    where, params = tenant_in(tenants)
     source = comp.source_from("src.", source_tables(con))
     query = (
         f"SELECT {comp.key_sql} AS llmspell_key, "

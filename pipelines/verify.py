@@ -14,9 +14,9 @@ from core.model import registry
 from core.model.components import AGENT_STATE, Component
 from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines.engine import prepare_target, source_paths_for
 from pipelines.plan import Plan
 from pipelines.progress import VALIDATION, Listener, StageCounter, quiet
+from pipelines.run import MIGRATION, Run, prepare_target, source_paths_for
 from sources import installation
 from sources.key_routing import classify_db, mappers
 from sources.memory_checks import cross_record_problems
@@ -40,16 +40,16 @@ def verify(
     layout writes them, whatever the tool's own run records say). `progress` hears each
     component validated, counted in its source records."""
     comps = [cp.component for cp in plan.components]
-    connection.check_identity(plan.target_identity, target, plan.target_connection)
-    resolved = connection.resolve(target, plan.target_connection)
-    prepare_target(resolved)
-    with connection.connect(resolved) as conn:
-        target_schema.check_schema(conn, comps)
-        bypass = role_bypasses_rls(conn)
-    with SourceDB(source_paths_for(plan, source), tenant_map=plan.tenant_map) as db:
-        for comp in comps:
-            db.require(comp)
-        db.require_tenants(comps, plan.tenants)
+    run = Run.open(
+        MIGRATION,
+        plan,
+        source_paths_for(plan, source),
+        target,
+        lambda _line: None,
+        bookkeeping=False,
+    )
+    try:
+        db = run.db
         reach = classify_db(db, comps, plan.tenants, plan.key_layout)
         keep = {n: r.keep_verbatim for n, r in reach.items()}
         counter = StageCounter(
@@ -57,8 +57,8 @@ def verify(
         )
         with Validator(
             str(db.read_path),
-            resolved.dsn,
-            bypass,
+            run.target.dsn,
+            run.bypass,
             comps,
             plan.tenants,
             mappers(comps, plan.key_layout, keep),
@@ -71,6 +71,8 @@ def verify(
                 reach,
                 counter.component_done,
             )
+    finally:
+        run.close()
     counter.finish()
     return report
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from core.model.checks import storable_uuid
 from core.model.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE, Component
+from core.tenant_sql import tenant_in
 
 if TYPE_CHECKING:
     from sources.sqlite_reader import SourceDB
@@ -379,7 +380,7 @@ def classify_db(
             continue
         db.require(comp)
         cols = key_columns(comp)
-        where, args = db._where(tenants)
+        where, args = tenant_in(tenants)
         cur = db.conn.execute(
             f"SELECT tenant_id, {', '.join(cols)} FROM {comp.sqlite_table}{where} "
             f"ORDER BY tenant_id, {comp.key_column}",

@@ -13,21 +13,16 @@ from core.model.canonical import uuid_key
 from core.model.components import Component
 from core.model.memory_values import OPEN_END
 from core.model.registry import COMPONENTS
+from core.tenant_sql import tenant_in
 from sources.record_checks import BadRecord
 from sources.sqlite_reader import SourceDB
-
-
-def _where(tenants: list[str] | None, column: str = "tenant_id") -> tuple[str, list]:
-    if not tenants:
-        return "", []
-    return f" AND {column} IN ({','.join('?' * len(tenants))})", list(tenants)
 
 
 def duplicate_ids(db: SourceDB, comp: Component, tenants: list[str] | None) -> list[BadRecord]:
     """Ids that collide per tenant once canonical (PostgreSQL's key is the UUID)."""
     if not comp.column(comp.key_column).kind.is_uuid:
         return []
-    where, args = _where(tenants)
+    where, args = tenant_in(tenants, keyword="AND")
     seen: dict[tuple[str, str], str] = {}
     out = []
     rows = db.conn.execute(
@@ -54,7 +49,7 @@ def duplicate_ids(db: SourceDB, comp: Component, tenants: list[str] | None) -> l
 
 def time_ranges(db: SourceDB, comp: Component, tenants: list[str] | None) -> list[BadRecord]:
     """Empty or inverted valid/transaction time ranges (PostgreSQL's CHECKs refuse them)."""
-    where, args = _where(tenants)
+    where, args = tenant_in(tenants, keyword="AND")
     out = []
     for kind in ("valid_time", "transaction_time"):
         rows = db.conn.execute(
@@ -80,7 +75,7 @@ def dangling_endpoints(db: SourceDB, comp: Component, tenants: list[str] | None)
     """Relationships whose from/to entity is not an entity of the same tenant."""
     if "entities" not in db.tables:
         return [BadRecord(comp.name, "*", "*", "from_entity", "has no entities table to point at")]
-    where, args = _where(tenants, "r.tenant_id")
+    where, args = tenant_in(tenants, "r.tenant_id", "AND")
     out = []
     for end in ("from_entity", "to_entity"):
         rows = db.conn.execute(

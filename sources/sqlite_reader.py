@@ -21,6 +21,7 @@ from core.errors import PreflightError, SourceError
 from core.files import is_scratch, scratch_dir
 from core.model.components import Component
 from core.model.registry import COMPONENTS, LATER_TABLES
+from core.tenant_sql import tenant_in
 from sources import snapshot
 from sources import tenant_map as tenant_mod
 
@@ -295,15 +296,9 @@ class SourceDB:
                 "--tenant or the plan's source.tenants.",
             )
 
-    @staticmethod
-    def _where(tenants: list[str] | None) -> tuple[str, list[str]]:
-        if not tenants:
-            return "", []
-        return f" WHERE tenant_id IN ({','.join('?' * len(tenants))})", list(tenants)
-
     def counts_by_tenant(self, comp: Component, tenants: list[str] | None = None) -> dict[str, int]:
         self.require(comp)
-        where, args = self._where(tenants)
+        where, args = tenant_in(tenants)
         rows = self.conn.execute(
             f"SELECT tenant_id, count(*) FROM {comp.source_from('', self.tables)}{where} "
             "GROUP BY tenant_id ORDER BY tenant_id",
@@ -314,14 +309,22 @@ class SourceDB:
     def count(self, comp: Component, tenants: list[str] | None = None) -> int:
         return sum(self.counts_by_tenant(comp, tenants).values())
 
-    def select_sql(self, comp: Component, tenants: list[str] | None = None) -> tuple[str, list]:
-        """Rows as (llmspell_key, *component columns) in natural-key order."""
-        where, args = self._where(tenants)
+    def select_sql(
+        self, comp: Component, tenants: list[str] | None = None, only: str | None = None
+    ) -> tuple[str, list]:
+        """Rows as (llmspell_key, *component columns) in natural-key order. `only` names a
+        table of (t, k) pairs: then just the records whose tenant and SQLite key it holds."""
+        where, args = tenant_in(tenants)
         cols = ", ".join(comp.column_names)
-        return (
+        rows = (
             f"SELECT {comp.key_sql} AS llmspell_key, {cols} "
-            f"FROM {comp.source_from('', self.tables)}{where} "
-            f"ORDER BY tenant_id, {comp.key_column}",
+            f"FROM {comp.source_from('', self.tables)}{where}"
+        )
+        if only is None:
+            return f"{rows} ORDER BY tenant_id, {comp.key_column}", args
+        return (
+            f"SELECT * FROM ({rows}) AS r WHERE (r.tenant_id, r.llmspell_key) IN "
+            f"(SELECT t, k FROM {only}) ORDER BY r.tenant_id, r.{comp.key_column}",
             args,
         )
 

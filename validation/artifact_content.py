@@ -17,6 +17,7 @@ import time
 
 import psycopg
 
+from core.tenant_sql import tenant_in
 from destinations.artifact_writer import PIECE, storage_type, stream_blob
 from destinations.target_schema import APP_ROLE, act_as_tenant
 from validation.compare import MAX_REPORTED, ComponentResult, Mismatch, sampled
@@ -78,10 +79,12 @@ def compare(
     """Compare the content rows of `tenants`; bytes of every row in full mode, of a
     deterministic sample (by tenant and hash) otherwise."""
     started = time.perf_counter()
-    marks = ",".join("?" * len(tenants))
-    total = src.execute(
-        f"SELECT count(*) FROM artifact_content WHERE tenant_id IN ({marks})", tenants
-    ).fetchone()[0]
+    where, args = tenant_in(tenants)
+    total = (
+        src.execute(f"SELECT count(*) FROM artifact_content{where}", args).fetchone()[0]
+        if tenants
+        else 0
+    )
     pct = 100.0 if percent >= 100 or total < threshold else float(percent)
     result = ComponentResult(
         NAME, mode="full" if pct >= 100 else "sample", sample_percent=pct, records=False

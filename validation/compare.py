@@ -28,6 +28,7 @@ from psycopg import sql
 from core.model.canonical import uuid_key
 from core.model.components import Component
 from core.model.kinds import NULL_TEXT
+from core.tenant_sql import tenant_in
 from destinations.row_text import FP_BYTES, SEPARATOR, target_expr, target_fingerprint_expr
 from sources.key_routing import (
     ROUTED,
@@ -209,14 +210,18 @@ class ComponentComparer:
         self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
         self.source = comp.source_from("src.", source_tables(con))
 
+    def restrict_to(self, wanted: str) -> None:
+        """Compare only the source records whose tenant and SQLite key are a row (t, k) of
+        the DuckDB relation `wanted` (e.g. the records a sync writes)."""
+        self.source = (
+            f"(SELECT * FROM {self.source} WHERE EXISTS (SELECT 1 FROM {wanted} w "
+            f"WHERE w.t = tenant_id AND w.k = {self.comp.key_sql})) AS wanted_rows"
+        )
+
     # source side -------------------------------------------------------------------------
     def _source_batches(self) -> Iterator[pa.RecordBatch]:
         cols = ", ".join(f'"{n}"' for n in self.names)
-        where = ""
-        params: list = []
-        if self.tenants:
-            where = f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
-            params = list(self.tenants)
+        where, params = tenant_in(self.tenants)
         query = f"SELECT {self.comp.key_sql} AS llmspell_key, {cols} FROM {self.source}{where}"
         reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
@@ -457,15 +462,8 @@ class ComponentComparer:
 
     def effective_percent(self, percent: float, full_threshold: int) -> float:
         """100 when the component is below the full-comparison threshold, else `percent`."""
-        count = self.con.execute(
-            f"SELECT count(*) FROM {self.source}"
-            + (
-                f" WHERE tenant_id IN ({', '.join('?' * len(self.tenants))})"
-                if self.tenants
-                else ""
-            ),
-            list(self.tenants or []),
-        ).fetchone()[0]
+        where, params = tenant_in(self.tenants)
+        count = self.con.execute(f"SELECT count(*) FROM {self.source}{where}", params).fetchone()[0]
         return 100.0 if percent >= 100 or count < full_threshold else float(percent)
 
     def run(

@@ -30,6 +30,7 @@ from core import interrupts
 from core.model import canonical, json_numbers
 from core.model.components import KV_STORE, Component
 from core.model.registry import COMPONENTS
+from core.tenant_sql import tenant_in
 from destinations.row_text import target_fingerprint_expr
 from destinations.target_schema import act_as_tenant
 from sources import key_routing
@@ -74,7 +75,7 @@ def _source_rows(
 ) -> Iterator[tuple[str, tuple, object]]:
     cols = key_routing.key_columns(comp)
     value = VALUE_COLUMN[comp.pg_table]
-    where, args = db._where(tenants)
+    where, args = tenant_in(tenants)
     cur = db.conn.execute(
         f"SELECT tenant_id, {', '.join(cols)}, {value} FROM {comp.sqlite_table}{where}", args
     )
@@ -194,7 +195,7 @@ def source_gets(
     read straight from SQLite (for callers without the source fingerprints at hand)."""
     gets = get_printer(comp, layout)
     assert gets is not None, comp.name
-    where, args = db._where(tenants)
+    where, args = tenant_in(tenants)
     names = comp.column_names
     cur = db.conn.execute(
         f"SELECT {comp.key_sql}, {', '.join(names)} FROM {comp.sqlite_table}{where}", args
