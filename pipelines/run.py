@@ -28,10 +28,10 @@ from typing import Any
 import duckdb
 import psycopg
 from dlt.common.exceptions import SignalReceivedException
-from sources.components import Component
 
 from core import interrupts, settings
 from core.errors import MigrateError, MigrationFailed, PreflightError, SourceError, TargetError
+from core.model.components import Component
 from destinations import connection, run_ledger, sync_ledger, target_schema
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.plan import Plan

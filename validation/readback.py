@@ -11,7 +11,7 @@ kv_store: its bytes; `validation.compare.GetPrinter`, computed with the source
 fingerprints), and a record matches when the row `get` finds hashes to the same print;
 no value's text travels either way. A record that does not match there is read from both
 sides and compared the slow way, decoded as serde_json decodes it and expecting JSONB's
-number forms (`sources.json_numbers`), which decides and names the difference. Records
+number forms (`core.model.json_numbers`), which decides and names the difference. Records
 reported unreachable are skipped (they were allowed).
 """
 
