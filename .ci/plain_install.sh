@@ -26,4 +26,5 @@ PY
 "$cli" plan --components all --output plan.yaml
 grep -q "found_by" plan.yaml
 "$cli" execute --plan plan.yaml --dry-run
+"$cli" fleet --help >/dev/null
 echo "plain install: --help, plan (found the database itself) and --dry-run ran"
