@@ -197,3 +197,45 @@ def test_sync_carries_artifacts_and_rollback_restores_them(world):
     again = api.sync(plan, target=db.app_dsn)
     assert again.status == "SUCCESS" and again.changes["artifacts"] == result.changes["artifacts"]
     assert api.verify(plan, target=db.dsn, full=True).passed
+
+
+def test_two_sided_artifact_change_and_orphaning_session_delete_are_refused(world):
+    from core.errors import MigrateError
+
+    db, plan, src = world["db"], world["plan"], world["src"]
+    c = sqlite3.connect(src)
+    tenant, aid = c.execute(
+        "SELECT tenant_id, artifact_id FROM artifacts ORDER BY rowid DESC LIMIT 1"
+    ).fetchone()
+    c.execute(
+        "UPDATE artifacts SET name = 'sqlite side' WHERE tenant_id = ? AND artifact_id = ?",
+        (tenant, aid),
+    )
+    c.commit()
+    with db.connect() as conn:  # llmspell on PostgreSQL changed the same artifact
+        conn.execute(
+            "UPDATE llmspell.artifacts SET name = 'pg side' WHERE tenant_id = %s "
+            "AND artifact_id = %s",
+            (tenant, aid),
+        )
+    before = pg_state(db)
+    with pytest.raises(MigrateError) as refused:
+        api.sync(plan, target=db.app_dsn)
+    assert f"artifacts tenant={tenant} key={aid!r}" in str(refused.value.details)
+    assert pg_state(db) == before
+    # the source's copy wins with --prefer-source; PostgreSQL's goes to the pre-images
+    done = api.sync(plan, target=db.app_dsn, prefer_source=True)
+    assert done.status == "SUCCESS"
+    # a session deleted in the source while its artifacts stay there: refused by key
+    s_tenant, session = c.execute(
+        "SELECT tenant_id, session_id FROM artifacts ORDER BY rowid LIMIT 1"
+    ).fetchone()
+    c.execute("PRAGMA foreign_keys = OFF")
+    c.execute("DELETE FROM sessions WHERE tenant_id = ? AND session_id = ?", (s_tenant, session))
+    c.commit()
+    c.close()
+    before = pg_state(db)
+    with pytest.raises(MigrateError) as refused:
+        api.sync(plan, target=db.app_dsn)
+    assert "artifact(s) in PostgreSQL belong to it" in str(refused.value.details)
+    assert pg_state(db) == before
