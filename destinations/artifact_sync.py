@@ -69,9 +69,7 @@ def copy_missing_content(
     wanted = sorted(set(hashes) - have)
     if not wanted:
         return
-    app_owns = conn.execute(
-        "SELECT current_user = %s", (artifact_writer.APP_ROLE,)
-    ).fetchone()[0]
+    app_owns = conn.execute("SELECT current_user = %s", (artifact_writer.APP_ROLE,)).fetchone()[0]
     marks = ", ".join("?" * len(wanted))
     rows = src.execute(
         f"SELECT {artifact_writer.COLUMNS} FROM artifact_content WHERE tenant_id = ? "
@@ -161,9 +159,7 @@ def _copy_large_object(conn: psycopg.Connection, oid: int, into: int = 0) -> int
         offset += n
 
 
-def restore_large_objects(
-    conn: psycopg.Connection, run_id: str, tenants: list[str | None]
-) -> int:
+def restore_large_objects(conn: psycopg.Connection, run_id: str, tenants: list[str | None]) -> int:
     """Put back every large object the sync unlinked, under its own OID (from its pre-image
     copy, which is then unlinked), readable by llmspell_app again; returns how many. Inside the
     caller's transaction; `tenants`: [None] bypassing RLS, else the run's tenants."""
@@ -175,9 +171,7 @@ def restore_large_objects(
         if tenant is not None:
             act_as_tenant(conn, tenant)
         rows += conn.execute(query, (run_id, LO_PREIMAGES)).fetchall()
-    app_owns = conn.execute(
-        "SELECT current_user = %s", (artifact_writer.APP_ROLE,)
-    ).fetchone()[0]
+    app_owns = conn.execute("SELECT current_user = %s", (artifact_writer.APP_ROLE,)).fetchone()[0]
     n = 0
     for nkey, image in rows:
         oid, copy = int(nkey), int(image["copy"])
@@ -302,9 +296,7 @@ def restore_sync(
             for tenant in tenants:
                 act_as_tenant(conn, tenant)
                 keys = preimaged_keys(conn, run_id, SESSIONS.name, tenant)
-                if keys and conn.execute(
-                    "SELECT to_regclass('llmspell.artifacts')"
-                ).fetchone()[0]:
+                if keys and conn.execute("SELECT to_regclass('llmspell.artifacts')").fetchone()[0]:
                     carry_out(conn, tenant, keys, written_artifacts(conn, run_id, tenant))
                     carried.append(tenant)
         done = sync_ledger.restore(conn, run_id, order, bypass, tenants)

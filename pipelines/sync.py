@@ -10,6 +10,11 @@ Step sequence (after a completed `execute` of the same plan):
   removes the inserts; a SIGKILL leaves the run `running`, and the next sync restores it
   before it starts. Only rows a run of this tool wrote, unchanged in PostgreSQL since, are
   ever replaced or deleted: anything else is a conflict and nothing is written.
+
+Artifacts go through execute's content writer (`destinations.artifact_sync`): removed first,
+inserted last, with their content (bytea or large object) copied before them and content no
+longer referenced deleted after them (a large object's bytes kept as a pre-image copy); a
+session replaced carries its artifacts across its foreign key's cascade.
 """
 
 from __future__ import annotations
@@ -634,7 +639,9 @@ class Sync:
                 carried = []
                 if p.comp.name == SESSIONS.name:
                     carried = sorted(_by_tenant(p.write.filter(_among(p.write, p.remove))))
-                    for tenant, keys in _by_tenant(p.write.filter(_among(p.write, p.remove))).items():
+                    for tenant, keys in _by_tenant(
+                        p.write.filter(_among(p.write, p.remove))
+                    ).items():
                         act_as_tenant(conn, tenant)
                         artifact_sync.carry_out(conn, tenant, keys)
                 for tenant, keys in _by_tenant(p.remove).items():
@@ -657,12 +664,16 @@ class Sync:
                         )
                     ]
                     act_as_tenant(conn, tenant)
-                    artifact_sync.copy_missing_content(conn, db.conn, run_id, tenant, hashes, content)
+                    artifact_sync.copy_missing_content(
+                        conn, db.conn, run_id, tenant, hashes, content
+                    )
                 for rows in self._source_rows(db, arts):
                     writer.write_batch(arts.comp, rows_to_arrow(arts.comp, rows))
                 for tenant, hashes in stale.items():
                     act_as_tenant(conn, tenant)
-                    rows, los = artifact_sync.drop_unreferenced(conn, db.conn, run_id, tenant, hashes)
+                    rows, los = artifact_sync.drop_unreferenced(
+                        conn, db.conn, run_id, tenant, hashes
+                    )
                     dropped[0] += rows
                     dropped[1] += los
         self.emit(
@@ -867,7 +878,9 @@ def _among(table: pa.Table, other: pa.Table) -> pa.Array:
 
 def _by_tenant_llmspell(table: pa.Table) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for t, k in zip(table.column("tenant_id").to_pylist(), table.column("llmspell_key").to_pylist()):
+    for t, k in zip(
+        table.column("tenant_id").to_pylist(), table.column("llmspell_key").to_pylist()
+    ):
         out.setdefault(t, []).append(k)
     return out
 

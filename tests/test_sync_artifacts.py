@@ -99,9 +99,13 @@ def test_sync_carries_artifacts_and_rollback_restores_them(world):
         "LIMIT 1",
         (MIB,),
     ).fetchone()
-    assert c.execute(
-        "SELECT count(*) FROM artifacts WHERE tenant_id = ? AND content_hash = ?", (tenant, digest)
-    ).fetchone()[0] == 1
+    assert (
+        c.execute(
+            "SELECT count(*) FROM artifacts WHERE tenant_id = ? AND content_hash = ?",
+            (tenant, digest),
+        ).fetchone()[0]
+        == 1
+    )
     c.execute("DELETE FROM artifacts WHERE tenant_id = ? AND artifact_id = ?", (tenant, aid))
     c.execute(
         "DELETE FROM artifact_content WHERE tenant_id = ? AND content_hash = ?", (tenant, digest)
@@ -137,7 +141,7 @@ def test_sync_carries_artifacts_and_rollback_restores_them(world):
     ).fetchone()
     small = add_artifact(c, (owner_tenant, owner), b"small new artifact " * 10, top + 1)
     big_data = uuid.uuid4().bytes * (MIB // 16 + 1000)
-    big = add_artifact(c, (owner_tenant, owner), big_data, top + 2)
+    add_artifact(c, (owner_tenant, owner), big_data, top + 2)
     c.commit()
     c.close()
 
