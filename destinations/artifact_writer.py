@@ -45,7 +45,7 @@ TX_BYTES = 64 << 20  # commit a content batch once it carries this much
 LO_LEDGER = "artifact_content.large_objects"
 _BOOK = sql.Identifier(BOOKKEEPING_SCHEMA)
 
-_COLUMNS = (
+COLUMNS = (
     "rowid, tenant_id, content_hash, size_bytes, is_compressed, original_size_bytes, "
     "created_at, length(data)"
 )
@@ -75,7 +75,7 @@ def stream_blob(src: sqlite3.Connection, table: str, column: str, rowid: int):
             yield piece
 
 
-def _give_to_app(conn: psycopg.Connection, oid: int, app_owns: bool) -> None:
+def give_to_app(conn: psycopg.Connection, oid: int, app_owns: bool) -> None:
     """Make the large object llmspell_app's: its owner if we may, else readable by it."""
     if app_owns:
         return
@@ -123,7 +123,7 @@ def copy_content(
     out = ContentCopy()
     for tenant in tenants:
         cur = src.execute(
-            f"SELECT {_COLUMNS} FROM artifact_content WHERE tenant_id = ? ORDER BY content_hash",
+            f"SELECT {COLUMNS} FROM artifact_content WHERE tenant_id = ? ORDER BY content_hash",
             (tenant,),
         )
         while True:
@@ -136,14 +136,16 @@ def copy_content(
                 while end < len(rows) and (end == start or carried < TX_BYTES):
                     carried += rows[end][7] or 0
                     end += 1
-                _copy_rows(conn, src, run_id, tenant, rows[start:end], app_owns, out)
+                copy_rows(conn, src, run_id, tenant, rows[start:end], app_owns, out)
                 if on_row:
                     on_row(end - start)
                 start = end
     return out
 
 
-def _copy_rows(conn, src, run_id: str, tenant: str, rows, app_owns: bool, out) -> None:
+def copy_rows(conn, src, run_id: str, tenant: str, rows, app_owns: bool, out) -> None:
+    """Insert these content rows (`COLUMNS`, from `src`) and record them in the run's ledger,
+    in one transaction (a savepoint inside the caller's): sync copies with it too."""
     hashes: list[str] = []
     oids: list[int] = []
     with conn.transaction():
@@ -175,7 +177,7 @@ def _copy_rows(conn, src, run_id: str, tenant: str, rows, app_owns: bool, out) -
             hashes.append(digest)
             out.bytes += length
             if oid is not None:
-                _give_to_app(conn, oid, app_owns)
+                give_to_app(conn, oid, app_owns)
                 oids.append(oid)
         _record(conn, run_id, ARTIFACT_CONTENT.name, tenant, hashes)
         _record(conn, run_id, LO_LEDGER, tenant, [str(o) for o in oids])

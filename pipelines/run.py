@@ -32,7 +32,7 @@ from dlt.common.exceptions import SignalReceivedException
 from core import interrupts, settings
 from core.errors import MigrateError, MigrationFailed, PreflightError, SourceError, TargetError
 from core.model.components import Component
-from destinations import connection, run_ledger, sync_ledger, target_schema
+from destinations import artifact_sync, connection, run_ledger, target_schema
 from destinations.postgres_writer import role_bypasses_rls
 from pipelines.plan import Plan
 from sources import installation
@@ -369,7 +369,7 @@ def take_back(
     inserted rows deleted. Under RLS the tenants visited are `tenants` (default: the run's
     record); `check`: tenants whose ledger must be empty afterwards."""
     if is_sync_run(run_id):
-        done = sync_ledger.restore(conn, run_id, comps, bypass, tenants)
+        done = artifact_sync.restore_sync(conn, run_id, comps, bypass, tenants)
     else:
         done = run_ledger.delete_written(conn, run_id, comps, bypass, tenants, check)
     run_ledger.set_status(conn, run_id, run_ledger.ROLLED_BACK)

@@ -10,6 +10,11 @@ Step sequence (after a completed `execute` of the same plan):
   removes the inserts; a SIGKILL leaves the run `running`, and the next sync restores it
   before it starts. Only rows a run of this tool wrote, unchanged in PostgreSQL since, are
   ever replaced or deleted: anything else is a conflict and nothing is written.
+
+Artifacts go through execute's content writer (`destinations.artifact_sync`): removed first,
+inserted last, with their content (bytea or large object) copied before them and content no
+longer referenced deleted after them (a large object's bytes kept as a pre-image copy); a
+session replaced carries its artifacts across its foreign key's cascade.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from core.errors import (
     ValidationFailed,
 )
 from core.model.components import ARTIFACTS, SESSIONS, Component
-from destinations import connection, run_ledger, sync_ledger
+from destinations import artifact_sync, artifact_writer, connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
 from destinations.target_schema import act_as_tenant
 from pipelines import backup as backup_mod
@@ -54,7 +59,7 @@ from sources.memory_checks import cross_record_problems
 from sources.record_checks import RecordChecker
 from sources.sqlite_reader import SourceDB
 from sources.sqlite_schema import create_schema
-from validation import duck
+from validation import artifact_content, duck
 from validation.compare import ComponentComparer
 from validation.readback import readback
 from validation.stage import Validator
@@ -318,6 +323,8 @@ class Sync:
                 details=conflicts[:MAX_LISTED] + _more(conflicts),
             )
         self._refuse_unsupported(planned)
+        if any(p.comp.name == ARTIFACTS.name and p.write.num_rows for p in planned):
+            store_steps.refuse_dangling(db, conn, plan, self.bypass)  # content, session, size
         self._check_reachability(planned, result)
         self._check_records(db, planned)
         return planned
@@ -449,35 +456,42 @@ class Sync:
             validator.con.unregister("sync_wanted")
 
     def _refuse_unsupported(self, planned: list[_Plan]) -> None:
-        """Artifacts (content-addressed blobs with reference counts and large objects) are
-        not synced: a change to one is refused by key rather than skipped."""
-        problems = []
-        for p in planned:
-            if p.comp.name == ARTIFACTS.name and p.changes.total:
-                problems += [
-                    f"artifacts tenant={t} key={k!r}: {kind} since the last run"
-                    for kind in ("inserts", "updates", "deletes")
+        """A session deleted in the source while PostgreSQL holds artifacts of it that the
+        sync does not delete: its foreign key would delete them too (a session sync replaces
+        carries its artifacts across: `artifact_sync.carry_out`)."""
+        sessions = next((p for p in planned if p.comp.name == SESSIONS.name), None)
+        if sessions is None or not sessions.remove.num_rows:
+            return
+        rewritten = _keys(sessions.write)
+        gone = sessions.remove.filter(
+            pa.array(
+                [
+                    (t, k) not in rewritten
                     for t, k in zip(
-                        getattr(p.changes, kind).column("tenant_id").to_pylist(),
-                        getattr(p.changes, kind).column("llmspell_key").to_pylist(),
+                        sessions.remove.column("tenant_id").to_pylist(),
+                        sessions.remove.column("nkey").to_pylist(),
                     )
                 ]
-        sessions = next((p for p in planned if p.comp.name == SESSIONS.name), None)
-        if sessions is not None and sessions.remove.num_rows:
-            problems += self._sessions_with_artifacts(sessions.remove)
+            )
+        )
+        arts = next((p for p in planned if p.comp.name == ARTIFACTS.name), None)
+        leaving = _by_tenant(arts.remove) if arts is not None else {}
+        problems = self._sessions_with_artifacts(gone, leaving) if gone.num_rows else []
         if problems:
             raise PreflightError(
-                f"{len(problems)} change(s) sync does not carry: artifacts are copied by "
-                "execute only (replacing a session would also delete its artifacts)",
-                "Stop llmspell, roll back the plan's runs (`rollback --backup`, newest "
-                "first) and run `execute` again, or leave artifacts out of the plan; nothing "
-                "was written.",
+                f"{len(problems)} session(s) deleted in the source still own artifacts in "
+                "PostgreSQL that the sync does not delete (the session's foreign key would "
+                "delete them)",
+                "Delete those artifacts in llmspell too (or keep the session), then sync "
+                "again; nothing was written.",
                 details=problems[:MAX_LISTED] + _more(problems),
             )
 
-    def _sessions_with_artifacts(self, remove: pa.Table) -> list[str]:
-        """Sessions sync would replace or delete that own artifacts in PostgreSQL (their
-        foreign key cascades: the artifacts would go with them)."""
+    def _sessions_with_artifacts(
+        self, remove: pa.Table, leaving: dict[str, list[str]]
+    ) -> list[str]:
+        """Sessions sync would delete that own artifacts in PostgreSQL (but those with ids
+        in `leaving`, which the sync deletes first)."""
         out = []
         shown = dict(
             zip(remove.column("nkey").to_pylist(), remove.column("llmspell_key").to_pylist())
@@ -490,13 +504,14 @@ class Sync:
                     act_as_tenant(conn, tenant)
                     for session, n in conn.execute(
                         "SELECT session_id::text, count(*) FROM llmspell.artifacts WHERE "
-                        "tenant_id = %s AND session_id = ANY(%s::uuid[]) GROUP BY 1",
-                        (tenant, keys),
+                        "tenant_id = %s AND session_id = ANY(%s::uuid[]) AND NOT "
+                        "artifact_id = ANY(%s) GROUP BY 1",
+                        (tenant, keys, leaving.get(tenant, [])),
                     ):
                         out.append(
                             f"sessions tenant={tenant} key={shown.get(session)!r}: "
-                            f"changed or deleted in the source, and {n} artifact(s) "
-                            "in PostgreSQL belong to it"
+                            f"deleted in the source, and {n} artifact(s) in PostgreSQL "
+                            "belong to it"
                         )
         return out
 
@@ -600,22 +615,76 @@ class Sync:
                 yield {"tenant_id": tenant, "row": image}
 
     def _apply(self, conn: psycopg.Connection, db: SourceDB, run_id: str, todo: list[_Plan]):
-        """Every change in one transaction: a crash leaves the target as it was."""
+        """Every change in one transaction: a crash leaves the target as it was. Artifacts
+        go first out (before the sessions they belong to) and last in (after their sessions
+        and content); a session replaced carries its artifacts across; content no artifact
+        refers to any more goes after them."""
         writer = LlmspellWriter(conn, run_id, skip_existing=False)
         for p in todo:
             if p.write.num_rows:
                 writer.statements(p.comp)  # staging tables first: they commit on creation
         conn.commit()  # so that the block below is one real transaction, not a savepoint
+        arts = next((p for p in todo if p.comp.name == ARTIFACTS.name), None)
+        rest = [p for p in todo if p is not arts]
+        content = artifact_writer.ContentCopy()
+        dropped = [0, 0]
         with conn.transaction():
-            for p in todo:
+            stale: dict[str, set[str]] = {}  # content the removed artifacts referred to
+            if arts is not None:
+                for tenant, keys in _by_tenant(arts.remove).items():
+                    act_as_tenant(conn, tenant)
+                    stale[tenant] = artifact_sync.referenced_content(conn, tenant, keys)
+                    sync_ledger.replace_out(conn, run_id, arts.comp, tenant, keys)
+            for p in rest:
+                carried = []
+                if p.comp.name == SESSIONS.name:
+                    carried = sorted(_by_tenant(p.write.filter(_among(p.write, p.remove))))
+                    for tenant, keys in _by_tenant(
+                        p.write.filter(_among(p.write, p.remove))
+                    ).items():
+                        act_as_tenant(conn, tenant)
+                        artifact_sync.carry_out(conn, tenant, keys)
                 for tenant, keys in _by_tenant(p.remove).items():
                     act_as_tenant(conn, tenant)
                     sync_ledger.replace_out(conn, run_id, p.comp, tenant, keys)
                 for rows in self._source_rows(db, p):
                     writer.write_batch(p.comp, rows_to_arrow(p.comp, rows))
+                for tenant in carried:  # the replaced sessions' artifacts, back unchanged
+                    act_as_tenant(conn, tenant)
+                    artifact_sync.carry_back(conn, tenant)
+            if arts is not None:
+                for tenant, ids in _by_tenant_llmspell(arts.write).items():
+                    marks = ", ".join("?" * len(ids))
+                    hashes = [
+                        r[0]
+                        for r in db.conn.execute(
+                            "SELECT DISTINCT content_hash FROM artifacts WHERE tenant_id = ? "
+                            f"AND artifact_id IN ({marks})",
+                            (tenant, *ids),
+                        )
+                    ]
+                    act_as_tenant(conn, tenant)
+                    artifact_sync.copy_missing_content(
+                        conn, db.conn, run_id, tenant, hashes, content
+                    )
+                for rows in self._source_rows(db, arts):
+                    writer.write_batch(arts.comp, rows_to_arrow(arts.comp, rows))
+                for tenant, hashes in stale.items():
+                    act_as_tenant(conn, tenant)
+                    rows, los = artifact_sync.drop_unreferenced(
+                        conn, db.conn, run_id, tenant, hashes
+                    )
+                    dropped[0] += rows
+                    dropped[1] += los
         self.emit(
             "Applied (one transaction): " + "; ".join(f"{p.comp.name} {_applied(p)}" for p in todo)
         )
+        if arts is not None:
+            self.emit(
+                f"Artifact content: {content.inserted} row(s) added ({content.bytes:,} bytes, "
+                f"{len(content.large_objects)} as large objects), {dropped[0]} no longer "
+                f"referenced deleted ({dropped[1]} large object(s) unlinked, pre-images kept)"
+            )
 
     # -- validation ----------------------------------------------------------------------
     def _validate(self, db: SourceDB, todo: list[_Plan], result: SyncResult) -> dict:
@@ -661,6 +730,8 @@ class Sync:
                     back = self._readback(db, p, r)
                     checked["readback"] = back.to_dict()
                     problems += back.mismatches
+                if p.comp.name == ARTIFACTS.name:
+                    checked["content"] = self._validate_content(db, p, problems)
                 result.validated[p.comp.name] = checked
                 prints[p.comp.name] = pa.concat_tables(
                     [
@@ -676,6 +747,44 @@ class Sync:
                 details=problems[:MAX_LISTED],
             )
         return prints
+
+    def _validate_content(self, db: SourceDB, p: _Plan, problems: list[str]) -> dict:
+        """The content of the changed tenants compared with the source in full (bytes as
+        SHA-256 on both sides, storage type, reference counts, llmspell_app's access), and no
+        content row left that neither the source nor an artifact holds."""
+        tenants = sorted({t for t, _ in p.changes.keys()})
+        with connection.connect(self.target) as conn:
+            got = artifact_content.compare(db.conn, conn, tenants, 100, 0)
+            extra = []
+            with conn.transaction():
+                for tenant in tenants:
+                    act_as_tenant(conn, tenant)
+                    have = {
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT content_hash FROM llmspell.artifact_content c WHERE "
+                            "tenant_id = %s AND NOT EXISTS (SELECT 1 FROM llmspell.artifacts a "
+                            "WHERE a.tenant_id = c.tenant_id AND a.content_hash = c.content_hash)",
+                            (tenant,),
+                        )
+                    }
+                    src = {
+                        r[0]
+                        for r in db.conn.execute(
+                            "SELECT content_hash FROM artifact_content WHERE tenant_id = ?",
+                            (tenant,),
+                        )
+                    }
+                    extra += [f"{tenant}/{h}" for h in sorted(have - src)]
+        problems += [f"artifact_content {m}" for m in got.mismatches]
+        problems += [f"artifact_content {k}: missing in the target" for k in got.missing]
+        problems += [f"artifact_content {k}: unreferenced, not in the source" for k in extra]
+        return {
+            "compared": got.compared,
+            "matched": got.matched,
+            "missing": got.missing_count,
+            "unreferenced": len(extra),
+        }
 
     def _counts(self, validator: Validator, p: _Plan) -> dict[str, dict[str, int]]:
         """Per tenant: the source's records now, and how many of their keys the target holds."""
@@ -753,6 +862,27 @@ def _applied(p: _Plan) -> str:
 
 def _keys(table: pa.Table) -> set[tuple[str, str]]:
     return set(zip(table.column("tenant_id").to_pylist(), table.column("nkey").to_pylist()))
+
+
+def _among(table: pa.Table, other: pa.Table) -> pa.Array:
+    """A mask of `table`'s rows whose key `other` holds too."""
+    keys = _keys(other)
+    return pa.array(
+        [
+            (t, k) in keys
+            for t, k in zip(table.column("tenant_id").to_pylist(), table.column("nkey").to_pylist())
+        ],
+        pa.bool_(),
+    )
+
+
+def _by_tenant_llmspell(table: pa.Table) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for t, k in zip(
+        table.column("tenant_id").to_pylist(), table.column("llmspell_key").to_pylist()
+    ):
+        out.setdefault(t, []).append(k)
+    return out
 
 
 def _by_tenant(table: pa.Table) -> dict[str, list[str]]:
