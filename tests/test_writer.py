@@ -13,6 +13,7 @@ from destinations.postgres_writer import LlmspellWriter
 from destinations.sync_ledger import write_prints
 from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
+from tests.helpers import ALL_PRINTS
 
 
 @pytest.mark.parametrize("app", [False, True], ids=["superuser", "llmspell_app"])
@@ -92,7 +93,7 @@ def test_execute_baseline_written_again_replaces_the_first(sample_sqlite, target
             assert written == len(keys)
     with target_db.connect() as conn:
         recorded = conn.execute(
-            "SELECT tenant_id, nkey FROM llmspell_migrate.record_prints WHERE run_id = %s",
+            f"SELECT tenant_id, nkey FROM {ALL_PRINTS} WHERE run_id = %s",
             (run_id,),
         ).fetchall()
     assert sorted(recorded) == sorted(keys)

@@ -115,9 +115,16 @@ class Validator:
         threshold: int,
         only: set[tuple[str, str]] | None = None,
         source_prints: pa.Table | None = None,
+        target_prints: Callable[[Component, pa.Table | None], None] | None = None,
     ) -> ComponentResult:
+        """Compare `comp`; `target_prints` hears the stored rows' prints the comparison
+        fetched (every row, under full comparison; else None)."""
         comparer = self.comparer(comp)
+        comparer.keep_target_prints = target_prints is not None
         result = comparer.run(percent, threshold, only, source_prints)
+        if target_prints is not None:
+            target_prints(comp, comparer.target_prints)
+            comparer.target_prints = None
         if only is None and comp.vector_column is not None:
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
             result.knn_queries = knn.queries
@@ -140,11 +147,13 @@ class Validator:
         source_print_files: dict[str, str] | None = None,
         reach: dict[str, Reachability] | None = None,
         on_component: Callable[[str], None] | None = None,
+        target_prints: Callable[[Component, pa.Table | None], None] | None = None,
     ) -> ValidationReport:
         """Validate each component; `source_print_files` (from `source_prints_to_files`) are
         read one component at a time, memory-mapped. With `reach` (the key routing of every
         record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
-        `on_component` hears each component validated (for progress)."""
+        `on_component` hears each component validated (for progress); `target_prints`,
+        the target prints its comparison fetched (`compare`), for the sync baseline."""
         started = time.perf_counter()
         report = ValidationReport()
         # A component's read-back runs on its own connection beside its comparison (DuckDB
@@ -163,7 +172,7 @@ class Validator:
                 future = None
                 if routes is not None:
                     future = pool.submit(self.readback, comp, routes, pct, prints)
-                result = self.compare(comp, percent, threshold, None, prints)
+                result = self.compare(comp, percent, threshold, None, prints, target_prints)
                 if future is not None:
                     result.readback = future.result()
                 report.components.append(result)
