@@ -204,8 +204,7 @@ def test_execute_records_what_it_wrote(world):
             "SELECT coalesce(sum(cardinality(natural_keys)), 0) FROM llmspell_migrate.written_keys"
         ).fetchone()
         (odd,) = conn.execute(
-            f"SELECT count(*) FROM {ALL_PRINTS} WHERE target_fp IS NULL "
-            "OR source_fp IS NULL"
+            f"SELECT count(*) FROM {ALL_PRINTS} WHERE target_fp IS NULL OR source_fp IS NULL"
         ).fetchone()
     assert n == m > 0 and odd == 0
 

@@ -209,10 +209,12 @@ class ComponentComparer:
         self.tenant_index = self.names.index("tenant_id")
         self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
         self.source = comp.source_from("src.", source_tables(con))
-        # Under full comparison every stored row's print is fetched once; with this set
-        # they are kept (`target_prints`) for the sync baseline, which then prints nothing.
+        # The stored rows' prints the comparison fetched (every row under full comparison,
+        # else the sampled ones); with this set they are kept (`target_prints`) for
+        # read-back and the sync baseline, which then print no row again.
         self.keep_target_prints = False
         self.target_prints: pa.Table | None = None
+        self.target_prints_full = False
 
     def restrict_to(self, wanted: str) -> None:
         """Compare only the source records whose tenant and SQLite key are a row (t, k) of
@@ -428,14 +430,15 @@ class ComponentComparer:
             # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
             tgt = self.target_fingerprints(None, tenant)
             tgt_keys = tgt.select(["tenant_id", "nkey"])
-            if self.keep_target_prints:
-                kept = [self.target_prints] if self.target_prints is not None else []
-                self.target_prints = pa.concat_tables([*kept, tgt])
+
         else:
             tgt_keys = self.target_keys(tenant)
             picked = src.filter(src.column("picked"))
             keys = [(tenant, k) for k in picked.column("nkey").to_pylist()]
             tgt = self.target_fingerprints(keys, tenant) if keys else _TARGET_PRINTS.empty_table()
+        if self.keep_target_prints:
+            kept = [self.target_prints] if self.target_prints is not None else []
+            self.target_prints = pa.concat_tables([*kept, tgt])
         con = self.con
         con.register("v_src", src)
         con.register("v_tgt_keys", tgt_keys)
@@ -489,8 +492,9 @@ class ComponentComparer:
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
         src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
-        if self.keep_target_prints and full and only is None:  # every tenant's, even if none
+        if self.keep_target_prints:  # every tenant's, even if none
             self.target_prints = _TARGET_PRINTS.empty_table()
+            self.target_prints_full = full and only is None
         differing: list[tuple[str, str, str]] = []
         # One tenant at a time: memory follows the largest tenant, not the component.
         for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
