@@ -202,13 +202,17 @@ class BaselineRecorder:
             self._closed = True
             self._offered.notify_all()
 
-    def _target_prints(self, comp: Component) -> pa.Table | None:
+    def _next(self, left: list[Component]) -> tuple[Component, pa.Table | None]:
+        """The next component to record, in the order their target prints are offered (a
+        sampled component's None comes first, before validation compares it), and them."""
         with self._offered:
             while True:
                 if self._decided.is_set() and not self._keep:
                     raise _Abandoned
-                if comp.name in self._offers or self._closed:
-                    return self._offers.pop(comp.name, None)
+                for comp in left:
+                    if comp.name in self._offers or self._closed:
+                        left.remove(comp)
+                        return comp, self._offers.pop(comp.name, None)
                 self._offered.wait(0.2)
 
     def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
@@ -219,11 +223,10 @@ class BaselineRecorder:
                 self._conn = conn
                 with conn.transaction():
                     total = 0
-                    for comp in comps:
-                        if self._decided.is_set() and not self._keep:
-                            raise _Abandoned
+                    left = list(comps)
+                    while left:
+                        comp, theirs = self._next(left)
                         prints = source_prints(con, comp, tenants, mappers.get(comp.name))
-                        theirs = self._target_prints(comp)
                         if theirs is None:  # the server prints the rows the run inserted
                             total += sync_ledger.write_prints(
                                 conn, run_id, comp, prints, bypass, ledger_only=True

@@ -176,6 +176,10 @@ class Validator:
                 on_component(comp.name)
 
         try:
+            if target_prints is not None:  # a sample: none for the baseline, say so at once
+                for comp in comps:
+                    if self.compare_percent(comp, percent, threshold) < 100:
+                        target_prints(comp, None)
             for comp in comps:
                 pct = self.compare_percent(comp, percent, threshold)
                 routes = reach.get(comp.name) if reach is not None else None
@@ -189,8 +193,8 @@ class Validator:
 
                 def heard(comp, table, full, fetched=fetched) -> None:
                     fetched.append(table)
-                    if target_prints is not None:
-                        target_prints(comp, table if full else None)
+                    if target_prints is not None and full:
+                        target_prints(comp, table)
 
                 result = self.compare(comp, percent, threshold, None, prints, heard)
                 future = None
