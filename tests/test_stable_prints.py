@@ -109,12 +109,14 @@ def _baseline(target_db, run_id=None):
         )
 
 
+@pytest.mark.parametrize("full", [True, False], ids=["full", "sampled"])
 def test_execute_baseline_is_compact_and_takes_validations_target_prints(
-    tmp_path, sample_sqlite, target_db, monkeypatch
+    tmp_path, sample_sqlite, target_db, monkeypatch, full
 ):
-    """The baseline's target prints are the ones validation's full comparison fetched (the
-    server prints no row for it), stored a row per batch of keys, and equal to what the
-    server computes for the same rows."""
+    """The baseline's target prints are the ones validation's comparison fetched (the
+    server prints no row for it; comparing a sample, the comparison still fetches every
+    row's print), stored a row per batch of keys, and equal to what the server computes
+    for the same rows."""
     from destinations import connection, sync_ledger
     from pipelines import sync_baseline
     from pipelines.plan import load as load_plan
@@ -132,11 +134,15 @@ def test_execute_baseline_is_compact_and_takes_validations_target_prints(
     plan_path = tmp_path / "p.toml"
     names = "agent_state,workflow_state,sessions,kv_store"
     api.make_plan(names, output=plan_path, source=sample_sqlite, target=target_db.dsn)
-    text = plan_path.read_text()  # full comparison: validation prints every stored row
-    plan_path.write_text(
-        re.sub(r"checksum_sample_percent: \S+", "checksum_sample_percent: 100", text)
-    )
-    run_id = api.execute(plan_path).run_id
+    if full:
+        text = plan_path.read_text()  # full comparison: validation prints every stored row
+        plan_path.write_text(
+            re.sub(r"checksum_sample_percent: \S+", "checksum_sample_percent: 100", text)
+        )
+    done = api.execute(plan_path)
+    run_id = done.run_id
+    modes = {c.component: c.mode for c in done.validation.components}
+    assert (modes["agent_state"] == "sample") is not full, modes
     assert server_printed == []  # every component's target prints came from validation
     shared = _baseline(target_db, run_id)
     with target_db.connect() as conn:

@@ -215,6 +215,9 @@ class ComponentComparer:
         self.keep_target_prints = False
         self.target_prints: pa.Table | None = None
         self.target_prints_full = False
+        # fetch every stored row's print even when comparing a sample (the sync baseline
+        # needs them all: one print per row here instead of the sample's plus the server's)
+        self.fetch_all_prints = False
 
     def restrict_to(self, wanted: str) -> None:
         """Compare only the source records whose tenant and SQLite key are a row (t, k) of
@@ -492,14 +495,15 @@ class ComponentComparer:
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
         src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
+        everything = (full or self.fetch_all_prints) and only is None
         if self.keep_target_prints:  # every tenant's, even if none
             self.target_prints = _TARGET_PRINTS.empty_table()
-            self.target_prints_full = full and only is None
+            self.target_prints_full = everything
         differing: list[tuple[str, str, str]] = []
         # One tenant at a time: memory follows the largest tenant, not the component.
         for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
             part = src.filter(pc.equal(src.column("tenant_id"), tenant))
-            differing += self._compare_tenant(tenant, part, full and only is None, result)
+            differing += self._compare_tenant(tenant, part, everything, result)
         real = 0
         for i, (tenant, nkey, lkey) in enumerate(differing):
             if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is

@@ -118,11 +118,14 @@ class Validator:
         only: set[tuple[str, str]] | None = None,
         source_prints: pa.Table | None = None,
         target_prints: Callable[[Component, pa.Table, bool], None] | None = None,
+        all_prints: bool = False,
     ) -> ComponentResult:
         """Compare `comp`; `target_prints` hears the stored rows' prints the comparison
-        fetched (tenant_id, nkey, fp) and whether they are every row's (full comparison)."""
+        fetched (tenant_id, nkey, fp) and whether they are every row's (full comparison,
+        or `all_prints`: every row's print fetched though a sample is compared)."""
         comparer = self.comparer(comp)
         comparer.keep_target_prints = target_prints is not None
+        comparer.fetch_all_prints = all_prints
         result = comparer.run(percent, threshold, only, source_prints)
         if target_prints is not None:
             target_prints(comp, comparer.target_prints, comparer.target_prints_full)
@@ -176,10 +179,6 @@ class Validator:
                 on_component(comp.name)
 
         try:
-            if target_prints is not None:  # a sample: none for the baseline, say so at once
-                for comp in comps:
-                    if self.compare_percent(comp, percent, threshold) < 100:
-                        target_prints(comp, None)
             for comp in comps:
                 pct = self.compare_percent(comp, percent, threshold)
                 routes = reach.get(comp.name) if reach is not None else None
@@ -193,10 +192,11 @@ class Validator:
 
                 def heard(comp, table, full, fetched=fetched) -> None:
                     fetched.append(table)
-                    if target_prints is not None and full:
-                        target_prints(comp, table)
+                    if target_prints is not None:
+                        target_prints(comp, table if full else None)
 
-                result = self.compare(comp, percent, threshold, None, prints, heard)
+                all_prints = target_prints is not None  # the baseline wants every row's
+                result = self.compare(comp, percent, threshold, None, prints, heard, all_prints)
                 future = None
                 if routes is not None:
                     proven = proven_by_comparison(comp, prints, fetched[0])
