@@ -110,6 +110,19 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.record_prints (
 );
 CREATE INDEX IF NOT EXISTS record_prints_key
     ON {BOOKKEEPING_SCHEMA}.record_prints (component, tenant_id, nkey);
+-- an execute's baseline, compact: one row per (run, component, tenant, batch of keys in key
+-- order), the keys and both prints as arrays (not a heap row and two index entries a record)
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.print_batches (
+    run_id TEXT NOT NULL,
+    component TEXT NOT NULL,
+    tenant_id VARCHAR(255) NOT NULL,
+    batch INTEGER NOT NULL,
+    nkeys TEXT[] NOT NULL,
+    llmspell_keys TEXT[] NOT NULL,
+    source_fps BIGINT[] NOT NULL,
+    target_fps BIGINT[] NOT NULL,
+    PRIMARY KEY (run_id, component, tenant_id, batch)
+);
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
     run_id TEXT NOT NULL,
     component TEXT NOT NULL,
@@ -121,7 +134,7 @@ CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.preimages (
 """
 # Tenant-data tables of the bookkeeping: the written keys (rollback), the fingerprints of
 # what was written (sync's baseline) and the pre-images of rows a sync replaced or deleted.
-TENANT_TABLES = ("written_keys", "record_prints", "preimages")
+TENANT_TABLES = ("written_keys", "record_prints", "print_batches", "preimages")
 # The ledger's keys are tenant data: a role under RLS sees and writes only the rows of the
 # tenant it set, like llmspell's own tables.
 _LEDGER_POLICY = "tenant_isolation"

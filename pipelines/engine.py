@@ -205,7 +205,7 @@ class Engine:
             )
         baseline = self._start_baseline(run, result)
         try:
-            self._validate(run, result, prints)
+            self._validate(run, result, prints, baseline.offer)
         except BaseException:
             baseline.abandon()
             raise
@@ -497,10 +497,15 @@ class Engine:
             self.plan.tenants,
             self._mappers(result.preflight),
             result.run_id,
+            shared=True,  # the target prints come from validation's comparison
         )
 
     def _validate(
-        self, run: Run, result: ExecuteResult, source_prints: dict[str, str] | None = None
+        self,
+        run: Run,
+        result: ExecuteResult,
+        source_prints: dict[str, str] | None = None,
+        target_prints=None,
     ) -> None:
         t0 = time.perf_counter()
         self.emit("")
@@ -517,6 +522,7 @@ class Engine:
                 source_prints,
                 checked.reachability,
                 counter.component_done,
+                target_prints,
             )
         counter.finish()
         result.validation = report

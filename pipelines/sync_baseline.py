@@ -18,8 +18,10 @@ import threading
 from collections.abc import Iterator
 
 import duckdb
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.model.canonical import uuid_key
 from core.model.components import Component
@@ -128,10 +130,35 @@ def source_print_batches(
         )
 
 
+def target_print_values(fps: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Validation's 8-byte target prints (`row_text.target_fingerprint_expr`) as the BIGINT
+    `row_text.row_print` gives for the same row: the 8 bytes big-endian, signed."""
+    if isinstance(fps, pa.ChunkedArray):
+        fps = fps.combine_chunks()
+    fps = fps.cast(pa.binary())
+    if fps.null_count or not len(fps):
+        values = [
+            None if v is None else int.from_bytes(v, "big", signed=True) for v in fps.to_pylist()
+        ]
+        return pa.array(values, pa.int64())
+    offsets = np.frombuffer(fps.buffers()[1], dtype=np.int32)[
+        fps.offset : fps.offset + len(fps) + 1
+    ]
+    if not (np.diff(offsets) == 8).all():
+        raise ValueError("target prints are 8 bytes each")
+    data = np.frombuffer(fps.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return pa.array(data.view(">i8").astype(np.int64))
+
+
 class BaselineRecorder:
     """Records the prints of every row `run_id` inserted, in a thread, while validation runs.
 
-    Both mostly wait on PostgreSQL, each on its own connection, so on two cores they overlap.
+    The source prints are taken here (DuckDB, one scan of the file per component); the
+    target prints are the ones validation's full comparison takes anyway, handed over per
+    component with `offer` (`shared`): PostgreSQL then prints and hashes each stored row
+    once, for both. A component validation did not print in full (a sample), or any not
+    offered by the time of `commit`, has its target prints taken by the server here, as
+    before. Either way the baseline is stored compactly (`sync_ledger.print_batches`).
     The prints are written in one transaction that commits only after `commit()` (the run
     validated); `abandon()` rolls it back, cancelling a statement in flight, so a run that
     fails validation leaves no prints behind."""
@@ -145,6 +172,7 @@ class BaselineRecorder:
         tenants: list[str] | None,
         mappers: dict,
         run_id: str,
+        shared: bool = False,
     ):
         self._decided = threading.Event()
         self._keep = False
@@ -152,11 +180,40 @@ class BaselineRecorder:
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._ready = threading.Event()  # every print written, or the thread ended
         self._error: BaseException | None = None
+        self._offers: dict[str, pa.Table | None] = {}
+        self._offered = threading.Condition()
+        self._closed = not shared  # no (more) target prints will be offered
         self.written = threading.Event()  # every print written, the commit still pending
         self.recorded = 0
+        self.shared_components: list[str] = []  # whose target prints came from validation
         args = (source_read_path, target, bypass, comps, tenants, mappers, run_id)
         self._thread = threading.Thread(target=self._run, args=args, name="sync-baseline")
         self._thread.start()
+
+    def offer(self, comp: Component, target_prints: pa.Table | None) -> None:
+        """Validation's target prints of `comp` (tenant_id, nkey, fp: every stored row of
+        the tenants validated), or None when it did not print every row."""
+        with self._offered:
+            self._offers[comp.name] = target_prints
+            self._offered.notify_all()
+
+    def _close_offers(self) -> None:
+        with self._offered:
+            self._closed = True
+            self._offered.notify_all()
+
+    def _next(self, left: list[Component]) -> tuple[Component, pa.Table | None]:
+        """The next component to record, in the order their target prints are offered (a
+        sampled component's None comes first, before validation compares it), and them."""
+        with self._offered:
+            while True:
+                if self._decided.is_set() and not self._keep:
+                    raise _Abandoned
+                for comp in left:
+                    if comp.name in self._offers or self._closed:
+                        left.remove(comp)
+                        return comp, self._offers.pop(comp.name, None)
+                self._offered.wait(0.2)
 
     def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
         con = None
@@ -166,13 +223,19 @@ class BaselineRecorder:
                 self._conn = conn
                 with conn.transaction():
                     total = 0
-                    for comp in comps:  # one batch of prints in memory at a time
-                        if self._decided.is_set() and not self._keep:
-                            raise _Abandoned
-                        prints = source_print_batches(con, comp, tenants, mappers.get(comp.name))
-                        total += sync_ledger.write_prints(
-                            conn, run_id, comp, prints, bypass, ledger_only=True
-                        )
+                    left = list(comps)
+                    while left:
+                        comp, theirs = self._next(left)
+                        prints = source_prints(con, comp, tenants, mappers.get(comp.name))
+                        if theirs is None:  # the server prints the rows the run inserted
+                            total += sync_ledger.write_prints(
+                                conn, run_id, comp, prints, bypass, ledger_only=True
+                            )
+                        else:
+                            total += self._write_shared(
+                                con, conn, run_id, comp, prints, theirs, bypass
+                            )
+                            self.shared_components.append(comp.name)
                     self.written.set()
                     self._ready.set()
                     self._decided.wait()
@@ -189,9 +252,40 @@ class BaselineRecorder:
             if con is not None:
                 con.close()
 
+    @staticmethod
+    def _write_shared(con, conn, run_id, comp, prints, theirs, bypass) -> int:
+        """The baseline from source prints and validation's target prints, for the keys
+        the run's ledger holds; joined here (DuckDB), stored as a few array rows."""
+        if not prints.num_rows:
+            return 0
+        tenants = sorted(pc.unique(prints.column("tenant_id")).to_pylist())
+        ledger = sync_ledger.ledger_keys(conn, run_id, comp, tenants, bypass)
+        tgt = pa.table(
+            [
+                theirs.column("tenant_id").cast(pa.string()),
+                theirs.column("nkey").cast(pa.string()),
+                target_print_values(theirs.column("fp")),
+            ],
+            names=["tenant_id", "nkey", "target_fp"],
+        )
+        con.register("b_ledger", ledger)
+        con.register("b_src", prints)
+        con.register("b_tgt", tgt)
+        try:
+            joined = con.execute(
+                "SELECT s.tenant_id, s.nkey, s.llmspell_key, s.source_fp, t.target_fp "
+                "FROM b_ledger l JOIN b_src s USING (tenant_id, nkey) "
+                "JOIN b_tgt t USING (tenant_id, nkey)"
+            ).to_arrow_table()
+        finally:
+            for view in ("b_ledger", "b_src", "b_tgt"):
+                con.unregister(view)
+        return sync_ledger.write_print_batches(conn, run_id, comp, joined, bypass)
+
     def commit(self) -> int:
         """The run validated: commit the prints (waiting for them); returns how many.
         Interrupted while they are still being written (Ctrl-C), it abandons them."""
+        self._close_offers()
         try:
             self._ready.wait()
         except BaseException:
@@ -207,6 +301,7 @@ class BaselineRecorder:
     def abandon(self) -> None:
         """The run failed: write nothing, and stop soon."""
         self._decided.set()
+        self._close_offers()
         con = self._duck
         if con is not None:  # DuckDB's scan of the source, if that is where it is
             try:

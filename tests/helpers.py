@@ -25,6 +25,14 @@ from sources.sample_db import SampleSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 FOUR = "agent_state,workflow_state,sessions,kv_store"
+# Every stored print, whichever table holds it: a sync's (`record_prints`, a row a key) and
+# an execute's baseline (`print_batches`, a row per batch of keys): FROM {ALL_PRINTS}
+ALL_PRINTS = (
+    "(SELECT run_id, component, tenant_id, nkey, source_fp, target_fp "
+    "FROM llmspell_migrate.record_prints UNION ALL SELECT b.run_id, b.component, b.tenant_id, "
+    "u.nkey, u.source_fp, u.target_fp FROM llmspell_migrate.print_batches b, "
+    "unnest(b.nkeys, b.source_fps, b.target_fps) AS u(nkey, source_fp, target_fp)) AS prints"
+)
 
 
 def with_params(dsn: str, **params) -> str:

@@ -19,6 +19,7 @@ import pytest
 from destinations import embedded_server, target_schema
 from pipelines import api, migrate
 from tests.helpers import (
+    ALL_PRINTS,
     BIG,
     cli,
     file_hashes,
@@ -87,7 +88,7 @@ def test_validation_failure_rolls_back_everything(tmp_path, sample_sqlite, targe
         )
         assert conn.execute("SELECT count(*) FROM llmspell_migrate.written_keys").fetchone()[0] == 0
         # the sync baseline is recorded alongside validation: a failed run keeps none of it
-        prints = conn.execute("SELECT count(*) FROM llmspell_migrate.record_prints").fetchone()
+        prints = conn.execute(f"SELECT count(*) FROM {ALL_PRINTS}").fetchone()
         assert prints[0] == 0
 
 
@@ -248,10 +249,10 @@ def test_sync_baseline_is_kept_only_if_the_run_validates(
 
     plan_path = make_plan(tmp_path, sample_sqlite, target_db.dsn)
     run_id = api.execute(plan_path, target=target_db.dsn).run_id
-    count = "SELECT count(*) FROM llmspell_migrate.record_prints WHERE run_id = %s"
+    count = f"SELECT count(*) FROM {ALL_PRINTS} WHERE run_id = %s"
     with target_db.connect() as conn:
         recorded = conn.execute(count, (run_id,)).fetchone()[0]
-        conn.execute("DELETE FROM llmspell_migrate.record_prints WHERE run_id = %s", (run_id,))
+        conn.execute("DELETE FROM llmspell_migrate.print_batches WHERE run_id = %s", (run_id,))
     assert recorded > 0
     plan = load_plan(plan_path)
     comps = [cp.component for cp in plan.components]

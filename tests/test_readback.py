@@ -118,3 +118,31 @@ def _source_data_to(source, tenant: str, wf: str) -> None:
         con.commit()
     finally:
         con.close()
+
+
+def test_validation_shares_its_target_prints_with_read_back(tmp_path, migrated):
+    """In the validation stage read-back takes the value's proof from the comparison's print
+    of the very row `get` reads (PostgreSQL prints each row once) and only asks whether
+    `get` finds it, as llmspell_app; a row changed since still fails both."""
+    source, target_db = migrated
+    plan = tmp_path / "plan.toml"
+    report = api.verify(plan, full=True)
+    for c in report.components:
+        rb = c.readback
+        assert rb.role == "llmspell_app" and rb.mismatch_count == 0, c.component
+        assert rb.compared == rb.matched == rb.by_comparison == c.compared > 0, c.component
+    tenant, agent = _first(
+        source, "SELECT tenant_id, agent_id FROM agent_states ORDER BY tenant_id, agent_id"
+    )
+    with target_db.connect() as conn:
+        conn.execute(
+            "UPDATE llmspell.agent_states SET state_data = state_data || '{\"x\": 1.0}' "
+            "WHERE tenant_id = %s AND agent_id = %s",
+            (tenant, agent.split(":", 1)[1]),
+        )
+    report = api.verify(plan, full=True)
+    agents = next(c for c in report.components if c.component == "agent_state")
+    assert agents.mismatch_count == 1
+    rb = agents.readback
+    assert (rb.compared, rb.matched, rb.mismatch_count) == (120, 119, 1)
+    assert rb.by_comparison == 119 and "$.x: not in the SQLite value" in rb.mismatches[0]

@@ -24,7 +24,7 @@ from core.errors import EXIT_USAGE, MigrateError
 from pipelines import api, migrate
 from sources.memory_sample import MemorySpec
 from sources.sample_db import SampleSpec, generate
-from tests.helpers import drop_db, new_db
+from tests.helpers import ALL_PRINTS, drop_db, new_db
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = SampleSpec(
@@ -199,13 +199,12 @@ def source_hash(path: Path) -> str:
 
 def test_execute_records_what_it_wrote(world):
     with world["db"].connect() as conn:
-        (n,) = conn.execute("SELECT count(*) FROM llmspell_migrate.record_prints").fetchone()
+        (n,) = conn.execute(f"SELECT count(*) FROM {ALL_PRINTS}").fetchone()
         (m,) = conn.execute(
             "SELECT coalesce(sum(cardinality(natural_keys)), 0) FROM llmspell_migrate.written_keys"
         ).fetchone()
         (odd,) = conn.execute(
-            "SELECT count(*) FROM llmspell_migrate.record_prints WHERE target_fp IS NULL "
-            "OR source_fp IS NULL"
+            f"SELECT count(*) FROM {ALL_PRINTS} WHERE target_fp IS NULL OR source_fp IS NULL"
         ).fetchone()
     assert n == m > 0 and odd == 0
 

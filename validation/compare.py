@@ -209,6 +209,15 @@ class ComponentComparer:
         self.tenant_index = self.names.index("tenant_id")
         self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
         self.source = comp.source_from("src.", source_tables(con))
+        # The stored rows' prints the comparison fetched (every row under full comparison,
+        # else the sampled ones); with this set they are kept (`target_prints`) for
+        # read-back and the sync baseline, which then print no row again.
+        self.keep_target_prints = False
+        self.target_prints: pa.Table | None = None
+        self.target_prints_full = False
+        # fetch every stored row's print even when comparing a sample (the sync baseline
+        # needs them all: one print per row here instead of the sample's plus the server's)
+        self.fetch_all_prints = False
 
     def restrict_to(self, wanted: str) -> None:
         """Compare only the source records whose tenant and SQLite key are a row (t, k) of
@@ -424,11 +433,15 @@ class ComponentComparer:
             # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
             tgt = self.target_fingerprints(None, tenant)
             tgt_keys = tgt.select(["tenant_id", "nkey"])
+
         else:
             tgt_keys = self.target_keys(tenant)
             picked = src.filter(src.column("picked"))
             keys = [(tenant, k) for k in picked.column("nkey").to_pylist()]
             tgt = self.target_fingerprints(keys, tenant) if keys else _TARGET_PRINTS.empty_table()
+        if self.keep_target_prints:
+            kept = [self.target_prints] if self.target_prints is not None else []
+            self.target_prints = pa.concat_tables([*kept, tgt])
         con = self.con
         con.register("v_src", src)
         con.register("v_tgt_keys", tgt_keys)
@@ -482,11 +495,15 @@ class ComponentComparer:
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
         src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
+        everything = (full or self.fetch_all_prints) and only is None
+        if self.keep_target_prints:  # every tenant's, even if none
+            self.target_prints = _TARGET_PRINTS.empty_table()
+            self.target_prints_full = everything
         differing: list[tuple[str, str, str]] = []
         # One tenant at a time: memory follows the largest tenant, not the component.
         for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
             part = src.filter(pc.equal(src.column("tenant_id"), tenant))
-            differing += self._compare_tenant(tenant, part, full and only is None, result)
+            differing += self._compare_tenant(tenant, part, everything, result)
         real = 0
         for i, (tenant, nkey, lkey) in enumerate(differing):
             if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is

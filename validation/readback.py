@@ -65,6 +65,9 @@ class Readback:
     mismatches: list[str] = field(default_factory=list)
     role: str = APP_ROLE
     decoded: int = 0  # records PostgreSQL did not match, compared the slow way
+    # records whose value the comparison matched in the row `get` reads: only found, as
+    # llmspell finds it, not printed again
+    by_comparison: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -134,6 +137,16 @@ class Replayer:
                     out[idents[ident]] = val
         return out
 
+    def present(self, tenant: str, table: str, idents: list[str]) -> list[int]:
+        """Positions (0-based) in `idents` whose row in `table` `get` finds under `tenant`
+        (one index lookup each, as llmspell reads; nothing printed)."""
+        try:
+            with self.as_llmspell(tenant):
+                rows = self.conn.execute(_present_query(table), (idents, tenant)).fetchall()
+        except (psycopg.DataError, UnicodeError):  # a key it cannot take: the slow way
+            return []
+        return [n - 1 for (n,) in rows]
+
     def matching(self, tenant: str, table: str, idents: list[str], prints: list) -> list[int]:
         """Positions (0-based) in `idents` whose row in `table`, found as `get` finds it
         under `tenant`, holds a value with the given print; decided by PostgreSQL."""
@@ -164,6 +177,21 @@ def _match_query(table: str) -> sql.Composed:
         "AND t.{col} = u.ident::{key_type} LIMIT 1) t WHERE t.fp = u.fp"
     ).format(
         fp=target_fingerprint_expr([comp.column(VALUE_COLUMN[table])]),
+        table=sql.Identifier(table),
+        col=sql.Identifier(column),
+        key_type=sql.SQL(comp.column(column).pg_type),
+    )
+
+
+def _present_query(table: str) -> sql.Composed:
+    """Positions (1-based) whose row `get` finds (`_match_query` without the print)."""
+    comp = _component_of(table)
+    column = GET_COLUMN[table]
+    return sql.SQL(
+        "SELECT u.n FROM unnest(%b::text[]) WITH ORDINALITY AS u(ident, n) "
+        "CROSS JOIN LATERAL (SELECT 1 FROM llmspell.{table} t WHERE t.tenant_id = %s "
+        "AND t.{col} = u.ident::{key_type} LIMIT 1) t"
+    ).format(
         table=sql.Identifier(table),
         col=sql.Identifier(column),
         key_type=sql.SQL(comp.column(column).pg_type),
@@ -219,12 +247,20 @@ def readback(
     percent: float,
     tenants: list[str] | None,
     prints: pa.Table | None = None,
+    proven: pa.Array | None = None,
 ) -> Readback:
     """Replay `get` for the sampled keys of one component and compare with SQLite.
     `prints` are the component's source fingerprints if computed ahead with read-back's
-    columns for this key layout; otherwise they are read from `db` here."""
+    columns for this key layout; otherwise they are read from `db` here. `proven` (per row
+    of `prints`, `validation.stage.proven_by_comparison`): records whose value validation's
+    comparison already matched in the very row `get` reads; for those PostgreSQL is only
+    asked whether `get` finds the row (as llmspell, under RLS), no value printed again."""
     if prints is None or (prints.schema.metadata or {}).get(GET_LAYOUT) != reach.layout.encode():
         prints = source_gets(db, comp, reach.layout, percent, tenants)
+        proven = None
+    if proven is None:
+        proven = pa.array([False] * prints.num_rows, pa.bool_())
+    prints = prints.append_column("proven", proven)
     replayer = Replayer(conn)
     result = Readback(comp.name, role=replayer.role)
     skip = {(x.tenant_id, x.key) for x in reach.unreachable}
@@ -235,16 +271,21 @@ def readback(
         tables = mine.column("get_table").to_pylist()
         idents = mine.column("get_ident").to_pylist()
         fps = mine.column("value_fp").to_pylist()
+        known = mine.column("proven").to_pylist()
         same: set[int] = set()
         for table in {t for t in tables if t is not None}:
-            at = [i for i, t in enumerate(tables) if t == table]
-            for start in range(0, len(at), _CHUNK):
-                interrupts.check()  # a worker thread: Ctrl-C reaches it only this way
-                part = at[start : start + _CHUNK]
-                found = replayer.matching(
-                    tenant, table, [idents[i] for i in part], [fps[i] for i in part]
-                )
-                same.update(part[n] for n in found)
+            for by_comparison in (True, False):
+                at = [i for i, t in enumerate(tables) if t == table and known[i] == by_comparison]
+                for start in range(0, len(at), _CHUNK):
+                    interrupts.check()  # a worker thread: Ctrl-C reaches it only this way
+                    part = at[start : start + _CHUNK]
+                    keys = [idents[i] for i in part]
+                    if by_comparison:
+                        found = replayer.present(tenant, table, keys)
+                        result.by_comparison += len(found)
+                    else:
+                        found = replayer.matching(tenant, table, keys, [fps[i] for i in part])
+                    same.update(part[n] for n in found)
         result.compared += len(lkeys)
         result.matched += len(same)
         if len(same) < len(lkeys):  # the key `get` reads, for the records left undecided

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import duckdb
+import numpy as np
 import psycopg
 import pyarrow as pa
 
@@ -115,9 +117,19 @@ class Validator:
         threshold: int,
         only: set[tuple[str, str]] | None = None,
         source_prints: pa.Table | None = None,
+        target_prints: Callable[[Component, pa.Table, bool], None] | None = None,
+        all_prints: bool = False,
     ) -> ComponentResult:
+        """Compare `comp`; `target_prints` hears the stored rows' prints the comparison
+        fetched (tenant_id, nkey, fp) and whether they are every row's (full comparison,
+        or `all_prints`: every row's print fetched though a sample is compared)."""
         comparer = self.comparer(comp)
+        comparer.keep_target_prints = target_prints is not None
+        comparer.fetch_all_prints = all_prints
         result = comparer.run(percent, threshold, only, source_prints)
+        if target_prints is not None:
+            target_prints(comp, comparer.target_prints, comparer.target_prints_full)
+            comparer.target_prints = None
         if only is None and comp.vector_column is not None:
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
             result.knn_queries = knn.queries
@@ -140,16 +152,32 @@ class Validator:
         source_print_files: dict[str, str] | None = None,
         reach: dict[str, Reachability] | None = None,
         on_component: Callable[[str], None] | None = None,
+        target_prints: Callable[[Component, pa.Table | None], None] | None = None,
     ) -> ValidationReport:
         """Validate each component; `source_print_files` (from `source_prints_to_files`) are
         read one component at a time, memory-mapped. With `reach` (the key routing of every
         record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
-        `on_component` hears each component validated (for progress)."""
+        `on_component` hears each component validated (for progress); `target_prints`,
+        the target prints its comparison fetched (`compare`), for the sync baseline."""
         started = time.perf_counter()
         report = ValidationReport()
-        # A component's read-back runs on its own connection beside its comparison (DuckDB
-        # and psycopg both wait on PostgreSQL without the GIL): the server's cores work at once.
+        # The comparison fetches each stored row's print once; read-back (and the sync
+        # baseline, `target_prints`) take theirs from it instead of printing rows again. A
+        # component's read-back then runs on its own connection beside the next component's
+        # comparison (DuckDB and psycopg both wait on PostgreSQL without the GIL).
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
+        pending: list = []  # (component, its result, its read-back running)
+
+        def settle() -> None:
+            comp, result, future = pending.pop()
+            if future is not None:
+                result.readback = future.result()
+            report.components.append(result)
+            if comp.name == "artifacts":  # and the content they refer to, bytes included
+                report.components.append(self.compare_content(comps, percent, threshold))
+            if on_component is not None:
+                on_component(comp.name)
+
         try:
             for comp in comps:
                 pct = self.compare_percent(comp, percent, threshold)
@@ -160,17 +188,24 @@ class Validator:
                 else:  # one pass for the comparison and read-back's prints
                     layout = routes.layout if routes is not None else None
                     prints = self.comparer(comp, layout).source_fingerprints(pct, None)
+                fetched: list[pa.Table] = []
+
+                def heard(comp, table, full, fetched=fetched) -> None:
+                    fetched.append(table)
+                    if target_prints is not None:
+                        target_prints(comp, table if full else None)
+
+                all_prints = target_prints is not None  # the baseline wants every row's
+                result = self.compare(comp, percent, threshold, None, prints, heard, all_prints)
                 future = None
                 if routes is not None:
-                    future = pool.submit(self.readback, comp, routes, pct, prints)
-                result = self.compare(comp, percent, threshold, None, prints)
-                if future is not None:
-                    result.readback = future.result()
-                report.components.append(result)
-                if comp.name == "artifacts":  # and the content they refer to, bytes included
-                    report.components.append(self.compare_content(comps, percent, threshold))
-                if on_component is not None:
-                    on_component(comp.name)
+                    proven = proven_by_comparison(comp, prints, fetched[0])
+                    future = pool.submit(self.readback, comp, routes, pct, prints, proven)
+                if pending:
+                    settle()
+                pending.append((comp, result, future))
+            if pending:
+                settle()
         finally:  # a failure or Ctrl-C does not wait for a read-back still running
             pool.shutdown(wait=False, cancel_futures=True)
         report.seconds = time.perf_counter() - started
@@ -181,14 +216,19 @@ class Validator:
         return self.comparer(comp).effective_percent(percent, threshold)
 
     def readback(
-        self, comp: Component, reach: Reachability, percent: float, prints: pa.Table | None
+        self,
+        comp: Component,
+        reach: Reachability,
+        percent: float,
+        prints: pa.Table | None,
+        proven: pa.Array | None = None,
     ):
         """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
         with (
             SourceDB(self.source_read_path, snapshot=False) as db,
             psycopg.connect(self.target_dsn) as conn,
         ):
-            return readback(db, conn, comp, reach, percent, self.tenants, prints)
+            return readback(db, conn, comp, reach, percent, self.tenants, prints, proven)
 
     def compare_content(
         self, comps: list[Component], percent: float, threshold: int
@@ -217,6 +257,35 @@ class Validator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def proven_by_comparison(comp: Component, prints: pa.Table, target: pa.Table) -> pa.Array:
+    """Per source print (row of `prints`): whether the comparison already proved the value
+    llmspell's `get` must find. So when `get` reads the very row compared (its table, under
+    the row's own key: (tenant_id, key) is unique there) and that row's print, which covers
+    the value column's canonical text, matched the source's. Read-back then only checks
+    that `get` finds the row as llmspell does (its role, the tenant set), printing nothing."""
+    if "get_table" not in prints.column_names or not prints.num_rows:
+        return pa.array([False] * prints.num_rows, pa.bool_())
+    src = prints.select(["tenant_id", "nkey", "picked", "fp", "get_table", "get_ident"])
+    src = src.append_column("i", pa.array(np.arange(prints.num_rows)))
+    con = duckdb.connect()
+    try:
+        con.register("p", src)
+        con.register("t", target)
+        return (
+            con.execute(
+                "SELECT coalesce(p.picked AND p.get_table = ? AND p.get_ident = p.nkey "
+                "AND p.fp = t.fp, false) FROM p LEFT JOIN t USING (tenant_id, nkey) "
+                "ORDER BY p.i",
+                [comp.pg_table],
+            )
+            .to_arrow_table()
+            .column(0)
+            .combine_chunks()
+        )
+    finally:
+        con.close()
 
 
 def source_prints_to_files(
