@@ -6,6 +6,7 @@ Fixtures live in conftest.py and use these; test files import from here."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from destinations import target_schema
 from pipelines import api, migrate
 from sources.sample_db import SampleSpec, generate
+from tests.llmspell_writes import SESSION, SqliteBackend
 
 REPO = Path(__file__).resolve().parents[1]
 FOUR = "agent_state,workflow_state,sessions,kv_store"
@@ -257,3 +260,71 @@ def only_error(err: str, *needles: str, anywhere: bool = False) -> tuple[str, st
     for needle in needles:
         assert needle in (error + fix if anywhere else error), lines
     return error, fix
+
+
+# -- fleets: installations whose tenants and keys collide as they stand ----------------
+FLEET_MAPS = {  # three installations mapped apart (tests/test_fleet.py, test_dagster.py)
+    "team-a": {"tenant_map": {"system": "team-a-system", "default": "team-a"}},
+    "team-b": {"tenant_prefix": "team-b-"},
+    "team-c": {"tenant_map": {"system": "team-c-system", "default": "team-c"}},
+}
+
+
+def fleet_installation(path: Path, n: int) -> Path:
+    """An installation as llmspell leaves it: the kernel's `system` tenant and the app's
+    `default`, with the same keys every other installation uses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = SqliteBackend(path)
+    for tenant in ("system", "default"):
+        db.set_agent(tenant, "agent:worker:a2", json.dumps({"inst": n, "tenant": tenant}))
+        db.set_agent(tenant, "agent:r1", json.dumps({"router": n}))
+        db.save_workflow(tenant, "wf-ok", json.dumps({"status": "running", "inst": n}))
+        db.save_session(tenant, SESSION, json.dumps({"inst": n, "messages": []}))
+        db.set_kv(tenant, "config:theme", f"theme-{n}".encode())
+    db.set_kv("default", "tenant:default:prefs", f"prefs-{n}".encode())  # a tenant-scoped key
+    db.conn.execute(
+        "INSERT INTO procedural_patterns (pattern_id, tenant_id, scope, key, value) "
+        "VALUES (?, 'default', 'tenant:default', 'tool', 'search')",
+        (uuid.uuid4().hex,),
+    )
+    db.close()
+    return path
+
+
+def fleet_manifest(
+    tmp_path: Path, dsn: str, entries: dict[str, dict], name: str = "fleet.yaml"
+) -> Path:
+    """A fleet manifest of `entries` (name -> installation keys) into `dsn`."""
+    doc = {
+        "target": {"connection": dsn},
+        "components": "all",
+        "validation": {"checksum_sample_percent": 100},
+        "installations": [{"name": n, **e} for n, e in entries.items()],
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def three_installations(tmp_path: Path) -> dict[str, Path]:
+    """team-a, team-b, team-c: the same tenants and keys, as real installations have."""
+    return {
+        name: fleet_installation(tmp_path / name / "llmspell.db", i)
+        for i, name in enumerate(("team-a", "team-b", "team-c"), start=1)
+    }
+
+
+def as_llmspell(db, tenant: str, sql: str, *args):
+    """Read as llmspell's PostgreSQL backend does: llmspell_app, app.current_tenant_id set."""
+    with db.connect(app=True) as conn:
+        conn.execute("SELECT set_config('app.current_tenant_id', %s, false)", (tenant,))
+        return conn.execute(sql, args or None).fetchall()
+
+
+def run_cli_json(argv: list[str], capsys) -> tuple[int, dict | str]:
+    """The CLI in this process: (exit code, its --json report, else everything it printed)."""
+    code, out, err = run_cli(capsys, *argv)
+    try:
+        return code, json.loads(out)
+    except ValueError:
+        return code, out + err

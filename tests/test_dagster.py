@@ -9,7 +9,10 @@ import pytest
 
 dg = pytest.importorskip("dagster")
 
-from tests.test_fleet import MAPS, as_llmspell, manifest, three  # noqa: E402
+from tests.helpers import FLEET_MAPS as MAPS  # noqa: E402
+from tests.helpers import as_llmspell  # noqa: E402
+from tests.helpers import fleet_manifest as manifest  # noqa: E402
+from tests.helpers import three_installations as three  # noqa: E402
 
 
 def test_two_partitions_materialize_in_process(tmp_path, target_db, monkeypatch):

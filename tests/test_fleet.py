@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import yaml
@@ -18,87 +17,27 @@ from pipelines import api, migrate
 from pipelines.fleet import Fleet
 from sources.sample_db import SampleSpec
 from tests.conftest import sample_file
-from tests.llmspell_writes import SESSION, SqliteBackend
+from tests.helpers import FLEET_MAPS as MAPS
+from tests.helpers import as_llmspell, fleet_installation, fleet_manifest, run_cli_json
+from tests.helpers import three_installations as three
+from tests.llmspell_writes import SESSION
 
 REPO = Path(__file__).resolve().parents[1]
-MAPS = {
-    "team-a": {"tenant_map": {"system": "team-a-system", "default": "team-a"}},
-    "team-b": {"tenant_prefix": "team-b-"},
-    "team-c": {"tenant_map": {"system": "team-c-system", "default": "team-c"}},
-}
-
-
-def installation(path: Path, n: int) -> Path:
-    """An installation as llmspell leaves it: the kernel's `system` tenant and the app's
-    `default`, with the same keys every other installation uses."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = SqliteBackend(path)
-    for tenant in ("system", "default"):
-        db.set_agent(tenant, "agent:worker:a2", json.dumps({"inst": n, "tenant": tenant}))
-        db.set_agent(tenant, "agent:r1", json.dumps({"router": n}))
-        db.save_workflow(tenant, "wf-ok", json.dumps({"status": "running", "inst": n}))
-        db.save_session(tenant, SESSION, json.dumps({"inst": n, "messages": []}))
-        db.set_kv(tenant, "config:theme", f"theme-{n}".encode())
-    db.set_kv("default", "tenant:default:prefs", f"prefs-{n}".encode())  # a tenant-scoped key
-    db.conn.execute(
-        "INSERT INTO procedural_patterns (pattern_id, tenant_id, scope, key, value) "
-        "VALUES (?, 'default', 'tenant:default', 'tool', 'search')",
-        (uuid.uuid4().hex,),
-    )
-    db.close()
-    return path
-
-
-def manifest(tmp_path: Path, dsn: str, entries: dict[str, dict], name="fleet.yaml") -> Path:
-    doc = {
-        "target": {"connection": dsn},
-        "components": "all",
-        "validation": {"checksum_sample_percent": 100},
-        "installations": [{"name": n, **e} for n, e in entries.items()],
-    }
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def three(tmp_path: Path) -> dict[str, Path]:
-    return {
-        name: installation(tmp_path / name / "llmspell.db", i)
-        for i, name in enumerate(("team-a", "team-b", "team-c"), start=1)
-    }
-
-
-def as_llmspell(db, tenant: str, sql: str, *args):
-    """Read as llmspell's PostgreSQL backend does: llmspell_app, app.current_tenant_id set."""
-    with db.connect(app=True) as conn:
-        conn.execute("SELECT set_config('app.current_tenant_id', %s, false)", (tenant,))
-        return conn.execute(sql, args or None).fetchall()
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, dict | str]:
-    code = migrate.run(argv)
-    got = capsys.readouterr()
-    try:
-        return code, json.loads(got.out)
-    except ValueError:
-        return code, got.out + got.err
-
-
 def test_three_colliding_installations_consolidated_with_maps(tmp_path, target_db, capsys):
     srcs = three(tmp_path)
     # As they stand, their tenants and keys collide: refused, naming both, nothing written.
-    bare = manifest(
+    bare = fleet_manifest(
         tmp_path, target_db.dsn, {n: {"source": str(p)} for n, p in srcs.items()}, "bare.yaml"
     )
-    code, doc = run_cli(["fleet", "execute", "--manifest", str(bare), "--json"], capsys)
+    code, doc = run_cli_json(["fleet", "execute", "--manifest", str(bare), "--json"], capsys)
     assert code == 2, doc
     assert "'team-a' and 'team-b'" in doc["error"]["message"]
     assert target_db.count("agent_states") == 0
 
-    m = manifest(
+    m = fleet_manifest(
         tmp_path, target_db.dsn, {n: {"source": str(p), **MAPS[n]} for n, p in srcs.items()}
     )
-    code, planned = run_cli(["fleet", "plan", "--manifest", str(m), "--json"], capsys)
+    code, planned = run_cli_json(["fleet", "plan", "--manifest", str(m), "--json"], capsys)
     assert code == 0, planned
     a = next(i for i in planned["installations"] if i["name"] == "team-a")
     assert {t["source"]: t["target"] for t in a["tenants"]} == {
@@ -109,7 +48,7 @@ def test_three_colliding_installations_consolidated_with_maps(tmp_path, target_d
     assert plan_a["target"]["tenant_map"] == {"system": "team-a-system", "default": "team-a"}
     assert "password" not in Path(a["plan"]).read_text()
 
-    code, done = run_cli(
+    code, done = run_cli_json(
         ["fleet", "execute", "--manifest", str(m), "--parallel", "2", "--json"], capsys
     )
     assert code == 0, done
@@ -163,9 +102,9 @@ def test_three_colliding_installations_consolidated_with_maps(tmp_path, target_d
     out_dir = tmp_path / "fleet.fleet"
     for name in srcs:
         assert api.verify(out_dir / name / "plan.yaml", full=True).passed
-    code, status = run_cli(["fleet", "status", "--manifest", str(m), "--json"], capsys)
+    code, status = run_cli_json(["fleet", "status", "--manifest", str(m), "--json"], capsys)
     assert code == 0 and all(i["status"] == "migrated" for i in status["installations"])
-    code, again = run_cli(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
+    code, again = run_cli_json(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
     assert code == 0 and all(i.get("skipped") for i in again["installations"])
     assert target_db.count("agent_states") == 12
 
@@ -187,15 +126,15 @@ def test_corrupt_installation_fails_alone(tmp_path, target_db, capsys):
     bad.write_bytes(b"this is not an sqlite database" * 200)
     entries = {n: {"source": str(p), **MAPS[n]} for n, p in srcs.items() if n != "team-c"}
     entries["team-x"] = {"source": str(bad), "tenant_prefix": "x-"}
-    m = manifest(tmp_path, target_db.dsn, entries)
-    code, done = run_cli(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
+    m = fleet_manifest(tmp_path, target_db.dsn, entries)
+    code, done = run_cli_json(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
     assert code == 1, done
     status = {i["name"]: i for i in done["installations"]}
     assert status["team-a"]["status"] == status["team-b"]["status"] == "migrated"
     assert status["team-x"]["status"] == "failed"
     assert "not a readable SQLite database" in status["team-x"]["error"]
     assert target_db.count("agent_states") == 8
-    code, st = run_cli(["fleet", "status", "--manifest", str(m)], capsys)
+    code, st = run_cli_json(["fleet", "status", "--manifest", str(m)], capsys)
     assert code == 1 and "team-x" in st and "failed" in st
 
 
@@ -214,8 +153,8 @@ def test_manifest_errors_are_exit_2_before_anything_is_written(tmp_path, target_
         ({"team-a": {"source": a}, "team-b": {"source": a, "tenant_prefix": "b-"}}, "both read"),
     ]
     for entries, said in cases:
-        m = manifest(tmp_path, target_db.dsn, entries)
-        code, out = run_cli(["fleet", "plan", "--manifest", str(m)], capsys)
+        m = fleet_manifest(tmp_path, target_db.dsn, entries)
+        code, out = run_cli_json(["fleet", "plan", "--manifest", str(m)], capsys)
         assert code == 2
         assert said in str(out), (entries, out)
     dup = tmp_path / "dup.yaml"
@@ -225,7 +164,8 @@ def test_manifest_errors_are_exit_2_before_anything_is_written(tmp_path, target_
     )
     assert migrate.run(["fleet", "plan", "--manifest", str(dup)]) == 2
     assert "listed twice" in capsys.readouterr().err
-    pw = manifest(tmp_path, "postgresql://u:hunter2pw@localhost/db", {"team-a": {"source": a}})
+    leaky = "postgresql://u:hunter2pw@localhost/db"
+    pw = fleet_manifest(tmp_path, leaky, {"team-a": {"source": a}})
     assert migrate.run(["fleet", "plan", "--manifest", str(pw)]) == 2
     err = capsys.readouterr().err
     assert "password" in err and "hunter2pw" not in err
@@ -236,8 +176,8 @@ def test_manifest_errors_are_exit_2_before_anything_is_written(tmp_path, target_
 def test_an_interrupted_fleet_resumes(tmp_path, target_db, capsys):
     big = tmp_path / "big" / "llmspell.db"
     sample_file(big, SampleSpec(agents=4000, workflows=50, sessions=50, kv=50, tenants=2, seed=3))
-    small = installation(tmp_path / "small" / "llmspell.db", 1)
-    m = manifest(
+    small = fleet_installation(tmp_path / "small" / "llmspell.db", 1)
+    m = fleet_manifest(
         tmp_path,
         target_db.dsn,
         {
@@ -277,10 +217,10 @@ def test_an_interrupted_fleet_resumes(tmp_path, target_db, capsys):
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    code, st = run_cli(["fleet", "status", "--manifest", str(m), "--json"], capsys)
+    code, st = run_cli_json(["fleet", "status", "--manifest", str(m), "--json"], capsys)
     state = {i["name"]: i["status"] for i in st["installations"]}
     assert state == {"big": "interrupted", "small": "not started"}, st
-    code, done = run_cli(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
+    code, done = run_cli_json(["fleet", "execute", "--manifest", str(m), "--json"], capsys)
     assert code == 0, done
     last = json.loads((fleet.layout.last("big")).read_text())
     assert last["report"]["resumed_run"] is True
@@ -294,7 +234,7 @@ def test_an_interrupted_fleet_resumes(tmp_path, target_db, capsys):
 
 def test_sync_after_a_change_in_one_installation(tmp_path, target_db, capsys):
     srcs = three(tmp_path)
-    m = manifest(
+    m = fleet_manifest(
         tmp_path, target_db.dsn, {n: {"source": str(p), **MAPS[n]} for n, p in srcs.items()}
     )
     assert migrate.run(["fleet", "execute", "--manifest", str(m)]) == 0
@@ -310,7 +250,7 @@ def test_sync_after_a_change_in_one_installation(tmp_path, target_db, capsys):
     )
     c.commit()
     c.close()
-    code, synced = run_cli(["fleet", "sync", "--manifest", str(m), "--json"], capsys)
+    code, synced = run_cli_json(["fleet", "sync", "--manifest", str(m), "--json"], capsys)
     assert code == 0, synced
     rows = as_llmspell(
         target_db,
@@ -327,13 +267,13 @@ def test_sync_after_a_change_in_one_installation(tmp_path, target_db, capsys):
             target_db, tenant, "SELECT value FROM llmspell.kv_store WHERE key = 'config:theme'"
         )
         assert bytes(rows[0][0]) == f"theme-{n}".encode()
-    code, st = run_cli(["fleet", "status", "--manifest", str(m), "--json"], capsys)
+    code, st = run_cli_json(["fleet", "status", "--manifest", str(m), "--json"], capsys)
     assert code == 0
     assert all(i.get("in_sync_since") for i in st["installations"])
 
 
 def test_tenant_map_on_a_single_plan_and_collisions(tmp_path, target_db, capsys):
-    src = installation(tmp_path / "one.db", 1)
+    src = fleet_installation(tmp_path / "one.db", 1)
     plan = tmp_path / "p.yaml"
     code = migrate.run(
         [
