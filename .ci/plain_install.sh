@@ -27,4 +27,9 @@ PY
 grep -q "found_by" plan.yaml
 "$cli" execute --plan plan.yaml --dry-run
 "$cli" fleet --help >/dev/null
+# Dagster is an extra: without it its module says how to install it, nothing else needs it
+if "$work/venv/bin/python" -c "import pipelines.dagster_defs" 2>dagster.err; then
+    echo "pipelines.dagster_defs imported without the dagster extra" >&2; exit 1
+fi
+grep -q "pip install 'llmspell-migrate\[dagster\]'" dagster.err
 echo "plain install: --help, plan (found the database itself) and --dry-run ran"

@@ -31,7 +31,13 @@ dlt's load), which a bare dlt asset would skip.
 import os
 from pathlib import Path
 
-import dagster as dg
+try:  # an optional extra: the plain install runs every other command without it
+    import dagster as dg
+except ImportError as exc:
+    raise ImportError(
+        "pipelines.dagster_defs needs Dagster, an optional extra of llmspell-migrate. "
+        "Install it with: pip install 'llmspell-migrate[dagster]'"
+    ) from exc
 
 from pipelines.fleet import ENV_FLEET, MIGRATED, Fleet, load_manifest
 
