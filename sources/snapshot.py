@@ -16,8 +16,11 @@ Every reader works on a snapshot, never on the user's file: SQLite readers creat
   after: when llmspell opened it and wrote meanwhile, the copy is taken again through the
   backup API. (A hard link would be cheaper, but a link shares the file llmspell may write
   to mid-run.)
-- A hot rollback journal (a writer died mid-transaction) is copied with the database and
-  replayed into the private copy, so the snapshot holds only committed data.
+- A database in rollback-journal mode that is being written (a `-journal` comes and goes,
+  or the file changes during the copy) is read through SQLite's backup API, under a shared
+  lock (rollback mode has no `-shm`: nothing of the user's is written). A hot journal (a
+  writer died mid-transaction: journal and file hold still) is copied with the database
+  and replayed into the private copy, so the snapshot holds only committed data.
 
 An installation may keep its records in more than one file (the main database and RAG's
 vectors database): `merge` adds the tables of further snapshots into the first, so every
@@ -30,7 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -115,18 +118,32 @@ def _wal_header(path: Path) -> bytes | None:
 
 
 def _copy_with_wal(original: Path, snap: Path) -> bool:
-    """Main file, then WAL, as files; True when the WAL was not restarted meanwhile."""
+    """Main file, then WAL, as files; True when the copy is of one commit: the WAL was not
+    restarted meanwhile (or, with no WAL, the main file did not change)."""
     wal, snap_wal = Path(f"{original}-wal"), Path(f"{snap}-wal")
     before = _wal_header(wal)
+    if before is None:
+        return _stamped_copy(original, snap)
     shutil.copyfile(original, snap)
-    if before is not None:
-        try:
-            shutil.copyfile(wal, snap_wal)
-        except FileNotFoundError:  # checkpointed and removed meanwhile
-            return False
-        _private(snap_wal)
     _private(snap)
-    return before == _wal_header(wal) and before == _wal_header(snap_wal)
+    try:
+        shutil.copyfile(wal, snap_wal)
+    except FileNotFoundError:  # checkpointed and removed meanwhile
+        return False
+    _private(snap_wal)
+    return before == _wal_header(wal) == _wal_header(snap_wal)
+
+
+def _stamped_copy(original: Path, snap: Path) -> bool:
+    """The file as it is, when no WAL or journal was there and its size and change time held
+    still: nobody wrote it during the copy."""
+    journal, wal = Path(f"{original}-journal"), Path(f"{original}-wal")
+    before = _stamp(original)
+    if journal.exists():
+        return False
+    shutil.copyfile(original, snap)
+    _private(snap)
+    return not (wal.exists() or journal.exists()) and _stamp(original) == before
 
 
 def _fold_wal(snap: Path) -> None:
@@ -141,25 +158,44 @@ def _fold_wal(snap: Path) -> None:
         Path(f"{snap}{side}").unlink(missing_ok=True)
 
 
-def take(original: Path, snap: Path) -> Snapshot:
-    """A consistent private copy of `original` at `snap` (see the module docstring)."""
+def _replay_copy(original: Path, snap: Path) -> Snapshot | None:
+    """A rollback journal that holds still beside a file that holds still: a writer died
+    mid-transaction (a hot journal), and the main file may hold its uncommitted pages.
+    With the journal beside the copy, SQLite rolls the copy back to the committed state;
+    the source is untouched. None when either file moved (a writer is at work)."""
     journal = Path(f"{original}-journal")
-    if journal.exists() and journal.stat().st_size > 0 and not _is_live(original):
+    try:
+        before = (_stamp(original), _stamp(journal))
         shutil.copyfile(original, snap)
         shutil.copyfile(journal, Path(f"{snap}-journal"))
-        _private(snap)
-        _replay_hot_journal(snap, original)
-        return Snapshot(snap, hot_journal=True)
-    for _ in range(COPY_TRIES):
-        if _is_live(original):
-            break
-        before = _stamp(original)
-        shutil.copyfile(original, snap)
-        _private(snap)
-        if not _is_live(original) and _stamp(original) == before:
-            return Snapshot(snap)
+        if (_stamp(original), _stamp(journal)) != before:
+            return None
+    except FileNotFoundError:  # the journal went: its transaction ended
+        Path(f"{snap}-journal").unlink(missing_ok=True)
+        return None
+    _private(snap)
+    _replay_hot_journal(snap, original)
+    return Snapshot(snap, hot_journal=True)
+
+
+def _has_journal(original: Path) -> bool:
+    journal = Path(f"{original}-journal")
     try:
-        for _ in range(LIVE_TRIES):
+        return journal.stat().st_size > 0 and not _is_live(original)
+    except FileNotFoundError:
+        return False
+
+
+def take(original: Path, snap: Path) -> Snapshot:
+    """A consistent private copy of `original` at `snap` (see the module docstring)."""
+    for _ in range(COPY_TRIES if not _is_live(original) else 0):
+        if _stamped_copy(original, snap):
+            return Snapshot(snap)
+    if _has_journal(original) and (replayed := _replay_copy(original, snap)):
+        return replayed
+    try:
+        # Open in llmspell (or written all along): file copies first, SQLite's reader last.
+        for _ in range(LIVE_TRIES if _is_live(original) else 0):
             if _copy_with_wal(original, snap):
                 _fold_wal(snap)
                 return Snapshot(snap, live=True)
@@ -174,14 +210,6 @@ def take(original: Path, snap: Path) -> Snapshot:
 
 
 # -- several files, one snapshot ---------------------------------------------------------
-@dataclass
-class Origin:
-    """Where a table's records came from: (file, rows) per file that held any."""
-
-    table: str
-    files: list[tuple[Path, int]] = field(default_factory=list)
-
-
 def _tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
     rows = conn.execute(
         f"SELECT name, sql FROM {schema}.sqlite_master WHERE type = 'table' "
@@ -194,8 +222,8 @@ def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f'PRAGMA {schema}.table_info("{table}")')]
 
 
-def _count(conn: sqlite3.Connection, schema: str, table: str) -> int:
-    return conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]
+def _has_rows(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    return conn.execute(f'SELECT EXISTS (SELECT 1 FROM {schema}."{table}")').fetchone()[0] == 1
 
 
 def merge(
@@ -204,32 +232,29 @@ def merge(
     keys: dict[str, tuple[str, ...]],
     linked: dict[str, str],
     first: Path,
-) -> dict[str, Origin]:
+) -> dict[str, list[Path]]:
     """Add the records of each `(original, snapshot)` in `others` into the snapshot `target`
     (the snapshot of `first`).
 
     `keys`: table -> the columns naming a record (tenant and key): records of one table from
     two files are merged only when no key is in both. `linked`: a table whose rows are
     joined to another's by rowid (`vec_embeddings_<dim>` -> `vector_metadata`): their rowids
-    move together. Tables no component reads are left out."""
+    move together. Tables no component reads are left out. Returns, per merged table, the
+    files holding its records."""
     conn = sqlite3.connect(target)
-    origins: dict[str, Origin] = {}
+    holders: dict[str, list[Path]] = {}
     try:
-        for table in _tables(conn, "main"):
-            n = _count(conn, "main", table)
-            if n:
-                origins.setdefault(table, Origin(table)).files.append((first, n))
         for original, snap in others:
             conn.execute("ATTACH DATABASE ? AS other", (_ro_uri(snap),))
             try:
-                _merge_one(conn, original, first, keys, linked, origins)
+                _merge_one(conn, original, first, keys, linked, holders)
                 conn.commit()
             finally:
                 conn.rollback()
                 conn.execute("DETACH DATABASE other")
     finally:
         conn.close()
-    return origins
+    return holders
 
 
 def _merge_one(
@@ -238,7 +263,7 @@ def _merge_one(
     first: Path,
     keys: dict[str, tuple[str, ...]],
     linked: dict[str, str],
-    origins: dict[str, Origin],
+    holders: dict[str, list[Path]],
 ) -> None:
     theirs = _tables(conn, "other")
     ours = _tables(conn, "main")
@@ -246,15 +271,16 @@ def _merge_one(
     parents = [t for t in theirs if t in keys and t not in linked]
     children = [t for t in theirs if t in linked]
     for table in parents + children:
-        n = _count(conn, "other", table)
-        if not n:
+        if not _has_rows(conn, "other", table):
             continue
         if table not in ours:
             conn.execute(theirs[table])
             ours[table] = theirs[table]
-        where = origins.setdefault(table, Origin(table))
-        if table in keys and any(rows for _, rows in where.files):
-            _refuse_collisions(conn, table, keys[table], [f for f, _ in where.files], original)
+        elif table not in holders and _has_rows(conn, "main", table):
+            holders[table] = [first]
+        held = holders.setdefault(table, [])
+        if table in keys and held:
+            _refuse_collisions(conn, table, keys[table], held, original)
         mine, other_cols = _columns(conn, "main", table), _columns(conn, "other", table)
         missing = [c for c in other_cols if c not in mine]
         if missing:
@@ -288,7 +314,7 @@ def _merge_one(
                 f"by side: {exc}",
                 "Keep one copy of those records, or plan each file on its own.",
             ) from None
-        where.files.append((original, n))
+        held.append(original)
 
 
 def _top_rowid(conn: sqlite3.Connection, tables: list[str]) -> int:

@@ -152,8 +152,8 @@ class SourceDB:
         self._snapshot_dir: str | None = None
         self.hot_journal = False  # a rollback journal was replayed in the snapshot
         self.live = False  # llmspell had a database open (a -wal/-shm file was present)
-        # table -> the files holding its records (file, rows): which file each record is from
-        self.origins: dict[str, snapshot.Origin] = {}
+        # merged table -> the files holding its records (several files only)
+        self.origins: dict[str, list[Path]] = {}
         self._take_snapshot = snapshot
         self._raw_text = raw_text  # TEXT as UTF-8 bytes: 1 byte a character, not a Python str
         self.tenant_map = tenant_mod.check_map(tenant_map)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SourceError
+from core.errors import PlanError, SourceError
 from pipelines import api, migrate
 from pipelines import plan as plan_mod
 from sources import installation
@@ -155,7 +155,7 @@ def test_plan_with_several_files_round_trips(tmp_path):
     single = plan_mod.from_dict({**data, "source": {"path": "/a.db"}})
     assert single.fingerprint() != plan.fingerprint()  # a resumed run reads the same files
     bad = {**data, "source": {"path": "/b.db", "files": [{"path": "/a.db"}]}}
-    with pytest.raises(Exception, match="not the first of source.files"):
+    with pytest.raises(PlanError, match="not the first of source.files"):
         plan_mod.from_dict(bad)
 
 
@@ -300,7 +300,7 @@ def test_disjoint_files_merge_with_their_vectors(tmp_path):
             "ON e.rowid = m.rowid ORDER BY m.id"
         ).fetchall()
         assert [r[0] for r in rows] == sorted(RAG_IDS)
-        assert [f for f, _ in db.origins["vector_metadata"].files] == [a, b]
+        assert db.origins["vector_metadata"] == [a, b]
     for path, ids in ((a, RAG_IDS[:3]), (b, RAG_IDS[3:])):  # each vector with its own embedding
         with SourceDB(path) as one:
             mine = dict(one.conn.execute(

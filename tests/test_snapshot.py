@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from sources.sample_db import SampleSpec
 from sources.sqlite_reader import SourceDB
 from tests.conftest import sample_file
@@ -22,7 +24,7 @@ _WRITER = textwrap.dedent(
     """
     import sqlite3, sys, time, uuid
     conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA journal_mode=" + (sys.argv[2] if len(sys.argv) > 2 else "WAL"))
     conn.execute("PRAGMA wal_autocheckpoint=50")
     n = 0
     while True:
@@ -41,7 +43,10 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_live_source_snapshots_are_consistent_every_time(tmp_path):
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])
+def test_live_source_snapshots_are_consistent_every_time(tmp_path, journal):
+    """WAL: llmspell's default; DELETE: a rollback journal, written in place, with no -wal
+    or -shm to tell it is in use."""
     source = tmp_path / "llmspell.db"
     sample_file(source, SampleSpec(agents=50, workflows=10, sessions=10, kv=200, tenants=2))
     with sqlite3.connect(source) as conn:  # ~15 MB: a copy lasts long enough to be torn
@@ -52,14 +57,14 @@ def test_live_source_snapshots_are_consistent_every_time(tmp_path):
         )
     conn.close()
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(source)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER, str(source), journal], stdout=subprocess.PIPE, text=True
     )
     try:
         assert writer.stdout.readline().strip() == "writing"  # a signal, not a sleep
         seen = []
         for _ in range(20):
             with SourceDB(source) as db:
-                assert db.live
+                assert db.live or journal == "DELETE"
                 check = sqlite3.connect(f"file:{db.read_path}?mode=ro", uri=True)
                 try:
                     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
