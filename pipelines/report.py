@@ -17,6 +17,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
 
 
+def source_file_lines(source: dict) -> list[str]:
+    """The files a plan reads, each with what it holds and why it was read."""
+    files = source.get("files") or [{"path": source.get("path")}]
+    if len(files) == 1:
+        lines = [f"  Source file: {files[0]['path']}"]
+    else:
+        lines = [f"  Source files: {len(files)}"]
+    for f in files:
+        if len(files) > 1:
+            held = ", ".join(f"{k}: {n}" for k, n in f.get("records", {}).items())
+            lines.append(f"    - {f['path']} ({held or 'no records'})")
+        if f.get("found_by"):
+            lines.append(f"        found by: {f['found_by']}")
+    return lines
+
+
 def render_plan(result: PlanResult, plan_path: str) -> list[str]:
     plan = result.plan
     lines = [
@@ -24,21 +40,10 @@ def render_plan(result: PlanResult, plan_path: str) -> list[str]:
         "",
         "Plan summary:",
         f"  Source: sqlite → Target: postgres ({result.target})",
+        *source_file_lines(plan["source"]),
         f"  Key layout: {plan['target'].get('key_layout', 'llmspell')}",
         f"  Components: {len(plan['components'])}",
     ]
-    files = plan["source"].get("files") or [{"path": plan["source"].get("path")}]
-    lines.insert(4, f"  Source files: {len(files)}" if len(files) > 1 else
-                 f"  Source file: {files[0]['path']}")  # fmt: skip
-    at = 5
-    for f in files:
-        held = ", ".join(f"{k}: {n}" for k, n in f.get("records", {}).items()) or "no records"
-        if len(files) > 1:
-            lines.insert(at, f"    - {f['path']} ({held})")
-            at += 1
-        if f.get("found_by"):
-            lines.insert(at, f"        found by: {f['found_by']}")
-            at += 1
     for c in plan["components"]:
         lines.append(
             f"    - {c['name']}: {c['estimated_count']} records (batch size: {c['batch_size']})"

@@ -12,6 +12,7 @@ import pytest
 from core.errors import PlanError, SourceError
 from pipelines import api, migrate
 from pipelines import plan as plan_mod
+from pipelines.report import render_plan
 from sources import installation
 from sources.memory_sample import f32_json, insert_vector, random_vector
 from sources.sample_db import SampleSpec
@@ -216,6 +217,10 @@ def test_installation_planned_by_discovery_and_by_config(tmp_path, home_install,
     assert files[1]["records"] == {"episodic_memory_384": len(RAG_IDS)}
     assert "episodic_memory_384" not in files[0]["records"]
     assert made.plan["source"]["config"] == str(home / ".llmspell.toml")
+    shown = "\n".join(render_plan(made, str(out)))  # what `plan` prints
+    assert "Source files: 2" in shown
+    assert f"- {rag} (episodic_memory_{384}: {len(RAG_IDS)})" in shown
+    assert "found by: rag.vector_storage.persistence_path" in shown
     # --config names the same file: the same files
     _, by_config = _plan_all(tmp_path, target_db.dsn, config=home / ".llmspell.toml", force=True)
     assert [f["path"] for f in by_config.plan["source"]["files"]] == [str(main), str(rag)]
