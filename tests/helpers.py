@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -139,6 +140,23 @@ BIG = SampleSpec(agents=12_000, workflows=600, sessions=600, kv=800, tenants=3, 
 
 _SAMPLES: dict[str, tuple[Path, dict[str, int]]] = {}
 SAMPLE_DIR = Path(tempfile.mkdtemp(prefix="llmspell-migrate-test-samples-"))
+
+
+def executed_world(tmp_path_factory, admin_dsn: str, name: str, spec: SampleSpec, components):
+    """For a module's tests: a generated source, its plan executed into a fresh database
+    ({home, src, db, plan}); the database is dropped afterwards."""
+    home = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(home)
+        mp.setenv("LLMSPELL_MIGRATE_HOME", str(home / ".llmspell-migrate"))
+        src = home / "llmspell.db"
+        generate(src, spec)
+        db = new_db(admin_dsn, schema=True)
+        plan = home / "plan.toml"
+        api.make_plan(components, output=plan, source=src, target=db.dsn)
+        assert api.execute(plan, target=db.dsn).status == "SUCCESS"
+        yield {"home": home, "src": src, "db": db, "plan": plan}
+    drop_db(admin_dsn, db)
 
 
 def sample_file(path: Path, spec: SampleSpec) -> dict[str, int]:

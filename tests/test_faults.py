@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -333,6 +334,23 @@ def progress_event(stage: str, component: str | None = None, finished: bool | No
     return found
 
 
+@contextmanager
+def held_in_validation(proc: subprocess.Popen, lines: Lines, target_db):
+    """Once `proc` reports validation, kv_store is locked (validation reaches it last), so
+    the run waits inside a PostgreSQL query; yields the lock's connection, and kills `proc`
+    if the block leaves it running."""
+    locker = target_db.connect()
+    try:
+        lines.wait(progress_event("validation"))
+        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+        yield locker
+    finally:
+        locker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source, target_db, sig):
     """Validation runs inside dlt's load (the destination's complete_load), where dlt's own
@@ -343,20 +361,12 @@ def test_one_signal_during_validation_stops_a_blocked_query(tmp_path, big_source
     plan = make_plan(tmp_path, big_source, target_db.dsn, batch_size=1000)
     proc = spawn(plan, tmp_path, "--log-format", "json")
     lines = Lines(proc)
-    locker = target_db.connect()
-    try:
-        lines.wait(progress_event("validation"))
-        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+    with held_in_validation(proc, lines, target_db) as locker:
         proc.send_signal(sig)
         # Rollback deletes from kv_store too: the lock goes once the run gave up validating.
         lines.wait(lambda line: "Rolling back all components" in line)
         locker.rollback()
         code = proc.wait(timeout=120)
-    finally:
-        locker.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     out = lines.text()
     assert code == 1, out
     assert "Migration interrupted" in out
@@ -381,18 +391,11 @@ def test_two_runs_from_one_folder_second_refused(
     api.make_plan("agent_state", output=plan_b, source=sample_sqlite, target=other_target_db.dsn)
     first = spawn(plan_a, tmp_path, "--log-format", "json")
     lines = Lines(first)
-    locker = target_db.connect()
-    try:  # the first run is held in its validation (kv_store locked) while the second starts
-        lines.wait(progress_event("validation"))
-        locker.execute("LOCK TABLE llmspell.kv_store IN ACCESS EXCLUSIVE MODE")
+    # the first run is held in its validation while the second starts
+    with held_in_validation(first, lines, target_db) as locker:
         second = cli(tmp_path, "execute", "--plan", plan_b, timeout=120)
         locker.rollback()
         code = first.wait(timeout=120)
-    finally:
-        locker.close()
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     out = lines.text()
     assert code == 0, out
     assert "FileNotFoundError" not in out

@@ -275,40 +275,12 @@ def test_sync_after_a_change_in_one_installation(tmp_path, target_db, capsys):
 def test_tenant_map_on_a_single_plan_and_collisions(tmp_path, target_db, capsys):
     src = fleet_installation(tmp_path / "one.db", 1)
     plan = tmp_path / "p.yaml"
-    code = migrate.run(
-        [
-            "plan",
-            "--components",
-            "all",
-            "--source",
-            str(src),
-            "--output",
-            str(plan),
-            "--target",
-            target_db.dsn,
-            "--tenant-map",
-            "default=system",
-        ]
-    )
+    args = ["plan", "--components", "all", "--source", src, "--output", plan]
+    args = [str(a) for a in args] + ["--target", target_db.dsn]
+    code = migrate.run([*args, "--tenant-map", "default=system"])
     assert code == 2  # default and system would share keys under `system`
     assert "same target tenant and key" in capsys.readouterr().err
-    code = migrate.run(
-        [
-            "plan",
-            "--components",
-            "all",
-            "--source",
-            str(src),
-            "--output",
-            str(plan),
-            "--target",
-            target_db.dsn,
-            "--tenant-map",
-            "default=app",
-            "--tenant",
-            "default",
-        ]
-    )
+    code = migrate.run([*args, "--tenant-map", "default=app", "--tenant", "default"])
     assert code == 0
     out = capsys.readouterr().out
     assert "default → app" in out

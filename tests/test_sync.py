@@ -23,8 +23,8 @@ import pytest
 from core.errors import EXIT_USAGE, MigrateError
 from pipelines import api, migrate
 from sources.memory_sample import MemorySpec
-from sources.sample_db import SampleSpec, generate
-from tests.helpers import ALL_PRINTS, drop_db, new_db
+from sources.sample_db import SampleSpec
+from tests.helpers import ALL_PRINTS, executed_world
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = SampleSpec(
@@ -179,18 +179,7 @@ def counts(result) -> dict[str, dict[str, int]]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, pg_admin_dsn):
     """A source, its plan executed into a fresh database, then changed by llmspell."""
-    home = tmp_path_factory.mktemp("sync")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(home)
-        mp.setenv("LLMSPELL_MIGRATE_HOME", str(home / ".llmspell-migrate"))
-        src = home / "llmspell.db"
-        generate(src, SPEC)
-        db = new_db(pg_admin_dsn, schema=True)
-        plan = home / "plan.toml"
-        api.make_plan(COMPONENTS, output=plan, source=src, target=db.dsn)
-        assert api.execute(plan, target=db.dsn).status == "SUCCESS"
-        yield {"home": home, "src": src, "db": db, "plan": plan}
-    drop_db(pg_admin_dsn, db)
+    yield from executed_world(tmp_path_factory, pg_admin_dsn, "sync", SPEC, COMPONENTS)
 
 
 def source_hash(path: Path) -> str:

@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from pipelines import api
-from sources.sample_db import SampleSpec, generate
-from tests.helpers import drop_db, new_db
+from sources.sample_db import SampleSpec
+from tests.helpers import executed_world
 
 SPEC = SampleSpec(
     agents=2, workflows=1, sessions=6, kv=1, tenants=2, seed=4, artifacts=14, large_artifact=True
@@ -73,18 +73,8 @@ def add_artifact(c: sqlite3.Connection, like: tuple, data: bytes, seq: int) -> s
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, pg_admin_dsn):
-    home = tmp_path_factory.mktemp("sync-art")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(home)
-        mp.setenv("LLMSPELL_MIGRATE_HOME", str(home / ".llmspell-migrate"))
-        src = home / "llmspell.db"
-        generate(src, SPEC)
-        db = new_db(pg_admin_dsn, schema=True)
-        plan = home / "plan.toml"
-        api.make_plan("sessions,artifacts", output=plan, source=src, target=db.dsn)
-        assert api.execute(plan, target=db.dsn).status == "SUCCESS"
-        yield {"home": home, "src": src, "db": db, "plan": plan}
-    drop_db(pg_admin_dsn, db)
+    comps = "sessions,artifacts"
+    yield from executed_world(tmp_path_factory, pg_admin_dsn, "sync-art", SPEC, comps)
 
 
 def test_sync_carries_artifacts_and_rollback_restores_them(world):
