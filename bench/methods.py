@@ -121,9 +121,7 @@ def limit_staged(source: str, dsn: str) -> dict:
             ddl = sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
                 stage,
                 sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(
-                        sql.Identifier(c.name), sql.SQL(c.kind.stage)
-                    )
+                    sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind.stage))
                     for c in comp.columns
                 ),
             )
@@ -167,9 +165,7 @@ def server_ceiling(source: str, dsn: str, stage_dsn: str, connections: int = 2) 
                 sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
                     stage,
                     sql.SQL(", ").join(
-                        sql.SQL("{} {}").format(
-                            sql.Identifier(c.name), sql.SQL(c.kind.stage)
-                        )
+                        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind.stage))
                         for c in comp.columns
                     ),
                 )
@@ -340,7 +336,7 @@ class RssSampler:
             return "?"
         at, mb = max(self.samples, key=lambda s: s[1])
         edge = t0
-        for name in ("open", "preflight_and_backup", "copy", "source_prints_wait", "validation"):
+        for name in ("open", "preflight_and_backup", "copy", "validation"):
             edge += stages.get(name, 0)
             if at <= edge:
                 return f"{name} ({mb:.0f} MB)"

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pickle
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import child, files
+from core import files
 from core.errors import PreflightError, UsageError, ValidationFailed
 from destinations import connection, target_schema
 from destinations.postgres_writer import WriterPool
@@ -127,7 +126,7 @@ class Engine:
         self.emit("Migration starting...")
         run = self._open(dry_run=False)
         result: ExecuteResult = run.result
-        with run, SourcePrinter(run.db, self.plan) as printer:
+        with run:
             # 1. bookkeeping, lock, dlt's working folder; a crashed run of this plan resumes
             run.create_bookkeeping()
             run.lock()
@@ -168,7 +167,7 @@ class Engine:
             # 4. copy: one dlt run, whose load completes with the rest of the run (_loaded)
             writer = self._writer(run, run_id, report, result)
             done_with_writer = run.on_failure(writer.abandon)
-            self._copy(run, writer, report, result, printer)
+            self._copy(run, writer, report, result)
             done_with_writer()
             result.status = "SUCCESS"
             result.target_records = result.validation.target_records
@@ -178,7 +177,6 @@ class Engine:
         self,
         run: Run,
         writer: WriterPool,
-        printer: SourcePrinter,
         result: ExecuteResult,
         copy_started: float,
     ) -> None:
@@ -195,14 +193,7 @@ class Engine:
             store_steps.copy_own(run.target, run.db, self.plan, result.run_id, True, self.emit)
         )
         result.stages["copy"] = time.perf_counter() - copy_started
-        waited = time.perf_counter()
-        prints = printer.result()
-        result.stages["source_prints_wait"] = time.perf_counter() - waited
-        if prints is None:
-            self.emit(
-                f"WARNING: the source's fingerprints were not computed ahead "
-                f"({printer.failure}); validation computes them now"
-            )
+        prints = result.preflight.source_prints  # written by pre-flight's pass over the source
         baseline = self._start_baseline(run, result)
         try:
             self._validate(run, result, prints, baseline.offer)
@@ -273,7 +264,10 @@ class Engine:
         run: Run,
         backup: backup_mod.BackupWriter | None,
         result: ExecuteResult,
+        prints_dir: str | None = None,
     ) -> preflight.PreflightReport:
+        """Every check that can refuse the run; with `prints_dir` (execute) the same pass
+        over the records writes validation's source prints there."""
         db, conn, bypass = run.db, run.conn, run.bypass
         report = preflight.count_source(db, self.plan)
         comps = self.comps
@@ -286,13 +280,14 @@ class Engine:
         target_schema.check_schema(conn, comps)
         tenants = report.tenants
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
+        scan = (db, self.plan, existing, report, self.progress, prints_dir)
         if backup is None:
-            overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)
+            overlaps = preflight.scan_source(*scan)
         else:  # the backup is written on the other core while Python checks the records
             with ThreadPoolExecutor(max_workers=1) as pool:
                 done = pool.submit(self._export, backup, db, report)
                 try:
-                    overlaps = preflight.scan_source(db, self.plan, existing, report, self.progress)
+                    overlaps = preflight.scan_source(*scan)
                 finally:
                     done.result()
         report.warnings += preflight.number_change_lines(report)
@@ -369,8 +364,10 @@ class Engine:
             self._check_backup_location()
             if not self._maybe_all_present(run):
                 backup = self._new_backup(run_id, now)
+        prints_dir = files.scratch_dir("prints")
+        run.at_end(lambda: shutil.rmtree(prints_dir, ignore_errors=True))
         try:
-            report = self._preflight(run, backup, result)
+            report = self._preflight(run, backup, result, str(prints_dir))
         except BaseException:
             if backup:
                 backup.abort()
@@ -451,7 +448,6 @@ class Engine:
         writer: WriterPool,
         report: preflight.PreflightReport,
         result: ExecuteResult,
-        printer: SourcePrinter,
     ) -> None:
         """One dlt run for every component; its load completes with `_loaded`."""
         t0 = time.perf_counter()
@@ -468,7 +464,7 @@ class Engine:
             comps,
             totals,
             self.emit,
-            lambda: self._loaded(run, writer, printer, result, t0),
+            lambda: self._loaded(run, writer, result, t0),
             skip=done,
             progress=self.progress,
         )
@@ -557,51 +553,3 @@ def validation_failure(report) -> ValidationFailed:
         + [f"missing: {k}" for c in failed for k in c.missing][:20]
         + [m for c in failed if c.readback for m in c.readback.mismatches][:20],
     )
-
-
-class SourcePrinter:
-    """Computes the source side of validation in a worker process, started with pre-flight.
-
-    Pre-flight and copy keep PostgreSQL and Python busy but leave gaps; the worker (at lower
-    priority) fills them, so validation later only reads the target. The worker is
-    `pipelines.prints_worker` in a fresh interpreter (`core.child`): never the caller's
-    script or notebook again. If it fails for any reason, `failure` says why and validation
-    computes the same fingerprints itself; if the run stops early, the worker is
-    terminated, not waited for."""
-
-    def __init__(self, db: SourceDB, plan: Plan):
-        self.dir = str(files.scratch_dir("prints"))
-        self.failure: str | None = None
-        self._log = open(os.path.join(self.dir, "worker.log"), "w+b")  # noqa: SIM115
-        args = (
-            str(db.read_path),
-            plan.component_names,
-            plan.tenants,
-            plan.checksum_sample_percent,
-            plan.full_comparison_threshold,
-            self.dir,
-            plan.key_layout,
-        )
-        self.process = child.start("pipelines.prints_worker", args, self._log)
-
-    def result(self) -> dict[str, str] | None:
-        """The worker's files per component, or None (then `failure` says why)."""
-        try:
-            status, payload = child.receive(self.process.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            code = self.process.wait()
-            said = child.stderr_tail(self._log)
-            self.failure = f"the worker exited with code {code}" + (f": {said}" if said else "")
-            return None
-        if status != "ok":
-            self.failure = f"the worker failed: {payload}"
-            return None
-        return payload
-
-    def __enter__(self) -> SourcePrinter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        child.stop(self.process)
-        self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)

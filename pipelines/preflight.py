@@ -27,6 +27,7 @@ from sources.key_routing import KeyMapper, Reachability
 from sources.memory_checks import cross_record_problems
 from sources.record_checks import BadRecord, RecordChecker, printable
 from sources.sqlite_reader import SourceDB
+from validation.source_prints import PrintsFile, SourcePrints, effective_percent
 
 MAX_LISTED = 20
 
@@ -58,6 +59,8 @@ class PreflightReport:
     reachability: dict[str, Reachability] = field(default_factory=dict)
     number_changes: dict[str, int] = field(default_factory=dict)  # per component
     number_examples: list[str] = field(default_factory=list)
+    # the source side of validation, per component: its prints' Arrow file (`scan_source`)
+    source_prints: dict[str, str] = field(default_factory=dict)
 
     @property
     def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
@@ -187,10 +190,14 @@ def scan_source(
     existing: dict[str, set[tuple[str, str]]],
     report: PreflightReport | None = None,
     progress: Listener = quiet,
+    prints_dir: str | None = None,
 ) -> dict[str, set[tuple[str, str]]]:
     """One pass over every record, as the key layout writes it: check it is storable, count
     the numbers JSONB rewrites, and find the records whose (tenant, key) already exists in
-    the target. Memory stays bounded by the batch; `progress` hears each batch checked."""
+    the target. With `prints_dir` (and a `report`) the same pass writes the source side of
+    validation: each record's print from the canonical texts its checks computed (one parse
+    of each document), one Arrow file per component (`report.source_prints`). Memory stays
+    bounded by the batch; `progress` hears each batch checked."""
     overlaps: dict[str, set[tuple[str, str]]] = {}
     bad: list[BadRecord] = []
     bad_total = 0
@@ -206,20 +213,37 @@ def scan_source(
         json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
         total = report.component(comp.name).source_count if report else None
         counter = Counter(progress, PREFLIGHT, comp.name, total)
-        for rows in db.iter_batches(comp, cp.batch_size, plan.tenants):
-            rows = mapper.rows(rows)
-            problems = checker.check_rows(rows)
-            if report is not None and checker.number_texts:
-                _count_number_changes(comp, rows, json_at, checker.number_texts, report)
-            if problems:
-                bad_total += len(problems)
-                bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
-            if in_target:
-                for row in rows:
-                    key = (row[tenant_at], key_of(row))
-                    if key in in_target:
-                        found.add(key)
-            counter.advance(len(rows))
+        prints = out = None
+        if prints_dir is not None and report is not None:
+            pct = effective_percent(
+                plan.checksum_sample_percent, plan.full_comparison_threshold, total or 0
+            )
+            prints = SourcePrints(comp, pct, mapper, plan.key_layout)
+            path = f"{prints_dir}/{comp.name}.arrow"
+            out = PrintsFile(path, prints.schema)
+        try:
+            for raw in db.iter_batches(comp, cp.batch_size, plan.tenants):
+                rows = mapper.rows(raw)
+                picked = prints.picked(rows) if prints is not None and not bad_total else None
+                problems = checker.check_rows(rows, picked)
+                if report is not None and checker.number_texts:
+                    _count_number_changes(comp, rows, json_at, checker.number_texts, report)
+                if problems:
+                    bad_total += len(problems)
+                    bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
+                elif picked is not None:  # once a record is bad the run stops: no more prints
+                    out.write(prints.batch(raw, rows, picked, checker.texts))
+                if in_target:
+                    for row in rows:
+                        key = (row[tenant_at], key_of(row))
+                        if key in in_target:
+                            found.add(key)
+                counter.advance(len(rows))
+        finally:
+            if out is not None:
+                out.close()
+        if out is not None and not bad_total:
+            report.source_prints[comp.name] = out.path
         overlaps[comp.name] = found
         counter.finish()
         problems = cross_record_problems(db, comp, plan.tenants)

@@ -68,25 +68,45 @@ class RecordChecker:
     def check(self, row: tuple) -> list[BadRecord]:
         return self._check_columns(row, self._checks)
 
-    def check_rows(self, rows: list[tuple]) -> list[BadRecord]:
+    def check_rows(self, rows: list[tuple], picked: list[bool] | None = None) -> list[BadRecord]:
         """Check a batch. Each column is first checked as a whole with C-speed operations;
         only a column that fails that is checked record by record, to name the records.
         Afterwards `number_texts` holds the ids of the JSON texts whose numbers JSONB may
-        change for llmspell (see `json_numbers.scan`)."""
+        change for llmspell (see `json_numbers.scan`). With `picked` (one flag per row),
+        `texts` then holds each column's canonical texts of the picked rows, from the same
+        parse as the check (None for the rest; `texts` is None if a record is bad)."""
         self.number_texts: set[int] = set()
+        self.texts: list[list[str | None]] | None = None
         if not rows:
+            self.texts = [[] for _ in self.comp.columns] if picked is not None else None
             return []
         columns = list(zip(*rows))
-        suspect = [
-            entry
-            for entry, col in zip(self._checks, self.comp.columns)
-            if not _column_ok(col, columns[entry[0]], self.number_texts)
-        ]
+        texts: list[list[str | None]] = []
+        suspect = []
+        for entry, col in zip(self._checks, self.comp.columns):
+            values = columns[entry[0]]
+            if picked is None:
+                ok = _column_ok(col, values, self.number_texts)
+            else:
+                column_texts = col.checked_texts(values, self.number_texts, picked)
+                ok = column_texts is not None
+                texts.append(column_texts)
+            if not ok:
+                suspect.append(entry)
         if not suspect:
+            self.texts = texts if picked is not None else None
             return []
         out: list[BadRecord] = []
         for row in rows:
             out.extend(self._check_columns(row, suspect))
+        if not out and picked is not None:  # the fast check was unsure, every value passed
+            for index, *_ in suspect:
+                col = self.comp.columns[index - 1]
+                values = columns[index]
+                texts[index - 1] = [
+                    col.source_text(v) if p else None for v, p in zip(values, picked)
+                ]
+            self.texts = texts
         return out
 
     def _check_columns(self, row: tuple, checks) -> list[BadRecord]:

@@ -1,6 +1,5 @@
 """The API used as a library: from a script without a `__main__` guard, nothing of the
-caller's runs again in the processes the tool starts (they run modules of ours), and a
-worker that fails says so."""
+caller's runs again in the processes the tool starts (they run modules of ours)."""
 
 from __future__ import annotations
 
@@ -10,10 +9,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 from pipelines import api
-from pipelines.engine import SourcePrinter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,17 +81,3 @@ def test_sample_generator_from_a_script_without_main_guard_runs_it_once(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(runs) == 1, f"the script's top level ran {len(runs)} times: {runs}"
     assert proc.stdout.split()[-1] == "50000"
-
-
-def test_a_failing_prints_worker_says_why(tmp_path):
-    db = SimpleNamespace(read_path=tmp_path / "no-such-snapshot.db")
-    plan = SimpleNamespace(
-        component_names=["agent_state"],
-        tenants=None,
-        checksum_sample_percent=100,
-        full_comparison_threshold=0,
-        key_layout=None,
-    )
-    with SourcePrinter(db, plan) as printer:
-        assert printer.result() is None
-    assert printer.failure and "no-such-snapshot.db" in printer.failure, printer.failure

@@ -14,7 +14,7 @@ from core.errors import PreflightError
 from core.model.components import KV_STORE
 from pipelines import api
 from tests.helpers import ALL_PRINTS
-from validation.compare import fingerprint
+from validation.source_prints import fingerprint
 
 
 def _signed(digest: bytes) -> int:

@@ -13,7 +13,7 @@ from core.model.canonical import json_difference, jsonb_text
 from pipelines import api, migrate
 from sources.sample_db import create_schema
 from tests.helpers import database
-from validation.compare import sampled
+from validation.source_prints import sampled
 
 T1, T2 = "tenant-a", "tenant-b"
 DOC = (

@@ -20,7 +20,8 @@ import psycopg
 from core.tenant_sql import tenant_in
 from destinations.artifact_writer import PIECE, storage_type, stream_blob
 from destinations.target_schema import APP_ROLE, act_as_tenant
-from validation.compare import MAX_REPORTED, ComponentResult, Mismatch, sampled
+from validation.compare import MAX_REPORTED, ComponentResult, Mismatch
+from validation.source_prints import sampled
 
 NAME = "artifact_content"
 FIELDS = (

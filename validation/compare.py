@@ -14,64 +14,28 @@ mismatch is then compared column by column, JSON structurally, to say which fiel
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 from psycopg import sql
 
-from core.model.canonical import uuid_key
 from core.model.components import Component
 from core.model.kinds import NULL_TEXT
 from core.tenant_sql import tenant_in
-from destinations.row_text import FP_BYTES, SEPARATOR, target_expr, target_fingerprint_expr
-from sources.key_routing import (
-    ROUTED,
-    UNREACHABLE,
-    VALUE_COLUMN,
-    KeyMapper,
-    key_columns,
-    pg_lookup,
-    route_of,
-)
+from destinations.row_text import target_expr, target_fingerprint_expr
+from sources.key_routing import KeyMapper
 from validation.duck import source_tables
+from validation.source_prints import SourcePrints, effective_percent
 
 NULL = NULL_TEXT  # the NULL marker: `destinations.row_text` prints chr(1)
 _TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
-SOURCE_PRINTS = pa.schema(
-    [
-        ("tenant_id", pa.string()),
-        ("nkey", pa.string()),
-        ("llmspell_key", pa.string()),
-        ("picked", pa.bool_()),
-        ("fp", pa.binary()),
-        # what llmspell's PostgreSQL `get` must return (GetPrinter; null without a layout)
-        ("unreachable", pa.bool_()),  # under no key: read-back skips it
-        ("answers_to", pa.string()),  # the key `get` finds it under, if not its SQLite key
-        ("get_table", pa.string()),  # the row `get(answers_to)` reads (null: key refused)
-        ("get_ident", pa.string()),
-        ("value_fp", pa.binary()),  # `fingerprint` of the value `get` must return
-    ]
-)
-GET_FIELDS = ("unreachable", "answers_to", "get_table", "get_ident", "value_fp")
-GET_LAYOUT = b"get_layout"  # schema metadata: the key layout the get columns were routed by
-SAMPLE_BUCKETS = 10_000
 MAX_REPORTED = 20
 MAX_EXPLAINED = 200
 _BATCH = 5_000
-
-
-def sampled(tenant: str, llmspell_key: str, percent: float) -> bool:
-    """Deterministic sample by record key: both sides, and every run, pick the same records."""
-    if percent >= 100:
-        return True
-    h = xxhash.xxh3_64_intdigest(f"{tenant}\x1f{llmspell_key}".encode("utf-8", "surrogatepass"))
-    return h % SAMPLE_BUCKETS < percent * (SAMPLE_BUCKETS / 100)
 
 
 def short(value, limit: int = 60) -> str:
@@ -79,46 +43,6 @@ def short(value, limit: int = 60) -> str:
     if text == NULL:
         return "NULL"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# -- canonical values (each column's: `Column.source_text`) ---------------------------------
-def fingerprint(values: Iterable[str]) -> bytes:
-    """What `target_fingerprint_expr` computes inside PostgreSQL, from the source's values."""
-    text = SEPARATOR.join(values).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(text).digest()[:FP_BYTES]
-
-
-class GetPrinter:
-    """Where llmspell's PostgreSQL `get` finds each source record and the print of the value
-    it must return there. Computed with the source fingerprints (one parse of each
-    document), so read-back sends PostgreSQL keys and 8-byte prints, never the documents."""
-
-    def __init__(self, comp: Component, layout: str):
-        names = comp.column_names
-        self.comp = comp
-        self.layout = layout
-        self.key_at = [names.index(c) for c in key_columns(comp)]
-        self.value_at = names.index(VALUE_COLUMN[comp.pg_table])
-        self.value_column = comp.columns[self.value_at]
-
-    def record(self, lkey: str, values: tuple, value_text: str | None) -> tuple:
-        """The `GET_FIELDS` of one record from its SQLite column values; `value_text` is the
-        canonical text of its value (None: not sampled, no print)."""
-        r = route_of(self.comp, tuple(values[i] for i in self.key_at), self.layout)
-        if r.status == UNREACHABLE:
-            return True, None, None, None, None
-        found = pg_lookup(r.answers_to)
-        return (
-            False,
-            None if r.answers_to == lkey else r.answers_to,
-            found[0] if found else None,
-            found[2] if found else None,
-            None if value_text is None else fingerprint([value_text]),
-        )
-
-
-def get_printer(comp: Component, layout: str | None) -> GetPrinter | None:
-    return GetPrinter(comp, layout) if layout and comp.name in ROUTED else None
 
 
 # -- results -------------------------------------------------------------------------------
@@ -201,13 +125,10 @@ class ComponentComparer:
         self.con = con
         self.comp = comp
         self.mapper = mapper  # the key layout: source rows are compared as they are written
-        self.gets = get_printer(comp, layout)  # and where llmspell's `get` finds them
+        self.gets_layout = layout  # and where llmspell's `get` finds them
         self.targets = targets
         self.tenants = tenants
         self.names = comp.column_names
-        self.key_index = self.names.index(comp.key_column)
-        self.tenant_index = self.names.index("tenant_id")
-        self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
         self.source = comp.source_from("src.", source_tables(con))
         # The stored rows' prints the comparison fetched (every row under full comparison,
         # else the sampled ones); with this set they are kept (`target_prints`) for
@@ -235,48 +156,14 @@ class ComponentComparer:
         reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
 
-    def _natural_key(self, raw) -> str:
-        return uuid_key(raw) if self.key_is_uuid else raw
-
     def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
         """Every source record's key, whether it is sampled, and (if so) its fingerprint, and
-        with a key layout what `get` must find (`GetPrinter`); built batch by batch into
-        Arrow so memory stays small."""
-        schema = SOURCE_PRINTS
-        if self.gets is not None:
-            schema = schema.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
-        parts = [schema.empty_table()]
-        model_columns = self.comp.columns
-        gets = self.gets
+        with a key layout what `get` must find (`SourcePrints`); built batch by batch."""
+        prints = SourcePrints(self.comp, percent, self.mapper, self.gets_layout)
+        parts = [prints.schema.empty_table()]
         for batch in self._source_batches():
-            out: list[list] = [[] for _ in SOURCE_PRINTS]
-            tenants, nkeys, lkeys, picks, fps = out[:5]
-            get_columns = out[5:]
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            for raw in zip(*columns):
-                row = raw if self.mapper is None else self.mapper.row(raw)
-                lkey, values = row[0], row[1:]
-                tenant = values[self.tenant_index]
-                nkey = self._natural_key(values[self.key_index])
-                if only is not None and (tenant, nkey) not in only:
-                    continue
-                pick = sampled(tenant, lkey, percent)
-                texts = [c.source_text(v) for c, v in zip(model_columns, values)] if pick else None
-                tenants.append(tenant)
-                nkeys.append(nkey)
-                lkeys.append(lkey)
-                picks.append(pick)
-                fps.append(fingerprint(texts) if texts else None)
-                if gets is not None:  # routed on the SQLite columns, before any re-keying
-                    text = texts[gets.value_at] if texts else None
-                    for column, item in zip(get_columns, gets.record(lkey, raw[1:], text)):
-                        column.append(item)
-            n = len(tenants)
-            arrays = [
-                pa.array(values if values or not n else [None] * n, f.type)
-                for values, f in zip(out, SOURCE_PRINTS)
-            ]
-            parts.append(pa.table(arrays, schema=schema))
+            parts.append(pa.Table.from_batches([prints.of(list(zip(*columns)), only)]))
         return pa.concat_tables(parts)
 
     # target side -------------------------------------------------------------------------
@@ -477,7 +364,7 @@ class ComponentComparer:
         """100 when the component is below the full-comparison threshold, else `percent`."""
         where, params = tenant_in(self.tenants)
         count = self.con.execute(f"SELECT count(*) FROM {self.source}{where}", params).fetchone()[0]
-        return 100.0 if percent >= 100 or count < full_threshold else float(percent)
+        return effective_percent(percent, full_threshold, count)
 
     def run(
         self,

@@ -7,7 +7,7 @@ the third key part, workflow_states by the id, sessions by UUID, else kv_store),
 `llmspell_app` with `app.current_tenant_id` set (row-level security applies, as for
 llmspell), filtered by tenant as llmspell does. The comparison runs inside PostgreSQL
 first: the keys go to the server with an 8-byte print of each source value (its JSONB text,
-kv_store: its bytes; `validation.compare.GetPrinter`, computed with the source
+kv_store: its bytes; `validation.source_prints.GetPrinter`, computed with the source
 fingerprints), and a record matches when the row `get` finds hashes to the same print;
 no value's text travels either way. A record that does not match there is read from both
 sides and compared the slow way, decoded as serde_json decodes it and expecting JSONB's
@@ -36,7 +36,7 @@ from destinations.target_schema import act_as_tenant
 from sources import key_routing
 from sources.key_routing import GET_COLUMN, VALUE_COLUMN, Reachability, pg_lookup
 from sources.sqlite_reader import SourceDB
-from validation.compare import (
+from validation.source_prints import (
     GET_FIELDS,
     GET_LAYOUT,
     SOURCE_PRINTS,
@@ -219,7 +219,7 @@ def _compare(comp: Component, source, target) -> str | None:
 def source_gets(
     db: SourceDB, comp: Component, layout: str, percent: float, tenants: list[str] | None
 ) -> pa.Table:
-    """The read-back columns of `validation.compare.ComponentComparer.source_fingerprints`,
+    """The read-back columns of `validation.source_prints.SourcePrints`,
     read straight from SQLite (for callers without the source fingerprints at hand)."""
     gets = get_printer(comp, layout)
     assert gets is not None, comp.name

@@ -3,7 +3,6 @@ compared through one DuckDB session attached to both databases."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -16,14 +15,14 @@ import psycopg
 import pyarrow as pa
 
 from core import interrupts
-from core.model import registry
 from core.model.components import Component
 from destinations import connection
-from sources.key_routing import KeyMapper, Reachability, classify_db, mappers
+from sources.key_routing import KeyMapper, Reachability
 from sources.sqlite_reader import SourceDB
 from validation import artifact_content, duck
 from validation.compare import MAX_REPORTED, ComponentComparer, ComponentResult
 from validation.readback import readback
+from validation.source_prints import read_prints
 from validation.vector_knn import knn_check
 
 
@@ -154,7 +153,7 @@ class Validator:
         on_component: Callable[[str], None] | None = None,
         target_prints: Callable[[Component, pa.Table | None], None] | None = None,
     ) -> ValidationReport:
-        """Validate each component; `source_print_files` (from `source_prints_to_files`) are
+        """Validate each component; `source_print_files` (pre-flight's, `scan_source`) are
         read one component at a time, memory-mapped. With `reach` (the key routing of every
         record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
         `on_component` hears each component validated (for progress); `target_prints`,
@@ -184,7 +183,7 @@ class Validator:
                 routes = reach.get(comp.name) if reach is not None else None
                 path = (source_print_files or {}).get(comp.name)
                 if path:
-                    prints = pa.ipc.open_file(pa.memory_map(path)).read_all()
+                    prints = read_prints(path)
                 else:  # one pass for the comparison and read-back's prints
                     layout = routes.layout if routes is not None else None
                     prints = self.comparer(comp, layout).source_fingerprints(pct, None)
@@ -286,44 +285,3 @@ def proven_by_comparison(comp: Component, prints: pa.Table, target: pa.Table) ->
         )
     finally:
         con.close()
-
-
-def source_prints_to_files(
-    source_read_path: str,
-    comp_names: list[str],
-    tenants: list[str] | None,
-    percent: float,
-    threshold: int,
-    out_dir: str,
-    layout: str | None = None,
-    keep_verbatim: dict[str, set[tuple[str, str]]] | None = None,
-) -> dict[str, str]:
-    """Compute the source side's fingerprints into Arrow files, one per component.
-
-    Runs in a worker process while the copy stage loads PostgreSQL: the copy waits on the
-    server, so the source side of validation costs no wall time there (the second core)."""
-    con = duck.connect(source_read_path)
-    out: dict[str, str] = {}
-    comps = [registry.get(n) for n in comp_names]
-    mapped: dict[str, KeyMapper] = {}
-    if layout:
-        if keep_verbatim is None:  # started before pre-flight: classify on its own
-            with SourceDB(source_read_path, snapshot=False) as db:
-                reach = classify_db(db, comps, tenants, layout)
-            keep_verbatim = {n: r.keep_verbatim for n, r in reach.items()}
-        mapped = mappers(comps, layout, keep_verbatim)
-    try:
-        for comp in comps:
-            name = comp.name
-            comparer = ComponentComparer(con, comp, {}, tenants, mapped.get(name), layout)
-            table = comparer.source_fingerprints(
-                comparer.effective_percent(percent, threshold), None
-            )
-            path = f"{out_dir}/{name}.arrow"
-            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-            os.chmod(path, 0o600)  # fingerprints of private records: owner only
-            out[name] = path
-    finally:
-        con.close()
-    return out

@@ -36,7 +36,8 @@ def pg_number(text: str) -> str:
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
-def _mark_number(text: str) -> str:
+def mark_number(text: str) -> str:
+    """A JSON float token, kept as its exact text (marked) until `jsonb_encode` prints it."""
     return _MARK + pg_number(text)
 
 
@@ -46,20 +47,27 @@ def _jsonb_key(item: tuple[str, object]) -> tuple[int, str]:
     return (len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass")), key)
 
 
-def _ordered_object(pairs: list[tuple[str, object]]) -> dict:
+def ordered_object(pairs: list[tuple[str, object]]) -> dict:
+    """A decoded JSON object as JSONB holds it: last duplicate wins, keys in JSONB order."""
     if len(pairs) < 2:
         return dict(pairs)
     return dict(sorted(dict(pairs).items(), key=_jsonb_key))
 
 
 # Integers need no hook: Python prints them exactly as PostgreSQL does (`-0` parses to 0).
-_JSONB_DECODER = json.JSONDecoder(object_pairs_hook=_ordered_object, parse_float=_mark_number)
+_JSONB_DECODER = json.JSONDecoder(object_pairs_hook=ordered_object, parse_float=mark_number)
 _JSONB_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 
 
 def jsonb_text(raw: str) -> str:
     """The text PostgreSQL prints for `raw::jsonb`."""
-    value = _JSONB_DECODER.decode(raw)
+    return jsonb_encode(_JSONB_DECODER.decode(raw))
+
+
+def jsonb_encode(value) -> str:
+    """The text PostgreSQL prints for a document decoded with `ordered_object` and
+    `mark_number` (pre-flight's checks decode each document once this way, see
+    `checks.checked_json_texts`)."""
     if isinstance(value, str) and value.startswith(_MARK):
         return value[1:]
     out = _JSONB_ENCODER.encode(value)

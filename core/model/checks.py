@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from core.model import json_numbers
+from core.model.canonical import jsonb_encode, mark_number, ordered_object
 from core.model.memory_values import pg_scope, vector_problem
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -59,6 +60,27 @@ def _float_token(token: str) -> float:
 
 _STRICT = json.JSONDecoder(  # NaN/Infinity are not JSON
     parse_constant=_reject_constant, parse_int=_int_token, parse_float=_float_token
+)
+
+
+def _canonical_int(token: str) -> int:
+    if len(token) > 308 or token == "-0":
+        _FLAG.hit = True
+        return 0  # refused, or printed as 0 either way
+    return int(token)
+
+
+def _canonical_float(token: str) -> str:
+    _float_token(token)
+    return mark_number(token)
+
+
+# The strict decoder's checks and JSONB's canonical form in one parse (`checked_json_texts`).
+_CANONICAL = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_int=_canonical_int,
+    parse_float=_canonical_float,
+    object_pairs_hook=ordered_object,
 )
 
 
@@ -227,6 +249,38 @@ def json_batch(col, values: tuple, number_texts: set | None = None) -> bool:
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def checked_json_texts(
+    col, values: tuple, number_texts: set | None, picked: list[bool]
+) -> list[str | None] | None:
+    """`json_batch` and, for the picked values, their canonical text (`jsonb_text`), from
+    one parse of each document; None when a value may not be storable (the caller then
+    checks value by value). NULLs are the caller's: `values` holds none."""
+    joined = _texts_clean(values)
+    if joined is None:
+        return None
+    look_closer = _REFUSED_ESCAPE.search(joined) is not None
+    texts: list[str | None] = []
+    try:
+        for text, pick in zip(values, picked):
+            _FLAG.hit = False
+            if pick:
+                texts.append(jsonb_encode(_CANONICAL.decode(text)))
+            else:
+                _STRICT.decode(text)
+                texts.append(None)
+            numbers = _FLAG.hit
+            if look_closer and _REFUSED_ESCAPE.search(text) and check_json(text):
+                return None
+            if numbers:
+                if undecodable_number(text):
+                    return None
+                if number_texts is not None:
+                    number_texts.add(id(text))
+    except (ValueError, RecursionError):
+        return None
+    return texts
 
 
 def _id_checks(pattern: re.Pattern, what: str):

@@ -44,6 +44,9 @@ class ColumnKind:
     is_uuid: bool = False  # stored as UUID: keys compare in canonical UUID form
     difference: Callable[[str, str], str | None] | None = None  # structural, for JSON
     extension: str | None = None  # the PostgreSQL extension the type needs
+    # pre-flight's batch check that also gives the picked values' `source_text` from the
+    # same parse: (col, values, number_texts, picked) -> texts, or None if not all storable
+    checked_texts: Callable[..., list[str | None] | None] | None = None
 
     @property
     def binary(self) -> bool:
@@ -78,6 +81,7 @@ TEXT = ColumnKind(  # TEXT -> VARCHAR(n)/TEXT
 JSON = ColumnKind(  # TEXT holding JSON -> JSONB
     "json", _fixed("JSONB"), "{c}::jsonb", "{c}::text", jsonb_text,
     checks.json_value, checks.json_batch, difference=json_difference,
+    checked_texts=checks.checked_json_texts,
 )  # fmt: skip
 EPOCH = ColumnKind(  # INTEGER unix seconds -> TIMESTAMPTZ
     "epoch", _fixed("TIMESTAMPTZ"), "to_timestamp({c})", _EPOCH_TARGET, _epoch_text,
@@ -195,6 +199,32 @@ class Column:
             return self.kind.source_text(value)
         except (ValueError, TypeError, AttributeError):
             return f"{UNSTORABLE}{value!r}"  # not storable: can never match a stored value
+
+    def checked_texts(
+        self, values: tuple, number_texts: set[int] | None, picked: list[bool]
+    ) -> list[str | None] | None:
+        """Pre-flight's fast check of a column's values (`batch_check`) with the canonical
+        text (`source_text`) of the picked ones, each value parsed once: None when a value
+        may not be storable (then check value by value)."""
+        if not values:
+            return []
+        present = [i for i, v in enumerate(values) if v is not None]
+        if len(present) < len(values):
+            if not self.nullable:
+                return None
+            kept = tuple(values[i] for i in present)
+            texts = self.checked_texts(kept, number_texts, [picked[i] for i in present])
+            if texts is None:
+                return None
+            out: list[str | None] = [self.source_text(None) if p else None for p in picked]
+            for i, text in zip(present, texts):
+                out[i] = text
+            return out
+        if self.kind.checked_texts is not None:
+            return self.kind.checked_texts(self, values, number_texts, picked)
+        if values and not self.kind.batch_check(self, values, number_texts):
+            return None
+        return [self.source_text(v) if p else None for v, p in zip(values, picked)]
 
     def copy_text(self, value):
         """The value as COPY's CSV takes it into the staging column."""
