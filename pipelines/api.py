@@ -47,6 +47,7 @@ from sources.tenant_map import check_map, mapped_list
 def planned_components(planned: list[ComponentPlan]) -> list[registry.Component]:
     return [registry.get(c.name) for c in planned]
 
+
 Emit = Callable[[str], None]
 
 
@@ -123,8 +124,7 @@ def make_plan(
             comps = [c for c in comps if db.has(c) and db.count(c, tenants)]
             if not comps:
                 raise UsageError(
-                    f"{' + '.join(paths)} holds no records of any component llmspell-migrate "
-                    "moves",
+                    f"{' + '.join(paths)} holds no records of any component llmspell-migrate moves",
                     "Check --source (and --tenant); there is nothing to plan.",
                 )
         for comp in comps:

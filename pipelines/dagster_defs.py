@@ -27,7 +27,6 @@ inside its own all-or-nothing run (pre-flight, backup, validation and rollback a
 dlt's load), which a bare dlt asset would skip.
 """
 
-
 import os
 from pathlib import Path
 

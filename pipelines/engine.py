@@ -280,7 +280,8 @@ class Engine:
         target_schema.check_schema(conn, comps)
         tenants = report.tenants
         existing = {c.name: preflight.existing_target_keys(conn, c, tenants, bypass) for c in comps}
-        scan = (db, self.plan, existing, report, self.progress, prints_dir)
+        warn = report.warnings.append
+        scan = (db, self.plan, existing, report, self.progress, prints_dir, warn)
         if backup is None:
             overlaps = preflight.scan_source(*scan)
         else:  # the backup is written on the other core while Python checks the records
@@ -500,7 +501,7 @@ class Engine:
         self,
         run: Run,
         result: ExecuteResult,
-        source_prints: dict[str, str] | None = None,
+        source_prints: dict[str, list[str]] | None = None,
         target_prints=None,
     ) -> None:
         t0 = time.perf_counter()

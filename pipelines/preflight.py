@@ -9,25 +9,25 @@ migrated, different ones stop the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from core.errors import PreflightError
-from core.model import json_numbers
-from core.model.canonical import uuid_key
 from core.model.checks import check_text
 from core.model.components import Component
 from destinations.target_schema import act_as_tenant
+from pipelines import source_scan
 from pipelines.plan import Plan
 from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
 from sources import key_routing
-from sources.key_routing import KeyMapper, Reachability
+from sources.key_routing import Reachability
 from sources.memory_checks import cross_record_problems
-from sources.record_checks import BadRecord, RecordChecker, printable
+from sources.record_checks import BadRecord, printable
 from sources.sqlite_reader import SourceDB
-from validation.source_prints import PrintsFile, SourcePrints, effective_percent
+from validation.source_prints import effective_percent
 
 MAX_LISTED = 20
 
@@ -59,8 +59,8 @@ class PreflightReport:
     reachability: dict[str, Reachability] = field(default_factory=dict)
     number_changes: dict[str, int] = field(default_factory=dict)  # per component
     number_examples: list[str] = field(default_factory=list)
-    # the source side of validation, per component: its prints' Arrow file (`scan_source`)
-    source_prints: dict[str, str] = field(default_factory=dict)
+    # the source side of validation, per component: its prints' Arrow files (`scan_source`)
+    source_prints: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
@@ -175,15 +175,6 @@ def check_reachability(report: PreflightReport, allow: bool) -> None:
     )
 
 
-def natural_key_of(comp: Component):
-    """A function giving a reader row's natural key, in the target's text form (sessions'
-    UUIDs canonical), with the column position looked up once, not per record."""
-    at = 1 + comp.column_names.index(comp.key_column)
-    if comp.column(comp.key_column).kind.is_uuid:
-        return lambda row: uuid_key(row[at])
-    return lambda row: row[at]
-
-
 def scan_source(
     db: SourceDB,
     plan: Plan,
@@ -191,65 +182,60 @@ def scan_source(
     report: PreflightReport | None = None,
     progress: Listener = quiet,
     prints_dir: str | None = None,
+    warn: Callable[[str], None] = lambda line: None,
 ) -> dict[str, set[tuple[str, str]]]:
-    """One pass over every record, as the key layout writes it: check it is storable, count
-    the numbers JSONB rewrites, and find the records whose (tenant, key) already exists in
-    the target. With `prints_dir` (and a `report`) the same pass writes the source side of
-    validation: each record's print from the canonical texts its checks computed (one parse
-    of each document), one Arrow file per component (`report.source_prints`). Memory stays
-    bounded by the batch; `progress` hears each batch checked."""
-    overlaps: dict[str, set[tuple[str, str]]] = {}
+    """One pass over every record, as the key layout writes it (`pipelines.source_scan`,
+    on both cores): check it is storable, count the numbers JSONB rewrites, and find the
+    records whose (tenant, key) already exists in the target. With `prints_dir` (and a
+    `report`) the same pass writes the source side of validation, each record's print from
+    the canonical texts its checks computed (one parse of each document), into Arrow files
+    per component (`report.source_prints`). `progress` hears each batch checked."""
+    keep = report.keep_verbatim if report else {}
+    totals = {c.name: c.source_count for c in report.components} if report else {}
+    components = [
+        source_scan.ComponentSpec(
+            cp.name,
+            cp.batch_size,
+            effective_percent(
+                plan.checksum_sample_percent, plan.full_comparison_threshold, totals[cp.name]
+            )
+            if prints_dir is not None and report is not None
+            else None,
+        )
+        for cp in plan.components
+    ]
+    spec = source_scan.ScanSpec(
+        str(db.read_path),
+        components,
+        plan.tenants,
+        plan.key_layout,
+        {name: v for name, v in keep.items() if v},
+        {name: v for name, v in existing.items() if v},
+        prints_dir,
+    )
+    records = sum(totals.values()) if report else 0
+    results = source_scan.scan(
+        db,
+        spec,
+        lambda name: Counter(progress, PREFLIGHT, name, totals.get(name)),
+        records >= source_scan.PARALLEL_MIN,
+        warn,
+    )
     bad: list[BadRecord] = []
     bad_total = 0
-    keep = report.keep_verbatim if report else {}
     for cp in plan.components:
-        comp = cp.component
-        checker = RecordChecker(comp)
-        mapper = KeyMapper(comp, plan.key_layout, keep.get(comp.name))
-        tenant_at = 1 + comp.column_names.index("tenant_id")
-        in_target = existing.get(comp.name) or set()
-        key_of = natural_key_of(comp)
-        found: set[tuple[str, str]] = set()
-        json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
-        total = report.component(comp.name).source_count if report else None
-        counter = Counter(progress, PREFLIGHT, comp.name, total)
-        prints = out = None
-        if prints_dir is not None and report is not None:
-            pct = effective_percent(
-                plan.checksum_sample_percent, plan.full_comparison_threshold, total or 0
-            )
-            prints = SourcePrints(comp, pct, mapper, plan.key_layout)
-            path = f"{prints_dir}/{comp.name}.arrow"
-            out = PrintsFile(path, prints.schema)
-        try:
-            for raw in db.iter_batches(comp, cp.batch_size, plan.tenants):
-                rows = mapper.rows(raw)
-                picked = prints.picked(rows) if prints is not None and not bad_total else None
-                problems = checker.check_rows(rows, picked)
-                if report is not None and checker.number_texts:
-                    _count_number_changes(comp, rows, json_at, checker.number_texts, report)
-                if problems:
-                    bad_total += len(problems)
-                    bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
-                elif picked is not None:  # once a record is bad the run stops: no more prints
-                    out.write(prints.batch(raw, rows, picked, checker.texts))
-                if in_target:
-                    for row in rows:
-                        key = (row[tenant_at], key_of(row))
-                        if key in in_target:
-                            found.add(key)
-                counter.advance(len(rows))
-        finally:
-            if out is not None:
-                out.close()
-        if out is not None and not bad_total:
-            report.source_prints[comp.name] = out.path
-        overlaps[comp.name] = found
-        counter.finish()
-        problems = cross_record_problems(db, comp, plan.tenants)
-        if problems:
-            bad_total += len(problems)
-            bad.extend(problems[: max(0, MAX_LISTED - len(bad))])
+        part = results[cp.name]
+        problems = cross_record_problems(db, cp.component, plan.tenants)
+        found = part.bad + problems
+        bad_total += part.bad_total + len(problems)
+        bad.extend(found[: max(0, MAX_LISTED - len(bad))])
+        if report is not None:
+            if part.number_changes:
+                report.number_changes[cp.name] = part.number_changes
+            room = MAX_LISTED - len(report.number_examples)
+            report.number_examples += part.number_examples[: max(0, room)]
+            if part.prints:
+                report.source_prints[cp.name] = part.prints
     if bad_total:
         raise PreflightError(
             f"{bad_total} source record(s) cannot be stored in PostgreSQL",
@@ -258,28 +244,7 @@ def scan_source(
             details=[str(b) for b in bad]
             + ([f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
         )
-    return overlaps
-
-
-def _count_number_changes(
-    comp: Component, rows: list[tuple], json_at: list[int], texts: set[int], report
-) -> None:
-    """Numbers llmspell will decode differently after JSONB (`1e16` -> integer, `-0` -> 0),
-    in the JSON texts the record checks flagged (`texts`: their ids)."""
-    tenant_at = 1 + comp.column_names.index("tenant_id")
-    for at in json_at:
-        for row in rows:
-            if id(row[at]) not in texts:
-                continue
-            for found in json_numbers.scan(row[at]):
-                if found.after_jsonb is None:
-                    continue  # refused by the record checks
-                report.number_changes[comp.name] = report.number_changes.get(comp.name, 0) + 1
-                if len(report.number_examples) < MAX_LISTED:
-                    report.number_examples.append(
-                        f"{comp.name} {row[tenant_at]} {row[0]}: {comp.column_names[at - 1]} "
-                        f"{found.path} {found.written} -> {found.after_jsonb}"
-                    )
+    return {name: part.found for name, part in results.items()}
 
 
 def number_change_lines(report: PreflightReport) -> list[str]:

@@ -23,6 +23,8 @@ from tests.helpers import three_installations as three
 from tests.llmspell_writes import SESSION
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 def test_three_colliding_installations_consolidated_with_maps(tmp_path, target_db, capsys):
     srcs = three(tmp_path)
     # As they stand, their tenants and keys collide: refused, naming both, nothing written.

@@ -17,9 +17,7 @@ def secrets(folder: Path, dsn: str) -> None:
     (folder / ".dlt" / "secrets.toml").write_text(f'[llmspell_migrate.target]\ndsn = "{dsn}"\n')
 
 
-def test_plan_made_for_secrets_target_is_refused_elsewhere(
-    tmp_path, target_db, other_target_db
-):
+def test_plan_made_for_secrets_target_is_refused_elsewhere(tmp_path, target_db, other_target_db):
     made, elsewhere = tmp_path / "made", tmp_path / "elsewhere"
     made.mkdir()
     elsewhere.mkdir()

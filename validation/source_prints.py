@@ -215,6 +215,8 @@ class PrintsFile:
         self._sink.close()
 
 
-def read_prints(path: str) -> pa.Table:
-    """A component's prints from its file, memory-mapped (the pages are the file's)."""
-    return pa.ipc.open_file(pa.memory_map(path)).read_all()
+def read_prints(paths: list[str]) -> pa.Table:
+    """A component's prints from its files (one per process that wrote them),
+    memory-mapped (the pages are the files')."""
+    tables = [pa.ipc.open_file(pa.memory_map(path)).read_all() for path in paths]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -148,7 +148,7 @@ class Validator:
         comps: list[Component],
         percent: float,
         threshold: int,
-        source_print_files: dict[str, str] | None = None,
+        source_print_files: dict[str, list[str]] | None = None,
         reach: dict[str, Reachability] | None = None,
         on_component: Callable[[str], None] | None = None,
         target_prints: Callable[[Component, pa.Table | None], None] | None = None,
@@ -181,9 +181,9 @@ class Validator:
             for comp in comps:
                 pct = self.compare_percent(comp, percent, threshold)
                 routes = reach.get(comp.name) if reach is not None else None
-                path = (source_print_files or {}).get(comp.name)
-                if path:
-                    prints = read_prints(path)
+                paths = (source_print_files or {}).get(comp.name)
+                if paths:
+                    prints = read_prints(paths)
                 else:  # one pass for the comparison and read-back's prints
                     layout = routes.layout if routes is not None else None
                     prints = self.comparer(comp, layout).source_fingerprints(pct, None)

@@ -1,0 +1,299 @@
+"""Pre-flight's one pass over every source record, on both cores.
+
+Every record is checked (storable in PostgreSQL?), looked up among the keys already in the
+target, scanned for numbers JSONB rewrites and, for an `execute`, printed for validation
+from the same parse of each document (`RecordChecker.check_rows(rows, picked)` gives the
+canonical texts `SourcePrints` hashes). That is Python work, one core per process: above
+`PARALLEL_MIN` records the records are dealt out by a hash of their key to this process and
+one child process (`core.child` runs this module), each scanning its half of every
+component and writing its own prints file. The child reports each batch (progress) and
+each component's part; if it fails, this process scans that half itself, so the run never
+depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import xxhash
+
+from core import child
+from core.model import json_numbers, registry
+from core.model.canonical import uuid_key
+from core.model.components import Component
+from sources.key_routing import KeyMapper
+from sources.record_checks import BadRecord, RecordChecker
+from sources.sqlite_reader import SourceDB
+from validation.source_prints import PrintsFile, SourcePrints
+
+MAX_LISTED = 20
+PARALLEL_MIN = 20_000  # records: below this a second process costs more than it saves
+
+
+@dataclass
+class ComponentSpec:
+    name: str
+    batch_size: int
+    percent: float | None  # the comparison's effective percent; None: no prints
+
+
+@dataclass
+class ScanSpec:
+    """What a scan needs, in picklable form (components by name: their kinds hold code)."""
+
+    read_path: str
+    components: list[ComponentSpec]
+    tenants: list[str] | None
+    layout: str
+    keep: dict[str, set[tuple[str, str]]]  # records kept verbatim, per component
+    existing: dict[str, set[tuple[str, str]]]  # (tenant, key) already in the target
+    prints_dir: str | None
+
+
+@dataclass
+class PartResult:
+    """One process's share of one component."""
+
+    component: str
+    records: int = 0
+    found: set[tuple[str, str]] = field(default_factory=set)
+    bad: list[BadRecord] = field(default_factory=list)  # the first MAX_LISTED
+    bad_total: int = 0
+    number_changes: int = 0
+    number_examples: list[str] = field(default_factory=list)
+    prints: list[str] = field(default_factory=list)  # its prints file (none if a record is bad)
+
+    def merge(self, other: PartResult) -> PartResult:
+        bad = sorted(self.bad + other.bad, key=lambda b: (b.tenant_id, b.key, b.column))
+        return PartResult(
+            self.component,
+            self.records + other.records,
+            self.found | other.found,
+            bad[:MAX_LISTED],
+            self.bad_total + other.bad_total,
+            self.number_changes + other.number_changes,
+            (self.number_examples + other.number_examples)[:MAX_LISTED],
+            [] if self.bad_total or other.bad_total else self.prints + other.prints,
+        )
+
+
+def natural_key_of(comp: Component) -> Callable[[tuple], str]:
+    """A function giving a reader row's natural key, in the target's text form (sessions'
+    UUIDs canonical), with the column position looked up once, not per record."""
+    at = 1 + comp.column_names.index(comp.key_column)
+    if comp.column(comp.key_column).kind.is_uuid:
+        return lambda row: uuid_key(row[at])
+    return lambda row: row[at]
+
+
+def _mine(rows: list[tuple], part: int, parts: int) -> list[tuple]:
+    """This process's records of a batch: by a hash of the llmspell key, so the halves do
+    not depend on the order SQLite returns rows in."""
+    if parts == 1:
+        return rows
+    h = xxhash.xxh32_intdigest
+    return [r for r in rows if h(r[0].encode("utf-8", "surrogatepass")) % parts == part]
+
+
+def scan_part(
+    db: SourceDB,
+    spec: ScanSpec,
+    cs: ComponentSpec,
+    part: int = 0,
+    parts: int = 1,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> PartResult:
+    """Scan this process's share of one component; memory stays bounded by the batch."""
+    comp = registry.get(cs.name)
+    out = PartResult(cs.name)
+    checker = RecordChecker(comp)
+    mapper = KeyMapper(comp, spec.layout, spec.keep.get(comp.name))
+    tenant_at = 1 + comp.column_names.index("tenant_id")
+    in_target = spec.existing.get(comp.name) or set()
+    key_of = natural_key_of(comp)
+    json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
+    prints = sink = None
+    if cs.percent is not None and spec.prints_dir is not None:
+        prints = SourcePrints(comp, cs.percent, mapper, spec.layout)
+        sink = PrintsFile(os.path.join(spec.prints_dir, f"{comp.name}.{part}.arrow"), prints.schema)
+    try:
+        for batch in db.iter_batches(comp, cs.batch_size * parts, spec.tenants):
+            raw = _mine(batch, part, parts)
+            rows = mapper.rows(raw)
+            picked = prints.picked(rows) if prints is not None and not out.bad_total else None
+            problems = checker.check_rows(rows, picked)
+            if checker.number_texts:
+                _count_number_changes(comp, rows, json_at, checker.number_texts, out)
+            if problems:
+                out.bad_total += len(problems)
+                out.bad.extend(problems[: max(0, MAX_LISTED - len(out.bad))])
+            elif picked is not None:  # once a record is bad the run stops: no more prints
+                sink.write(prints.batch(raw, rows, picked, checker.texts))
+            if in_target:
+                for row in rows:
+                    key = (row[tenant_at], key_of(row))
+                    if key in in_target:
+                        out.found.add(key)
+            out.records += len(rows)
+            on_batch(len(rows))
+    finally:
+        if sink is not None:
+            sink.close()
+    if sink is not None and not out.bad_total:
+        out.prints.append(sink.path)
+    return out
+
+
+def _count_number_changes(
+    comp: Component, rows: list[tuple], json_at: list[int], texts: set[int], out: PartResult
+) -> None:
+    """Numbers llmspell will decode differently after JSONB (`1e16` -> integer, `-0` -> 0),
+    in the JSON texts the record checks flagged (`texts`: their ids)."""
+    tenant_at = 1 + comp.column_names.index("tenant_id")
+    for at in json_at:
+        for row in rows:
+            if id(row[at]) not in texts:
+                continue
+            for found in json_numbers.scan(row[at]):
+                if found.after_jsonb is None:
+                    continue  # refused by the record checks
+                out.number_changes += 1
+                if len(out.number_examples) < MAX_LISTED:
+                    out.number_examples.append(
+                        f"{comp.name} {row[tenant_at]} {row[0]}: {comp.column_names[at - 1]} "
+                        f"{found.path} {found.written} -> {found.after_jsonb}"
+                    )
+
+
+class _Helper:
+    """The child scanning the second half, and a thread turning its messages into a queue
+    (so this process reads them between its own batches without blocking)."""
+
+    def __init__(self, spec: ScanSpec):
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (the child's stderr, for a message)
+        self.process = child.start("pipelines.source_scan", spec, self.log)
+        self.messages: queue.Queue = queue.Queue()
+        self.failed: str | None = None
+        self.parts: dict[str, PartResult] = {}  # the child's finished parts, by component
+        self.current: str | None = None  # the component this process is scanning
+        self.ahead: dict[str, int] = {}  # records the child checked of later components
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = child.receive(self.process.stdout)
+                self.messages.put(message)
+                if message[0] in ("end", "error"):
+                    return
+        except Exception as exc:  # EOF: it died; its stderr says why
+            code = self.process.wait()
+            said = child.stderr_tail(self.log)
+            why = f"exited with code {code}" + (f": {said}" if said else f" ({exc!r})")
+            self.messages.put(("error", why))
+
+    def begin(self, name: str, advance: Callable[[int], None]) -> None:
+        """This process starts on `name`: the child's progress on it so far counts now."""
+        self.current = name
+        if name in self.ahead:
+            advance(self.ahead.pop(name))
+
+    def drain(self, advance: Callable[[int], None]) -> None:
+        """Progress the child reported so far (parts it finished are kept for `part`)."""
+        while True:
+            try:
+                message = self.messages.get_nowait()
+            except queue.Empty:
+                return
+            self._hear(message, advance)
+
+    def part(self, name: str, advance: Callable[[int], None]) -> PartResult | None:
+        """Wait for the child's part of `name` (None: the child failed, `failed` says why)."""
+        while name not in self.parts and self.failed is None:
+            self._hear(self.messages.get(), advance)
+        return self.parts.pop(name, None)
+
+    def _hear(self, message: tuple, advance: Callable[[int], None]) -> None:
+        kind = message[0]
+        if kind == "batch":  # counted on its component's counter, now or when it starts
+            name, n = message[1], message[2]
+            if name == self.current:
+                advance(n)
+            else:
+                self.ahead[name] = self.ahead.get(name, 0) + n
+        elif kind == "part":
+            self.parts[message[1].component] = message[1]
+        elif kind == "error":
+            self.failed = message[1]
+
+    def close(self) -> None:
+        child.stop(self.process)
+        self.log.close()
+
+
+def scan(
+    db: SourceDB,
+    spec: ScanSpec,
+    counter_for: Callable[[str], object],
+    parallel: bool,
+    warn: Callable[[str], None],
+) -> dict[str, PartResult]:
+    """Scan every component of `spec` (on two processes when `parallel`); `counter_for`
+    gives a component's progress counter (with `advance` and `finish`)."""
+    helper = _Helper(spec) if parallel else None
+    parts = 2 if parallel else 1
+    results: dict[str, PartResult] = {}
+    try:
+        for cs in spec.components:
+            counter = counter_for(cs.name)
+            if helper is not None:
+                helper.begin(cs.name, counter.advance)
+
+            def on_batch(n: int, counter=counter, helper=helper) -> None:
+                counter.advance(n)
+                if helper is not None:
+                    helper.drain(counter.advance)
+
+            result = scan_part(db, spec, cs, 0, parts, on_batch)
+            if parallel:
+                theirs = helper.part(cs.name, counter.advance) if helper is not None else None
+                if theirs is None:
+                    if helper is not None:
+                        warn(
+                            f"the second pre-flight process stopped ({helper.failed}); "
+                            "this one scans its records too"
+                        )
+                        helper.close()
+                        helper = None
+                    theirs = scan_part(db, spec, cs, 1, parts, counter.advance)
+                result = result.merge(theirs)
+            counter.finish()
+            results[cs.name] = result
+    finally:
+        if helper is not None:
+            helper.close()
+    return results
+
+
+def child_main() -> None:
+    """The second process: scan part 1 of every component, reporting as it goes."""
+    spec, out = child.child_streams()
+    try:
+        with SourceDB(spec.read_path, snapshot=False) as db:
+            for cs in spec.components:
+
+                def heard(n: int, name: str = cs.name) -> None:
+                    child.send(out, ("batch", name, n))
+
+                result = scan_part(db, spec, cs, 1, 2, heard)
+                child.send(out, ("part", result))
+        child.send(out, ("end",))
+    except Exception as exc:  # reported to the parent, which scans this half itself
+        child.send(out, ("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        out.close()

@@ -1,0 +1,104 @@
+"""Pre-flight's pass over the source on two processes (`pipelines.source_scan`): the halves
+together are the whole source, an execute validates from prints written by both, bad
+records found by either are all refused, and a child that fails is replaced by this
+process scanning its half."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from core.errors import PreflightError
+from pipelines import api, source_scan
+from sources.sample_db import SampleSpec
+from sources.sqlite_reader import SourceDB
+from tests.helpers import make_plan, sample_file
+from validation.source_prints import read_prints
+
+SPEC = SampleSpec(agents=40, workflows=20, sessions=12, kv=30, tenants=3, seed=5)
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    path = tmp_path / "src" / "llmspell.db"
+    sample_file(path, SPEC)
+    return path
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+    monkeypatch.setattr(source_scan, "PARALLEL_MIN", 0)
+
+
+def test_execute_validates_from_both_halves(tmp_path, src, target_db, two_processes):
+    plan = make_plan(tmp_path, src, target_db.dsn)
+    result = api.execute(plan)
+    assert result.status == "SUCCESS", result
+    assert result.validation.passed
+    prints = result.preflight.source_prints
+    assert prints and all(len(files) == 2 for files in prints.values()), prints
+    for c in result.validation.components:
+        assert c.mode == "full" and c.compared == c.source_count, c
+
+
+def test_bad_records_in_either_half_are_all_refused(tmp_path, src, target_db, two_processes):
+    conn = sqlite3.connect(src)
+    ids = [r[0] for r in conn.execute("SELECT agent_id FROM agent_states ORDER BY rowid")]
+    conn.executemany(
+        "UPDATE agent_states SET state_data = '{\"a\": NaN}' WHERE agent_id = ?",
+        [(a,) for a in ids[:12]],
+    )
+    conn.commit()
+    conn.close()
+    plan = make_plan(tmp_path, src, target_db.dsn)
+    with pytest.raises(PreflightError) as caught:
+        api.execute(plan)
+    assert "failed: 12 source record(s) cannot be stored" in caught.value.message
+    listed = [d for d in caught.value.details if "state_data is not valid JSON" in d]
+    assert len(listed) == 12, caught.value.details
+    assert target_db.count("agent_states") == 0
+
+
+def test_a_failing_child_is_replaced_by_this_process(tmp_path, src):
+    """The child cannot open its source (a path that is no file): this process scans the
+    child's half too, says so, and the result is the one-process scan's."""
+    prints_one, prints_two = tmp_path / "one", tmp_path / "two"
+    prints_one.mkdir(), prints_two.mkdir()
+    warnings: list[str] = []
+    with SourceDB(src) as db:
+        comps = [
+            source_scan.ComponentSpec(name, 7, 100.0)
+            for name in ("agent_state", "workflow_state", "sessions", "kv_store")
+        ]
+
+        def spec(read_path, where):
+            return source_scan.ScanSpec(read_path, comps, None, "llmspell", {}, {}, str(where))
+
+        alone = source_scan.scan(db, spec(str(db.read_path), prints_one), _Quiet, False, print)
+        broken = spec(str(tmp_path / "no-such-snapshot.db"), prints_two)
+        both = source_scan.scan(db, broken, _Quiet, True, warnings.append)
+    assert len(warnings) == 1 and "the second pre-flight process stopped" in warnings[0]
+    assert "no-such-snapshot.db" in warnings[0], warnings
+    for name, one in alone.items():
+        two = both[name]
+        assert (two.records, two.bad_total) == (one.records, 0)
+        assert len(two.prints) == 2
+        assert _sorted(read_prints(two.prints)).equals(_sorted(read_prints(one.prints)))
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("tenant_id", "ascending"), ("nkey", "ascending")])
+
+
+class _Quiet:
+    def __init__(self, name: str):
+        self.name = name
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
