@@ -26,10 +26,17 @@ from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from core.model.registry import SUPPORTED
 from destinations import embedded_server
 from destinations.connection import redact_text
-from pipelines import api, fleet, progress
-from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
-from pipelines.sync import SyncResult
-from pipelines.sync import render as render_sync
+from pipelines import api
+from pipelines.face.report import (
+    render_backend_check,
+    render_execute,
+    render_plan,
+    render_validation,
+)
+from pipelines.fleet import runner as fleet
+from pipelines.shared import progress
+from pipelines.workflows.sync import SyncResult
+from pipelines.workflows.sync import render as render_sync
 from sources.key_routing import LAYOUTS
 from sources.tenant_map import parse_cli as parse_tenant_map
 

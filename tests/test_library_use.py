@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from pipelines import api
-from pipelines.engine import SourcePrinter
+from pipelines.workflows.engine import SourcePrinter
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines import progress
-from pipelines.progress import COPY, Counter, Event, JsonLines, PlainLines
+from pipelines.shared import progress
+from pipelines.shared.progress import COPY, Counter, Event, JsonLines, PlainLines
 from sources.sample_db import generate
 from tests.helpers import BIG, REPO, make_plan, one_line_error, run_cli
 

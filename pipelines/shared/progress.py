@@ -6,7 +6,7 @@ component, done, total, elapsed) handed to a listener. The listeners are the ren
 - `PlainLines`: the guide's `[agent_state] Progress: 420/1000 records (42%)` lines, every
   10% of the copy (what a pipe, a log file or a notebook gets; byte for byte as before);
 - `JsonLines`: one JSON object per event (`--log-format json`), with rate and ETA;
-- `pipelines.progress_bar.BarDisplay`: a live bar per stage and component on a terminal.
+- `pipelines.face.progress_bar.BarDisplay`: a live bar per stage and component on a terminal.
 
 A stage with no cheap total reports `total=None`: a count and a rate, never a percentage.
 """
@@ -27,7 +27,7 @@ from core.errors import UsageError
 from destinations.connection import redact_text
 
 PREFLIGHT, BACKUP, COPY, VALIDATION = "preflight", "backup", "copy", "validation"
-EXTRACT = "extract"  # dlt's step before the copy's first batch (pipelines.progress_dlt)
+EXTRACT = "extract"  # dlt's step before the copy's first batch (pipelines.stages.progress_dlt)
 STAGE_LABELS = {PREFLIGHT: "pre-flight", BACKUP: "backup", COPY: "copy", VALIDATION: "validation"}
 MODES = ("auto", "bar", "plain", "none")
 
@@ -288,7 +288,7 @@ def open_display(mode: str, as_json: bool, log_format: str) -> Display:
         lines = JsonLines(lambda line: write_line(stream, line))
         return Display(emit, quiet if mode == "none" else lines)
     if mode == "bar" or (mode == "auto" and wants_bar(stream)):
-        from pipelines.progress_bar import BarDisplay  # rich loads only when a bar is drawn
+        from pipelines.face.progress_bar import BarDisplay  # rich loads only when a bar is drawn
 
         return BarDisplay(stream, force=mode == "bar")
     emit = printer(stream, False)

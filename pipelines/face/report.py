@@ -6,7 +6,7 @@ import shlex
 
 from core import settings
 from destinations.artifact_writer import LARGE_OBJECT_NOTE
-from pipelines.results import ExecuteResult, PlanResult
+from pipelines.stages.results import ExecuteResult, PlanResult
 from sources.record_checks import printable
 from validation.stage import ValidationReport
 

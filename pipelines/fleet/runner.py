@@ -50,8 +50,8 @@ from core.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateErro
 from core.model import registry
 from destinations import connection, embedded_server, run_ledger, target_schema
 from destinations.connection import redact_text
-from pipelines import plan as plan_mod
-from pipelines.plan import _PlanLoader
+from pipelines.shared import plan as plan_mod
+from pipelines.shared.plan import _PlanLoader
 from sources import installation as installation_mod
 from sources.sqlite_reader import SourceDB
 from sources.tenant_map import check_map, prefixed, tenant_problem

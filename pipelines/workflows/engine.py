@@ -2,7 +2,7 @@
 
 `Engine.execute` reads as the run does, stage by stage; what every run shares (opening the
 source snapshot and the target, bookkeeping, lock, ledger, signals, rollback, the failure
-report) is `pipelines.run.Run`.
+report) is `pipelines.stages.run.Run`.
 
 A run either ends fully migrated and validated, or with every row it wrote removed again:
 any failure after the first write (validation mismatch, constraint violation, lost
@@ -25,13 +25,13 @@ from core import child, files
 from core.errors import PreflightError, UsageError, ValidationFailed
 from destinations import connection, target_schema
 from destinations.postgres_writer import WriterPool
-from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight, store_steps, sync_baseline
-from pipelines import progress as progress_mod
-from pipelines.plan import Plan
-from pipelines.report import render_validation
-from pipelines.results import ExecuteResult
-from pipelines.run import (
+from pipelines.face.report import render_validation
+from pipelines.shared import progress as progress_mod
+from pipelines.shared.plan import Plan
+from pipelines.stages import backup as backup_mod
+from pipelines.stages import copy_stage, preflight, store_steps, sync_baseline
+from pipelines.stages.results import ExecuteResult
+from pipelines.stages.run import (
     MIGRATION,
     Emit,
     Run,
@@ -74,7 +74,7 @@ def check_workers(workers: int | None) -> int:
 
 
 class Engine:
-    """Execute and dry-run of a plan, each one `Run` (`pipelines.run`): its stages in order
+    """Execute and dry-run of a plan, each one `Run` (`pipelines.stages.run`): its stages in order
     in `execute`, the dlt load's completion (`_loaded`) the last of them."""
 
     def __init__(
@@ -564,7 +564,7 @@ class SourcePrinter:
 
     Pre-flight and copy keep PostgreSQL and Python busy but leave gaps; the worker (at lower
     priority) fills them, so validation later only reads the target. The worker is
-    `pipelines.prints_worker` in a fresh interpreter (`core.child`): never the caller's
+    `pipelines.stages.prints_worker` in a fresh interpreter (`core.child`): never the caller's
     script or notebook again. If it fails for any reason, `failure` says why and validation
     computes the same fingerprints itself; if the run stops early, the worker is
     terminated, not waited for."""
@@ -582,7 +582,7 @@ class SourcePrinter:
             self.dir,
             plan.key_layout,
         )
-        self.process = child.start("pipelines.prints_worker", args, self._log)
+        self.process = child.start("pipelines.stages.prints_worker", args, self._log)
 
     def result(self) -> dict[str, str] | None:
         """The worker's files per component, or None (then `failure` says why)."""

@@ -20,8 +20,8 @@ from core.model.canonical import uuid_key
 from core.model.checks import check_text
 from core.model.components import Component
 from destinations.target_schema import act_as_tenant
-from pipelines.plan import Plan
-from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
+from pipelines.shared.plan import Plan
+from pipelines.shared.progress import PREFLIGHT, Counter, Listener, quiet
 from sources import key_routing
 from sources.key_routing import KeyMapper, Reachability
 from sources.memory_checks import cross_record_problems
