@@ -27,14 +27,10 @@ from core.model.registry import SUPPORTED
 from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api
-from pipelines.face.report import (
-    render_backend_check,
-    render_execute,
-    render_plan,
-    render_validation,
-)
+from pipelines.face.report import render_backend_check, render_execute, render_plan
 from pipelines.fleet import runner as fleet
 from pipelines.shared import progress
+from pipelines.stages.validation_lines import render_validation
 from pipelines.workflows.sync import SyncResult
 from pipelines.workflows.sync import render as render_sync
 from sources.key_routing import LAYOUTS

@@ -25,7 +25,6 @@ from core import child, files
 from core.errors import PreflightError, UsageError, ValidationFailed
 from destinations import connection, target_schema
 from destinations.postgres_writer import WriterPool
-from pipelines.face.report import render_validation
 from pipelines.shared import progress as progress_mod
 from pipelines.shared.plan import Plan
 from pipelines.stages import backup as backup_mod
@@ -41,6 +40,7 @@ from pipelines.stages.run import (
     source_paths_for,
     take_back,
 )
+from pipelines.stages.validation_lines import render_validation
 from sources.key_routing import mappers
 from sources.sqlite_reader import SourceDB
 from validation.stage import Validator
