@@ -27,9 +27,9 @@ from core.model.registry import SUPPORTED
 from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api
+from pipelines.face import progress_display
 from pipelines.face.report import render_backend_check, render_execute, render_plan
 from pipelines.fleet import runner as fleet
-from pipelines.shared import progress
 from pipelines.stages.validation_lines import render_validation
 from pipelines.workflows.sync import SyncResult
 from pipelines.workflows.sync import render as render_sync
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     def progress_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--progress",
-            choices=progress.MODES,
+            choices=progress_display.MODES,
             default="auto",
             help="auto: a live bar (records, rate, ETA) when the output is a terminal, else "
             "plain lines; bar: always the bar; plain: the guide's lines; none: no progress "
@@ -364,7 +364,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "fleet":
         return fleet.run_cli(args)
     try:
-        display = progress.open_display(
+        display = progress_display.open_display(
             getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")
         )
         if args.command == "plan":
