@@ -27,9 +27,8 @@ from core.model.registry import SUPPORTED
 from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api
-from pipelines.face import progress_display
+from pipelines.face import fleet_cli, progress_display
 from pipelines.face.report import render_backend_check, render_execute, render_plan
-from pipelines.fleet import runner as fleet
 from pipelines.stages.validation_lines import render_validation
 from pipelines.workflows.sync import SyncResult
 from pipelines.workflows.sync import render as render_sync
@@ -311,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    fleet.add_parser(sub)
+    fleet_cli.add_parser(sub)
 
     sp = sub.add_parser(
         "prune",
@@ -362,7 +361,7 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
     if args.command == "fleet":
-        return fleet.run_cli(args)
+        return fleet_cli.run_cli(args)
     try:
         display = progress_display.open_display(
             getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")
