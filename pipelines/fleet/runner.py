@@ -51,7 +51,7 @@ from core.model import registry
 from destinations import connection, embedded_server, run_ledger, target_schema
 from destinations.connection import redact_text
 from pipelines.shared import plan as plan_mod
-from pipelines.shared.plan import _PlanLoader
+from pipelines.shared.plan import PlanLoader
 from sources import installation as installation_mod
 from sources.sqlite_reader import SourceDB
 from sources.tenant_map import check_map, prefixed, tenant_problem
@@ -139,7 +139,7 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     where = str(path)
     try:
-        loader = _PlanLoader(path.read_text(encoding="utf-8"))
+        loader = PlanLoader(path.read_text(encoding="utf-8"))
         loader.name = where
         try:
             data = loader.get_single_data()
