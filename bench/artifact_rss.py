@@ -89,7 +89,7 @@ def stream_only(db_path: str, step: str) -> None:
     """One streaming path over the big blob (runs in its own child process)."""
     from destinations import connection
     from destinations.artifact_writer import stream_blob, write_large_object
-    from pipelines.artifact_backup import export_content
+    from pipelines.stages.artifact_backup import export_content
     from validation.artifact_content import _lo_digest, _source_digest
 
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)

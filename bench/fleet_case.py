@@ -28,7 +28,7 @@ import yaml
 def run_case(admin: str, work: Path, installations: int, records: int) -> dict:
     from bench.run import with_db
     from destinations import target_schema
-    from pipelines.fleet import Fleet
+    from pipelines.fleet.runner import Fleet
     from sources.sample_db import SampleSpec, generate
 
     root = work / "fleet"

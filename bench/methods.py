@@ -425,7 +425,7 @@ def project_execute(
     if workers:
         os.environ["LLMSPELL_MIGRATE_WORKERS"] = str(workers)
     from pipelines import api
-    from pipelines.plan import from_dict
+    from pipelines.shared.plan import from_dict
 
     names = ",".join(c.name for c in present_components(source))
     planned = api.make_plan(names, source=source, target=dsn, batch_size=batch_size)

@@ -74,7 +74,7 @@ def child(spec: dict) -> dict:
     os.environ["LLMSPELL_MIGRATE_HOME"] = str(work / "home")
     from bench.methods import peak_rss_mb, present_components
     from pipelines import api
-    from pipelines.plan import from_dict
+    from pipelines.shared.plan import from_dict
 
     src = work / "source.db"
     shutil.copyfile(spec["source"], src)

@@ -128,7 +128,7 @@ def get_run(conn: psycopg.Connection, run_id: str) -> RunRecord | None:
 
 
 # How this version fingerprints what a run wrote (`record_prints`; `runs.print_scheme`):
-# source records by MD5 of their canonical text (`pipelines.sync_baseline`), target rows by
+# source records by MD5 of their canonical text (`pipelines.stages.sync_baseline`), target rows by
 # SHA-256 of theirs (`destinations.row_text`). A run without it (NULL) was recorded by an
 # earlier version with DuckDB's `hash()` and PostgreSQL's `hashtextextended`, which neither
 # engine promises across versions: its prints are never compared with these.

@@ -12,15 +12,15 @@ from pathlib import Path
 
 from core.errors import UsageError
 from destinations import connection, target_schema
-from pipelines import engine
-from pipelines import prune as prune_mod
-from pipelines import rollback as rollback_mod
-from pipelines import run as run_mod
-from pipelines import sync as sync_mod
-from pipelines import verify as verify_mod
-from pipelines.plan import ComponentPlan, Plan, default_batch_size, load
-from pipelines.plan_output import check_plan_output
-from pipelines.progress import Listener, quiet
+from pipelines.shared.plan import ComponentPlan, Plan, default_batch_size, load
+from pipelines.shared.plan_output import check_plan_output
+from pipelines.shared.progress import Listener, quiet
+from pipelines.stages import run as run_mod
+from pipelines.workflows import engine
+from pipelines.workflows import prune as prune_mod
+from pipelines.workflows import rollback as rollback_mod
+from pipelines.workflows import sync as sync_mod
+from pipelines.workflows import verify as verify_mod
 
 __all__ = [
     "dry_run",
@@ -34,8 +34,8 @@ __all__ = [
     "verify",
 ]
 from core.model import registry
-from pipelines.preflight import reachability_lines
-from pipelines.results import ExecuteResult, PlanResult
+from pipelines.stages.preflight import reachability_lines
+from pipelines.stages.results import ExecuteResult, PlanResult
 from sources import installation
 from sources.key_routing import check_layout, classify_db
 from sources.memory_stores import HNSW_NOTE
@@ -261,7 +261,7 @@ def dry_run(
 ) -> ExecuteResult:
     """Every pre-flight check; writes nothing anywhere. `workers` (else
     LLMSPELL_MIGRATE_WORKERS) is checked as `execute` checks it, server capacity included.
-    `progress` hears the record checks' counts (`pipelines.progress.Event`)."""
+    `progress` hears the record checks' counts (`pipelines.shared.progress.Event`)."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
         p,
@@ -291,7 +291,7 @@ def execute(
     `keep_packages` keeps dlt's load packages (a parquet copy of the rows) after the run;
     `key_layout` overrides the plan's; `allow_unreachable` copies records llmspell's
     PostgreSQL backend cannot find with their SQLite columns instead of stopping.
-    `progress` hears every stage's counts (`pipelines.progress.Event`: stage, component,
+    `progress` hears every stage's counts (`pipelines.shared.progress.Event`: stage, component,
     done, total, rate, ETA); by default the copy's guide lines go to `emit`."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return engine.Engine(
@@ -371,7 +371,7 @@ def verify(
     progress: Listener | None = None,
 ):
     """Re-run the validation stage of a plan on its own; returns a ValidationReport.
-    `progress` hears each component validated (`pipelines.progress.Event`)."""
+    `progress` hears each component validated (`pipelines.shared.progress.Event`)."""
     p = _with_layout(_with_tenants(_as_plan(plan), tenants), key_layout)
     return verify_mod.verify(p, source=source, target=target, full=full, progress=progress or quiet)
 

@@ -38,7 +38,7 @@ except ImportError as exc:
         "Install it with: pip install 'llmspell-migrate[dagster]'"
     ) from exc
 
-from pipelines.fleet import ENV_FLEET, MIGRATED, Fleet, load_manifest
+from pipelines.fleet.runner import ENV_FLEET, MIGRATED, Fleet, load_manifest
 
 POOL = "llmspell_target"
 ENV_DIR = "LLMSPELL_MIGRATE_FLEET_DIR"

@@ -26,10 +26,12 @@ from core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MigrateError
 from core.model.registry import SUPPORTED
 from destinations import embedded_server
 from destinations.connection import redact_text
-from pipelines import api, fleet, progress
-from pipelines.report import render_backend_check, render_execute, render_plan, render_validation
-from pipelines.sync import SyncResult
-from pipelines.sync import render as render_sync
+from pipelines import api
+from pipelines.face import fleet_cli, progress_display
+from pipelines.face.report import render_backend_check, render_execute, render_plan
+from pipelines.stages.validation_lines import render_validation
+from pipelines.workflows.sync import SyncResult
+from pipelines.workflows.sync import render as render_sync
 from sources.key_routing import LAYOUTS
 from sources.tenant_map import parse_cli as parse_tenant_map
 
@@ -70,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     def progress_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--progress",
-            choices=progress.MODES,
+            choices=progress_display.MODES,
             default="auto",
             help="auto: a live bar (records, rate, ETA) when the output is a terminal, else "
             "plain lines; bar: always the bar; plain: the guide's lines; none: no progress "
@@ -308,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    fleet.add_parser(sub)
+    fleet_cli.add_parser(sub)
 
     sp = sub.add_parser(
         "prune",
@@ -359,9 +361,9 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     as_json = getattr(args, "json", False)
     if args.command == "fleet":
-        return fleet.run_cli(args)
+        return fleet_cli.run_cli(args)
     try:
-        display = progress.open_display(
+        display = progress_display.open_display(
             getattr(args, "progress", "plain"), as_json, getattr(args, "log_format", "text")
         )
         if args.command == "plan":

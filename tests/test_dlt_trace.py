@@ -16,7 +16,7 @@ import pytest
 from core.errors import MigrationFailed
 from core.model.components import KV_STORE, SESSIONS
 from pipelines import migrate
-from pipelines.copy_stage import Delivery
+from pipelines.stages.copy_stage import Delivery
 from tests.helpers import make_plan
 from tests.test_hardening import tiny_mount as _tiny_mount
 

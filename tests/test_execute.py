@@ -11,7 +11,7 @@ import pytest
 
 from core.model import registry
 from pipelines import api
-from pipelines.plan import load
+from pipelines.shared.plan import load
 from tests.helpers import make_plan
 
 

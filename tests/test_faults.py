@@ -243,8 +243,8 @@ def test_sync_baseline_is_kept_only_if_the_run_validates(
     uncommitted until validation decides (the test above cannot time that: its validation
     fails before the prints are written)."""
     from destinations import connection
-    from pipelines.plan import load as load_plan
-    from pipelines.sync_baseline import BaselineRecorder
+    from pipelines.shared.plan import load as load_plan
+    from pipelines.stages.sync_baseline import BaselineRecorder
     from sources.key_routing import classify_db, mappers
     from sources.sqlite_reader import SourceDB
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pipelines import api, migrate
-from pipelines.fleet import Fleet
+from pipelines.fleet.runner import Fleet
 from sources.sample_db import SampleSpec
 from tests.conftest import sample_file
 from tests.helpers import FLEET_MAPS as MAPS

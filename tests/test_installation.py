@@ -11,8 +11,8 @@ import pytest
 
 from core.errors import PlanError, SourceError
 from pipelines import api, migrate
-from pipelines import plan as plan_mod
-from pipelines.report import render_plan
+from pipelines.face.report import render_plan
+from pipelines.shared import plan as plan_mod
 from sources import installation
 from sources.memory_sample import f32_json, insert_vector, random_vector
 from sources.sample_db import SampleSpec

@@ -255,7 +255,7 @@ def test_number_outside_f64_range_is_refused_by_key_and_path(tmp_path, target_db
 
 @pytest.mark.parametrize("layout", ["llmspell", "verbatim"])
 def test_plan_layout_is_checked(tmp_path, layout):
-    from pipelines.plan import from_dict
+    from pipelines.shared.plan import from_dict
 
     doc = {"components": [{"name": "agent_state"}], "target": {"key_layout": layout}}
     assert from_dict(doc).key_layout == layout

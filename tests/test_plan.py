@@ -17,7 +17,7 @@ from core import settings
 from core.errors import PlanError
 from core.model import registry
 from pipelines import migrate
-from pipelines.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
+from pipelines.shared.plan import BATCH_MAX, BATCH_MIN, default_batch_size, from_dict, load
 from sources.sample_db import SampleSpec
 from tests.helpers import only_error, sample_file
 

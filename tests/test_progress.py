@@ -15,8 +15,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines import progress
-from pipelines.progress import COPY, Counter, Event, JsonLines, PlainLines
+from pipelines.face import progress_display
+from pipelines.face.progress_display import JsonLines
+from pipelines.shared import progress
+from pipelines.shared.progress import COPY, Counter, Event, PlainLines
 from sources.sample_db import generate
 from tests.helpers import BIG, REPO, make_plan, one_line_error, run_cli
 
@@ -57,13 +59,13 @@ def test_no_bar_on_a_dumb_terminal_or_into_a_pipe(monkeypatch):
     main, child = pty.openpty()
     with os.fdopen(child, "w") as tty:
         monkeypatch.setenv("TERM", "xterm")
-        assert progress.wants_bar(tty)
+        assert progress_display.wants_bar(tty)
         monkeypatch.setenv("TERM", "dumb")
-        assert not progress.wants_bar(tty)
+        assert not progress_display.wants_bar(tty)
     os.close(main)
     read, write = os.pipe()
     with os.fdopen(write, "w") as pipe:
-        assert not progress.wants_bar(pipe)
+        assert not progress_display.wants_bar(pipe)
     os.close(read)
 
 
@@ -118,8 +120,9 @@ def test_a_bar_with_json_lines_is_refused_and_none_is_silent(tmp_path, sample_sq
     one_line_error(err, "--progress bar", "--log-format json")
     assert target_db.count("agent_states") == 0
     for log_format in ("text", "json"):
-        assert progress.open_display("none", False, log_format).listener is progress.quiet
-        assert progress.open_display("plain", True, log_format).listener is not progress.quiet
+        open_display = progress_display.open_display
+        assert open_display("none", False, log_format).listener is progress.quiet
+        assert open_display("plain", True, log_format).listener is not progress.quiet
 
 
 def run_in_pty(

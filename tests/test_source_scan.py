@@ -1,4 +1,4 @@
-"""Pre-flight's pass over the source on two processes (`pipelines.source_scan`): the halves
+"""Pre-flight's pass over the source on two processes (`pipelines.stages.source_scan`): the halves
 together are the whole source, an execute validates from prints written by both, bad
 records found by either are all refused, and a child that fails is replaced by this
 process scanning its half."""
@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from core.errors import PreflightError
-from pipelines import api, source_scan
+from pipelines import api
+from pipelines.stages import source_scan
 from sources.sample_db import SampleSpec
 from sources.sqlite_reader import SourceDB
 from tests.helpers import make_plan, sample_file

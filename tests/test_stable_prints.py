@@ -118,8 +118,8 @@ def test_execute_baseline_is_compact_and_takes_validations_target_prints(
     row's print), stored a row per batch of keys, and equal to what the server computes
     for the same rows."""
     from destinations import connection, sync_ledger
-    from pipelines import sync_baseline
-    from pipelines.plan import load as load_plan
+    from pipelines.shared.plan import load as load_plan
+    from pipelines.stages import sync_baseline
     from sources.key_routing import classify_db, mappers
     from sources.sqlite_reader import SourceDB
 

@@ -34,7 +34,7 @@ from core.errors import MigrateError, MigrationFailed, PreflightError, SourceErr
 from core.model.components import Component
 from destinations import artifact_sync, connection, run_ledger, target_schema
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines.plan import Plan
+from pipelines.shared.plan import Plan
 from sources import installation
 from sources.sqlite_reader import SourceDB
 

@@ -44,8 +44,8 @@ from core.files import make_private, private_dir
 from core.model.components import Component
 from core.settings import cli_command
 from core.tenant_sql import tenant_in
-from pipelines.artifact_backup import FOLDER, export_content
-from pipelines.plan import Plan
+from pipelines.shared.plan import Plan
+from pipelines.stages.artifact_backup import FOLDER, export_content
 from sources.sqlite_reader import SourceDB
 from validation import duck
 

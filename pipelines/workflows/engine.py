@@ -2,7 +2,7 @@
 
 `Engine.execute` reads as the run does, stage by stage; what every run shares (opening the
 source snapshot and the target, bookkeeping, lock, ledger, signals, rollback, the failure
-report) is `pipelines.run.Run`.
+report) is `pipelines.stages.run.Run`.
 
 A run either ends fully migrated and validated, or with every row it wrote removed again:
 any failure after the first write (validation mismatch, constraint violation, lost
@@ -24,13 +24,12 @@ from core import files
 from core.errors import PreflightError, UsageError, ValidationFailed
 from destinations import connection, target_schema
 from destinations.postgres_writer import WriterPool
-from pipelines import backup as backup_mod
-from pipelines import copy_stage, preflight, store_steps, sync_baseline
-from pipelines import progress as progress_mod
-from pipelines.plan import Plan
-from pipelines.report import render_validation
-from pipelines.results import ExecuteResult
-from pipelines.run import (
+from pipelines.shared import progress as progress_mod
+from pipelines.shared.plan import Plan
+from pipelines.stages import backup as backup_mod
+from pipelines.stages import copy_stage, preflight, store_steps, sync_baseline
+from pipelines.stages.results import ExecuteResult
+from pipelines.stages.run import (
     MIGRATION,
     Emit,
     Run,
@@ -40,6 +39,7 @@ from pipelines.run import (
     source_paths_for,
     take_back,
 )
+from pipelines.stages.validation_lines import render_validation
 from sources.key_routing import mappers
 from sources.sqlite_reader import SourceDB
 from validation.stage import Validator
@@ -73,7 +73,7 @@ def check_workers(workers: int | None) -> int:
 
 
 class Engine:
-    """Execute and dry-run of a plan, each one `Run` (`pipelines.run`): its stages in order
+    """Execute and dry-run of a plan, each one `Run` (`pipelines.stages.run`): its stages in order
     in `execute`, the dlt load's completion (`_loaded`) the last of them."""
 
     def __init__(

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UsageError
-from pipelines import copy_stage
-from pipelines.backup import METADATA
+from pipelines.stages import copy_stage
+from pipelines.stages.backup import METADATA
 
 # Folder name prefix -> kind of backup (`execute` writes migration-*, `sync` writes sync-*).
 KINDS = {"migration-": "execute", "sync-": "sync"}

@@ -41,8 +41,8 @@ from core.model.components import Component
 from destinations.llmspell_destination import Delivery as Receiver
 from destinations.llmspell_destination import llmspell_postgres
 from destinations.postgres_writer import WriterPool
-from pipelines.progress import COPY, Counter, Listener, PlainLines
-from pipelines.progress_dlt import DltSteps
+from pipelines.shared.progress import COPY, Counter, Listener, PlainLines
+from pipelines.stages.progress_dlt import DltSteps
 from sources.key_routing import KeyMapper
 from sources.llmspell_source import llmspell_sqlite
 

@@ -22,8 +22,8 @@ from core.model import registry
 from core.model.components import Component
 from destinations import connection, embedded_server, run_ledger, sync_ledger
 from destinations.target_schema import act_as_bookkeeper
-from pipelines.backup import backup_tenants, read_metadata
-from pipelines.run import MIGRATION, Run, is_sync_run, take_back
+from pipelines.stages.backup import backup_tenants, read_metadata
+from pipelines.stages.run import MIGRATION, Run, is_sync_run, take_back
 from sources.key_routing import VERBATIM, classify_db, mappers
 from sources.memory_stores import RESTORERS
 from sources.sqlite_reader import SourceDB

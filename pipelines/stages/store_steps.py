@@ -22,8 +22,8 @@ from core.model.components import ARTIFACTS, EVENTS, SESSIONS, Component
 from core.tenant_sql import tenant_in
 from destinations import artifact_writer, connection
 from destinations.postgres_writer import LlmspellWriter
-from pipelines import preflight
-from pipelines.plan import Plan
+from pipelines.shared.plan import Plan
+from pipelines.stages import preflight
 from sources.llmspell_source import rows_to_arrow
 from sources.sqlite_reader import SourceDB
 

@@ -19,9 +19,9 @@ from core.errors import PreflightError
 from core.model.checks import check_text
 from core.model.components import Component
 from destinations.target_schema import act_as_tenant
-from pipelines import source_scan
-from pipelines.plan import Plan
-from pipelines.progress import PREFLIGHT, Counter, Listener, quiet
+from pipelines.shared.plan import Plan
+from pipelines.shared.progress import PREFLIGHT, Counter, Listener, quiet
+from pipelines.stages import source_scan
 from sources import key_routing
 from sources.key_routing import Reachability
 from sources.memory_checks import cross_record_problems
@@ -184,7 +184,7 @@ def scan_source(
     prints_dir: str | None = None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> dict[str, set[tuple[str, str]]]:
-    """One pass over every record, as the key layout writes it (`pipelines.source_scan`,
+    """One pass over every record, as the key layout writes it (`pipelines.stages.source_scan`,
     on both cores): check it is storable, count the numbers JSONB rewrites, and find the
     records whose (tenant, key) already exists in the target. With `prints_dir` (and a
     `report`) the same pass writes the source side of validation, each record's print from

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from destinations.artifact_writer import LARGE_OBJECT_NOTE
-from pipelines.preflight import PreflightReport
+from pipelines.stages.preflight import PreflightReport
 from validation.stage import ValidationReport
 
 

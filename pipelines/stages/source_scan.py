@@ -176,7 +176,7 @@ class _Helper:
 
     def __init__(self, spec: ScanSpec):
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (the child's stderr, for a message)
-        self.process = child.start("pipelines.source_scan", spec, self.log)
+        self.process = child.start("pipelines.stages.source_scan", spec, self.log)
         self.messages: queue.Queue = queue.Queue()
         self.failed: str | None = None
         self.parts: dict[str, PartResult] = {}  # the child's finished parts, by component

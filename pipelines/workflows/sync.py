@@ -37,10 +37,10 @@ from core.model.components import ARTIFACTS, SESSIONS, Component
 from destinations import artifact_sync, artifact_writer, connection, run_ledger, sync_ledger
 from destinations.postgres_writer import LlmspellWriter
 from destinations.target_schema import act_as_tenant
-from pipelines import backup as backup_mod
-from pipelines import preflight, store_steps
-from pipelines.plan import Plan
-from pipelines.run import (
+from pipelines.shared.plan import Plan
+from pipelines.stages import backup as backup_mod
+from pipelines.stages import preflight, store_steps
+from pipelines.stages.run import (
     SYNC,
     SYNC_PREFIX,
     Emit,
@@ -51,7 +51,7 @@ from pipelines.run import (
     source_paths_for,
     take_back,
 )
-from pipelines.sync_baseline import source_prints
+from pipelines.stages.sync_baseline import source_prints
 from sources import change_set
 from sources.key_routing import mappers
 from sources.llmspell_source import rows_to_arrow

@@ -27,7 +27,7 @@ from core.model.canonical import uuid_key
 from core.model.components import Component
 from core.tenant_sql import tenant_in
 from destinations import connection, sync_ledger
-from pipelines.source_scan import natural_key_of
+from pipelines.stages.source_scan import natural_key_of
 from sources.key_routing import KeyMapper
 from validation import duck
 from validation.duck import source_tables

@@ -442,7 +442,7 @@ def _target_identity(where: str, value: Any) -> dict[str, str] | None:
     return {k: str(v) for k, v in value.items()}
 
 
-class _PlanLoader(yaml.SafeLoader):
+class PlanLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
     last silently: a reviewer would read one value and the tool use another)."""
 
@@ -470,7 +470,7 @@ def load(path: str | Path) -> Plan:
             f"Generate one with: {cli_command()} plan --output {path}",
         )
     try:
-        loader = _PlanLoader(path.read_text(encoding="utf-8"))
+        loader = PlanLoader(path.read_text(encoding="utf-8"))
         loader.name = str(path)
         try:
             data = loader.get_single_data()

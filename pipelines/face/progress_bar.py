@@ -29,7 +29,7 @@ from rich.table import Column
 from rich.text import Text
 
 from destinations.connection import redact_text
-from pipelines.progress import COPY, Display, Event, guide_line
+from pipelines.shared.progress import COPY, Display, Event, guide_line
 
 
 def _clock(seconds: float) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from dlt.common.runtime.collector_base import Collector
 
-from pipelines.progress import EXTRACT, Counter, Listener
+from pipelines.shared.progress import EXTRACT, Counter, Listener
 
 
 class DltSteps(Collector):

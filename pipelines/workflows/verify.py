@@ -14,9 +14,9 @@ from core.model import registry
 from core.model.components import AGENT_STATE, Component
 from destinations import connection, target_schema
 from destinations.postgres_writer import role_bypasses_rls
-from pipelines.plan import Plan
-from pipelines.progress import VALIDATION, Listener, StageCounter, quiet
-from pipelines.run import MIGRATION, Run, prepare_target, source_paths_for
+from pipelines.shared.plan import Plan
+from pipelines.shared.progress import VALIDATION, Listener, StageCounter, quiet
+from pipelines.stages.run import MIGRATION, Run, prepare_target, source_paths_for
 from sources import installation
 from sources.key_routing import classify_db, mappers
 from sources.memory_checks import cross_record_problems

@@ -1,0 +1,1 @@
+"""What a person sees: the reports' lines, the live progress bar and display."""
