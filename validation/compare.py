@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -121,6 +122,7 @@ class ComponentComparer:
         tenants: list[str] | None = None,
         mapper: KeyMapper | None = None,
         layout: str | None = None,
+        tables: set[str] | None = None,
     ):
         self.con = con
         self.comp = comp
@@ -129,7 +131,8 @@ class ComponentComparer:
         self.targets = targets
         self.tenants = tenants
         self.names = comp.column_names
-        self.source = comp.source_from("src.", source_tables(con))
+        self.source = comp.source_from("src.", tables if tables is not None else source_tables(con))
+        self.records: int | None = None  # the source's records (counted once, when asked)
         # The stored rows' prints the comparison fetched (every row under full comparison,
         # else the sampled ones); with this set they are kept (`target_prints`) for
         # read-back and the sync baseline, which then print no row again.
@@ -173,8 +176,10 @@ class ComponentComparer:
         tenant: str | None,
         select: sql.Composable,
         keys: list[tuple[str, str]] | None,
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> pa.RecordBatchReader:
-        """Run `select` inside PostgreSQL (filters pushed down) and stream the result."""
+        """Run `select` inside PostgreSQL (filters pushed down) and stream the result (on
+        `con`, a cursor of this session, when another thread runs it)."""
         conds = []
         if tenant is not None:
             conds.append(sql.SQL("tenant_id = {}").format(sql.Literal(tenant)))
@@ -199,9 +204,11 @@ class ComponentComparer:
             where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL(""),
         )
         text = query.as_string(None)
-        return self.con.execute(
-            "SELECT * FROM postgres_query(?, ?)", [alias, text]
-        ).to_arrow_reader(_BATCH)
+        return (
+            (con or self.con)
+            .execute("SELECT * FROM postgres_query(?, ?)", [alias, text])
+            .to_arrow_reader(_BATCH)
+        )
 
     def _key_select(self, prefix: str = "") -> sql.Composable:
         return sql.SQL("tenant_id AS {}, {}::text AS {}").format(
@@ -234,6 +241,7 @@ class ComponentComparer:
         select: sql.Composable,
         keys: list[tuple[str, str]] | None,
         only_tenant: str | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> Iterator[pa.RecordBatchReader]:
         """`select` on each attached target (one per tenant for a role under RLS), limited to
         the `keys` of that target's tenant when keys are given, and to `only_tenant`'s rows."""
@@ -247,10 +255,13 @@ class ComponentComparer:
                 wanted = [k for k in keys if k[0] == tenant]
                 if not wanted:
                     continue
-            yield self._target_query(alias, tenant, select, wanted)
+            yield self._target_query(alias, tenant, select, wanted, con)
 
     def target_fingerprints(
-        self, keys: list[tuple[str, str]] | None, tenant: str | None = None
+        self,
+        keys: list[tuple[str, str]] | None,
+        tenant: str | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
     ) -> pa.Table:
         """Keys and fingerprints of the target's rows (all, or those with `keys`; of
         `tenant` only, if given), hashed by PostgreSQL: only 8 bytes a row come back."""
@@ -261,7 +272,8 @@ class ComponentComparer:
             + sql.SQL(" AS fp")
         )
         parts = [_TARGET_PRINTS.empty_table()]
-        parts += [r.read_all().cast(_TARGET_PRINTS) for r in self._per_target(select, keys, tenant)]
+        readers = self._per_target(select, keys, tenant, con)
+        parts += [r.read_all().cast(_TARGET_PRINTS) for r in readers]
         return pa.concat_tables(parts)
 
     # field-level explanation -------------------------------------------------------------
@@ -312,13 +324,19 @@ class ComponentComparer:
 
     # all together ------------------------------------------------------------------------
     def _compare_tenant(
-        self, tenant: str, src: pa.Table, everything: bool, result: ComponentResult
+        self,
+        tenant: str,
+        src: pa.Table,
+        everything: bool,
+        result: ComponentResult,
+        fetched: pa.Table | None = None,
     ) -> list[tuple[str, str, str]]:
         """Counts, missing keys and compared prints of one tenant's source prints `src` into
-        `result`; returns the records whose prints differ (tenant, nkey, SQLite key)."""
+        `result`; returns the records whose prints differ (tenant, nkey, SQLite key).
+        `fetched`: every stored row's print of the tenant, fetched ahead."""
         if everything:
             # Every row is fetched anyway: its keys serve the counts too (one pass, less memory).
-            tgt = self.target_fingerprints(None, tenant)
+            tgt = fetched if fetched is not None else self.target_fingerprints(None, tenant)
             tgt_keys = tgt.select(["tenant_id", "nkey"])
 
         else:
@@ -362,9 +380,19 @@ class ComponentComparer:
 
     def effective_percent(self, percent: float, full_threshold: int) -> float:
         """100 when the component is below the full-comparison threshold, else `percent`."""
-        where, params = tenant_in(self.tenants)
-        count = self.con.execute(f"SELECT count(*) FROM {self.source}{where}", params).fetchone()[0]
-        return effective_percent(percent, full_threshold, count)
+        if self.records is None:
+            where, params = tenant_in(self.tenants)
+            query = f"SELECT count(*) FROM {self.source}{where}"
+            self.records = self.con.execute(query, params).fetchone()[0]
+        return effective_percent(percent, full_threshold, self.records)
+
+    def _fetch_ahead(
+        self, pool: ThreadPoolExecutor, cursor, tenants: list[str], at: int
+    ) -> Future | None:
+        """Every stored row's print of `tenants[at]`, fetched on `cursor` in `pool`."""
+        if cursor is None or at >= len(tenants):
+            return None
+        return pool.submit(self.target_fingerprints, None, tenants[at], cursor)
 
     def run(
         self,
@@ -387,10 +415,23 @@ class ComponentComparer:
             self.target_prints = _TARGET_PRINTS.empty_table()
             self.target_prints_full = everything
         differing: list[tuple[str, str, str]] = []
-        # One tenant at a time: memory follows the largest tenant, not the component.
-        for tenant in sorted(pc.unique(src.column("tenant_id")).to_pylist()):
-            part = src.filter(pc.equal(src.column("tenant_id"), tenant))
-            differing += self._compare_tenant(tenant, part, everything, result)
+        # One tenant at a time: memory follows the largest tenant, not the component. When
+        # every row's print is fetched, the next tenant's are fetched (PostgreSQL hashing
+        # them on its own core) while this one's are compared.
+        tenants = sorted(pc.unique(src.column("tenant_id")).to_pylist())
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="target-prints") as pool:
+            cursor = self.con.cursor() if everything else None
+            try:
+                ahead = self._fetch_ahead(pool, cursor, tenants, 0)
+                for i, tenant in enumerate(tenants):
+                    fetched = ahead.result() if ahead is not None else None
+                    ahead = self._fetch_ahead(pool, cursor, tenants, i + 1)
+                    part = src.filter(pc.equal(src.column("tenant_id"), tenant))
+                    differing += self._compare_tenant(tenant, part, everything, result, fetched)
+            finally:
+                if cursor is not None:
+                    cursor.interrupt()  # a fetch still running on a failure
+                    cursor.close()
         real = 0
         for i, (tenant, nkey, lkey) in enumerate(differing):
             if i >= MAX_EXPLAINED:  # past this many, a fingerprint mismatch counts as is

@@ -89,6 +89,8 @@ class Validator:
     ):
         self.con = duck.connect(source_read_path)
         self.source_read_path = source_read_path
+        self.source_tables = duck.source_tables(self.con)  # read once, not per comparer
+        self.records: dict[str, int] = {}  # each component's source records, once counted
         # Every session this validator opens on the target carries one name: a Ctrl-C
         # cancels their statements on the server, where DuckDB's scanner waits in C.
         self.session = connection.session_name("validation")
@@ -139,9 +141,17 @@ class Validator:
 
     def comparer(self, comp: Component, layout: str | None = None) -> ComponentComparer:
         """`comp`'s comparer; with `layout`, its source prints carry read-back's columns."""
-        return ComponentComparer(
-            self.con, comp, self.targets, self.tenants, self.mappers.get(comp.name), layout
+        comparer = ComponentComparer(
+            self.con,
+            comp,
+            self.targets,
+            self.tenants,
+            self.mappers.get(comp.name),
+            layout,
+            self.source_tables,
         )
+        comparer.records = self.records.get(comp.name)
+        return comparer
 
     def validate(
         self,
@@ -212,7 +222,10 @@ class Validator:
 
     def compare_percent(self, comp: Component, percent: float, threshold: int) -> float:
         """The percent `compare` will use for `comp` (100 below the full threshold)."""
-        return self.comparer(comp).effective_percent(percent, threshold)
+        comparer = self.comparer(comp)
+        pct = comparer.effective_percent(percent, threshold)
+        self.records[comp.name] = comparer.records  # counted once per component
+        return pct
 
     def readback(
         self,

@@ -33,6 +33,10 @@ from validation.source_prints import PrintsFile, SourcePrints
 
 MAX_LISTED = 20
 PARALLEL_MIN = 20_000  # records: below this a second process costs more than it saves
+# Records a process checks at a time: enough for the column-wise checks to run at C speed,
+# few enough that a component of large documents keeps the scan's memory small (the
+# plan's batch size is the copy's; 5000 documents of several KB, parsed, are 100+ MB).
+SCAN_BATCH = 1_000
 
 
 @dataclass
@@ -122,7 +126,7 @@ def scan_part(
         prints = SourcePrints(comp, cs.percent, mapper, spec.layout)
         sink = PrintsFile(os.path.join(spec.prints_dir, f"{comp.name}.{part}.arrow"), prints.schema)
     try:
-        for batch in db.iter_batches(comp, cs.batch_size * parts, spec.tenants):
+        for batch in db.iter_batches(comp, min(cs.batch_size, SCAN_BATCH) * parts, spec.tenants):
             raw = _mine(batch, part, parts)
             rows = mapper.rows(raw)
             picked = prints.picked(rows) if prints is not None and not out.bad_total else None
