@@ -307,8 +307,9 @@ def naive_upsert(source: str, dsn: str, subset: int) -> dict:
 
 
 class RssSampler:
-    """Samples this process's RSS every 0.1 s, so a report can say in which stage the peak
-    fell (VmHWM says how high, not when)."""
+    """Samples the RSS of this process and its child processes (pre-flight's second scan
+    process) every 0.1 s: the peak of the tool's processes together, and in which stage it
+    fell (VmHWM says how high one process went, not when)."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []
@@ -316,15 +317,36 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def _rss_mb(pid: str) -> float:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    @staticmethod
+    def _children() -> list[str]:
+        out: list[str] = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/children") as fh:
+                    out += fh.read().split()
+            except OSError:
+                pass
+        return out
+
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            try:
-                with open("/proc/self/status") as fh:
-                    for line in fh:
-                        if line.startswith("VmRSS:"):
-                            self.samples.append((time.perf_counter(), int(line.split()[1]) / 1024))
-            except OSError:
-                return
+            total = self._rss_mb("self") + sum(self._rss_mb(pid) for pid in self._children())
+            self.samples.append((time.perf_counter(), total))
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=0.0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -444,6 +466,7 @@ def project_execute(
         raise RuntimeError(f"execute ended {result.status}")
     return {
         "rss_peak_in": sampler.peak_stage(t0, result.stages),
+        "peak_rss_all_mb": sampler.peak_mb,
         "records": result.source_records,
         "seconds": seconds,
         "stages": result.stages,
@@ -570,7 +593,8 @@ def run_method(spec: dict) -> dict:
     out = METHODS[spec["method"]](spec)
     if "skipped" in out:
         return out
-    out["peak_rss_mb"] = (
-        children_peak_rss_mb() if out.pop("rss_from_children", False) else peak_rss_mb()
+    out["peak_rss_mb"] = max(
+        children_peak_rss_mb() if out.pop("rss_from_children", False) else peak_rss_mb(),
+        out.pop("peak_rss_all_mb", 0.0),
     )
     return out
