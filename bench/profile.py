@@ -29,11 +29,12 @@ def _func(frame: str) -> str:
 
 def _thread(frames: list[str]) -> tuple[str, list[str]]:
     """Split py-spy's `--subprocesses --threads` prefix off a stack: ('main: MainThread',
-    frames). Processes are told apart by their command (the prints worker is `spawn_main`),
+    frames). Processes are told apart by their command (pre-flight's second scan process runs
+    `pipelines.stages.source_scan` through `core.child`),
     dlt's numbered pool threads are grouped."""
     process = "main"
     while frames and frames[0].startswith("process "):
-        if "multiprocessing" in frames[0]:
+        if "pipelines.stages." in frames[0]:
             process = "worker"
         frames = frames[1:]
     label = "?"

@@ -232,31 +232,16 @@ def json_value(col) -> ValueCheck:
 def json_batch(col, values: tuple, number_texts: set | None = None) -> bool:
     """Each document must parse (strictly); escapes PostgreSQL refuses need a look. JSON
     texts with numbers worth a closer look are added to `number_texts` (by id)."""
-    joined = _texts_clean(values)
-    if joined is None:
-        return False
-    look_closer = _REFUSED_ESCAPE.search(joined) is not None
-    try:
-        for text in values:
-            parsed, numbers = _decode(text)
-            if look_closer and _REFUSED_ESCAPE.search(text) and _bad_strings(parsed):
-                return False
-            if numbers:
-                if undecodable_number(text):
-                    return False
-                if number_texts is not None:
-                    number_texts.add(id(text))
-    except (ValueError, RecursionError):
-        return False
-    return True
+    return checked_json_texts(col, values, number_texts, [False] * len(values)) is not None
 
 
 def checked_json_texts(
     col, values: tuple, number_texts: set | None, picked: list[bool]
 ) -> list[str | None] | None:
-    """`json_batch` and, for the picked values, their canonical text (`jsonb_text`), from
-    one parse of each document; None when a value may not be storable (the caller then
-    checks value by value). NULLs are the caller's: `values` holds none."""
+    """Pre-flight's fast check of a JSON column and, for the picked values, their canonical
+    text (`jsonb_text`), from one parse of each document; None when a value may not be
+    storable (the caller then checks value by value). NULLs are the caller's: `values`
+    holds none."""
     joined = _texts_clean(values)
     if joined is None:
         return None
