@@ -307,12 +307,13 @@ def ledger_keys(
     """The keys `run_id` inserted into `comp` (its ledger), as tenant_id, nkey; under RLS
     the `tenants` are read one by one (the caller's transaction)."""
     query = sql.SQL(
-        "SELECT tenant_id, natural_keys FROM {}.written_keys WHERE run_id = %s AND component = %s"
+        "SELECT tenant_id, natural_keys FROM {}.written_keys "
+        "WHERE run_id = %s AND component = %s AND tenant_id = ANY(%s)"
     ).format(_BOOK)
     tenant_ids: list[str] = []
     nkeys: list[str] = []
     for _ in _for_tenants(conn, tenants, bypass):
-        for tenant, keys in conn.execute(query, (run_id, comp.name)):
+        for tenant, keys in conn.execute(query, (run_id, comp.name, list(tenants))):
             tenant_ids += [tenant] * len(keys)
             nkeys += keys
     return pa.table(
@@ -321,14 +322,28 @@ def ledger_keys(
     )
 
 
+def clear_all_prints(
+    conn: psycopg.Connection, run_id: str, comp: Component, tenants: list[str], bypass: bool
+) -> None:
+    """`clear_prints` for each of `tenants` (once for all, bypassing RLS)."""
+    for _ in _for_tenants(conn, tenants, bypass):
+        clear_prints(conn, run_id, comp)
+
+
 def write_print_batches(
-    conn: psycopg.Connection, run_id: str, comp: Component, prints: pa.Table, bypass: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    comp: Component,
+    prints: pa.Table,
+    bypass: bool,
+    clear: bool = True,
 ) -> int:
     """Store `run_id`'s baseline of `comp` as compact `print_batches` rows, in the caller's
     transaction, after removing any it stored before (an execute resumed): `prints` holds
     tenant_id, nkey, llmspell_key, source_fp and target_fp (both prints taken already, e.g.
     the target's by validation), one row per key the run inserted. Nothing is hashed here:
-    PostgreSQL only stores a few array rows."""
+    PostgreSQL only stores a few array rows. `clear=False`: the caller cleared them
+    (`clear_all_prints`) and stores a component in parts."""
     if not prints.num_rows:
         return 0
     prints = prints.sort_by([("tenant_id", "ascending"), ("nkey", "ascending")])
@@ -339,7 +354,8 @@ def write_print_batches(
     tenants = prints.column("tenant_id")
     n = 0
     for tenant in _for_tenants(conn, sorted(pc.unique(tenants).to_pylist()), bypass):
-        clear_prints(conn, run_id, comp)
+        if clear:
+            clear_prints(conn, run_id, comp)
         mine = prints if tenant is None else prints.filter(pc.equal(tenants, tenant))
         groups = (
             [mine]

@@ -87,9 +87,11 @@ def source_print_batches(
     comp: Component,
     tenants: list[str] | None,
     mapper: KeyMapper | None,
+    by_tenant: bool = False,
 ) -> Iterator[pa.Table]:
     """`source_prints` a batch at a time (memory: one batch, whatever the component's size).
-    Only the key columns reach Python (to re-key), the print is computed in DuckDB."""
+    Only the key columns reach Python (to re-key), the print is computed in DuckDB.
+    `by_tenant`: in tenant order (DuckDB sorts, spilling to disk past its memory limit)."""
     cols = comp.column_names
     needed = ["tenant_id", comp.key_column, *(["agent_id", "agent_type"] if mapper else [])]
     needed = list(dict.fromkeys(needed))
@@ -99,6 +101,7 @@ def source_print_batches(
         f"SELECT {comp.key_sql} AS llmspell_key, "
         + ", ".join(f'"{c}"' for c in needed)
         + f", {source_print_sql(con, comp, source)} AS fp FROM {source}{where}"
+        + (" ORDER BY tenant_id" if by_tenant else "")
     )
     key_of = natural_key_of(comp)
     is_uuid = comp.column(comp.key_column).kind.is_uuid
@@ -128,6 +131,28 @@ def source_print_batches(
             ],
             schema=SOURCE_PRINTS,
         )
+
+
+def source_prints_by_tenant(
+    con: duckdb.DuckDBPyConnection,
+    comp: Component,
+    tenants: list[str] | None,
+    mapper: KeyMapper | None,
+) -> Iterator[tuple[str, pa.Table]]:
+    """`source_prints` one tenant at a time: memory follows the largest tenant."""
+    held: list[pa.Table] = []
+    current = None
+    for batch in source_print_batches(con, comp, tenants, mapper, by_tenant=True):
+        column = batch.column("tenant_id")
+        for tenant in pc.unique(column).to_pylist():  # in order: the batch is sorted
+            part = batch.filter(pc.equal(column, tenant))
+            if tenant != current and held:
+                yield current, pa.concat_tables(held)
+                held = []
+            current = tenant
+            held.append(part)
+    if held:
+        yield current, pa.concat_tables(held)
 
 
 def target_print_values(fps: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -226,14 +251,15 @@ class BaselineRecorder:
                     left = list(comps)
                     while left:
                         comp, theirs = self._next(left)
-                        prints = source_prints(con, comp, tenants, mappers.get(comp.name))
+                        mapper = mappers.get(comp.name)
                         if theirs is None:  # the server prints the rows the run inserted
+                            prints = source_prints(con, comp, tenants, mapper)
                             total += sync_ledger.write_prints(
                                 conn, run_id, comp, prints, bypass, ledger_only=True
                             )
                         else:
                             total += self._write_shared(
-                                con, conn, run_id, comp, prints, theirs, bypass
+                                con, conn, run_id, comp, tenants, mapper, theirs, bypass
                             )
                             self.shared_components.append(comp.name)
                     self.written.set()
@@ -253,34 +279,42 @@ class BaselineRecorder:
                 con.close()
 
     @staticmethod
-    def _write_shared(con, conn, run_id, comp, prints, theirs, bypass) -> int:
+    def _write_shared(con, conn, run_id, comp, tenants, mapper, theirs, bypass) -> int:
         """The baseline from source prints and validation's target prints, for the keys
-        the run's ledger holds; joined here (DuckDB), stored as a few array rows."""
-        if not prints.num_rows:
+        the run's ledger holds; joined here (DuckDB) one tenant at a time (memory: the
+        largest tenant's prints, not the component's), stored as a few array rows."""
+        if not theirs.num_rows:
             return 0
-        tenants = sorted(pc.unique(prints.column("tenant_id")).to_pylist())
-        ledger = sync_ledger.ledger_keys(conn, run_id, comp, tenants, bypass)
-        tgt = pa.table(
-            [
-                theirs.column("tenant_id").cast(pa.string()),
-                theirs.column("nkey").cast(pa.string()),
-                target_print_values(theirs.column("fp")),
-            ],
-            names=["tenant_id", "nkey", "target_fp"],
-        )
-        con.register("b_ledger", ledger)
-        con.register("b_src", prints)
-        con.register("b_tgt", tgt)
-        try:
-            joined = con.execute(
-                "SELECT s.tenant_id, s.nkey, s.llmspell_key, s.source_fp, t.target_fp "
-                "FROM b_ledger l JOIN b_src s USING (tenant_id, nkey) "
-                "JOIN b_tgt t USING (tenant_id, nkey)"
-            ).to_arrow_table()
-        finally:
-            for view in ("b_ledger", "b_src", "b_tgt"):
-                con.unregister(view)
-        return sync_ledger.write_print_batches(conn, run_id, comp, joined, bypass)
+        validated = sorted(pc.unique(theirs.column("tenant_id")).to_pylist())
+        sync_ledger.clear_all_prints(conn, run_id, comp, validated, bypass)
+        n = 0
+        for tenant, prints in source_prints_by_tenant(con, comp, tenants, mapper):
+            if tenant not in validated:
+                continue
+            ledger = sync_ledger.ledger_keys(conn, run_id, comp, [tenant], bypass)
+            mine = theirs.filter(pc.equal(theirs.column("tenant_id"), tenant))
+            tgt = pa.table(
+                [
+                    mine.column("tenant_id").cast(pa.string()),
+                    mine.column("nkey").cast(pa.string()),
+                    target_print_values(mine.column("fp")),
+                ],
+                names=["tenant_id", "nkey", "target_fp"],
+            )
+            con.register("b_ledger", ledger)
+            con.register("b_src", prints)
+            con.register("b_tgt", tgt)
+            try:
+                joined = con.execute(
+                    "SELECT s.tenant_id, s.nkey, s.llmspell_key, s.source_fp, t.target_fp "
+                    "FROM b_ledger l JOIN b_src s USING (tenant_id, nkey) "
+                    "JOIN b_tgt t USING (tenant_id, nkey)"
+                ).to_arrow_table()
+            finally:
+                for view in ("b_ledger", "b_src", "b_tgt"):
+                    con.unregister(view)
+            n += sync_ledger.write_print_batches(conn, run_id, comp, joined, bypass, clear=False)
+        return n
 
     def commit(self) -> int:
         """The run validated: commit the prints (waiting for them); returns how many.
