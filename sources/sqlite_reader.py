@@ -310,11 +310,25 @@ class SourceDB:
         return sum(self.counts_by_tenant(comp, tenants).values())
 
     def select_sql(
-        self, comp: Component, tenants: list[str] | None = None, only: str | None = None
+        self,
+        comp: Component,
+        tenants: list[str] | None = None,
+        only: str | None = None,
+        share: tuple[int, int] | None = None,
     ) -> tuple[str, list]:
         """Rows as (llmspell_key, *component columns) in natural-key order. `only` names a
-        table of (t, k) pairs: then just the records whose tenant and SQLite key it holds."""
+        table of (t, k) pairs: then just the records whose tenant and SQLite key it holds.
+        `share` (k, n): only the k-th of n disjoint shares of the records, by their key (its
+        length and last character: deterministic, whatever order SQLite reads in)."""
         where, args = tenant_in(tenants)
+        if share is not None:
+            k, n = share
+            key = comp.key_sql
+            cond = (
+                f"(coalesce(length({key}), 0) + coalesce(unicode(substr({key}, -1)), 0))"
+                f" % {int(n)} = {int(k)}"
+            )
+            where = f"{where} AND {cond}" if where else f" WHERE {cond}"
         cols = ", ".join(comp.column_names)
         rows = (
             f"SELECT {comp.key_sql} AS llmspell_key, {cols} "
@@ -329,11 +343,16 @@ class SourceDB:
         )
 
     def iter_batches(
-        self, comp: Component, batch_size: int, tenants: list[str] | None = None
+        self,
+        comp: Component,
+        batch_size: int,
+        tenants: list[str] | None = None,
+        share: tuple[int, int] | None = None,
     ) -> Iterator[list[tuple]]:
-        """Yield lists of at most `batch_size` rows: memory is bounded by the batch."""
+        """Yield lists of at most `batch_size` rows: memory is bounded by the batch.
+        `share`: one of several disjoint shares of the records (`select_sql`)."""
         self.require(comp)
-        query, args = self.select_sql(comp, tenants)
+        query, args = self.select_sql(comp, tenants, share=share)
         cur = self.conn.execute(query, args)
         try:
             while True:

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from core.errors import PreflightError
+from core.model import registry
 from pipelines import api
 from pipelines.stages import source_scan
 from sources.sample_db import SampleSpec
@@ -103,3 +104,22 @@ class _Quiet:
 
     def finish(self) -> None:
         pass
+
+
+def test_the_two_shares_are_disjoint_and_hold_every_record(src):
+    """SQLite deals the records out by their key; an empty key is in a share too."""
+    conn = sqlite3.connect(src)
+    conn.execute("UPDATE kv_store SET key = '' WHERE rowid = (SELECT min(rowid) FROM kv_store)")
+    conn.commit()
+    conn.close()
+    with SourceDB(src) as db:
+        for name in ("agent_state", "sessions", "kv_store"):
+            comp = registry.get(name)
+            every = [row for rows in db.iter_batches(comp, 7) for row in rows]
+            shares = [
+                [row for rows in db.iter_batches(comp, 7, None, (k, 2)) for row in rows]
+                for k in (0, 1)
+            ]
+            assert sorted(shares[0] + shares[1]) == sorted(every), name
+            assert shares[0] and shares[1], name
+            assert not set(shares[0]) & set(shares[1]), name

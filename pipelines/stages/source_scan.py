@@ -4,11 +4,11 @@ Every record is checked (storable in PostgreSQL?), looked up among the keys alre
 target, scanned for numbers JSONB rewrites and, for an `execute`, printed for validation
 from the same parse of each document (`RecordChecker.check_rows(rows, picked)` gives the
 canonical texts `SourcePrints` hashes). That is Python work, one core per process: above
-`PARALLEL_MIN` records the records are dealt out by a hash of their key to this process and
-one child process (`core.child` runs this module), each scanning its half of every
-component and writing its own prints file. The child reports each batch (progress) and
-each component's part; if it fails, this process scans that half itself, so the run never
-depends on it.
+`PARALLEL_MIN` records the records are dealt out by their key to this process and one child
+process (`core.child` runs this module); SQLite selects each one's share
+(`SourceDB.select_sql`), each scans its half of every component and writes its own prints
+file. The child reports each batch (progress) and each component's part; if it fails, this
+process scans that half itself, so the run never depends on it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import xxhash
 
 from core import child
 from core.model import json_numbers, registry
@@ -95,15 +93,6 @@ def natural_key_of(comp: Component) -> Callable[[tuple], str]:
     return lambda row: row[at]
 
 
-def _mine(rows: list[tuple], part: int, parts: int) -> list[tuple]:
-    """This process's records of a batch: by a hash of the llmspell key, so the halves do
-    not depend on the order SQLite returns rows in."""
-    if parts == 1:
-        return rows
-    h = xxhash.xxh32_intdigest
-    return [r for r in rows if h(r[0].encode("utf-8", "surrogatepass")) % parts == part]
-
-
 def scan_part(
     db: SourceDB,
     spec: ScanSpec,
@@ -126,8 +115,8 @@ def scan_part(
         prints = SourcePrints(comp, cs.percent, mapper, spec.layout)
         sink = PrintsFile(os.path.join(spec.prints_dir, f"{comp.name}.{part}.arrow"), prints.schema)
     try:
-        for batch in db.iter_batches(comp, min(cs.batch_size, SCAN_BATCH) * parts, spec.tenants):
-            raw = _mine(batch, part, parts)
+        share = (part, parts) if parts > 1 else None
+        for raw in db.iter_batches(comp, min(cs.batch_size, SCAN_BATCH), spec.tenants, share):
             rows = mapper.rows(raw)
             picked = prints.picked(rows) if prints is not None and not out.bad_total else None
             problems = checker.check_rows(rows, picked)
