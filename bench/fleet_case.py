@@ -26,7 +26,7 @@ import yaml
 
 
 def run_case(admin: str, work: Path, installations: int, records: int) -> dict:
-    from bench.run import with_db
+    from bench.server import with_db
     from destinations import target_schema
     from pipelines.fleet.runner import Fleet
     from sources.sample_db import SampleSpec, generate
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", help="superuser DSN (default: bench.run's embedded server)")
     ap.add_argument("--out", default="docs/benchmarks-fleet.md")
     args = ap.parse_args(argv)
-    from bench.run import BENCH_HOME, server_dsn
+    from bench.server import BENCH_HOME, server_dsn
 
     work = (BENCH_HOME / "bench").resolve()
     work.mkdir(parents=True, exist_ok=True)

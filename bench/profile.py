@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.run import APP_ROLE, BENCH_HOME, fresh_database, server_dsn, source_file, with_db
+from bench.server import APP_ROLE, BENCH_HOME, fresh_database, server_dsn, source_file, with_db
 
 
 def _func(frame: str) -> str:

@@ -26,13 +26,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from bench.server import (
+    APP_ROLE,
+    BENCH_HOME,
+    drop_database,
+    fresh_database,
+    server_dsn,
+    server_version,
+    source_file,
+    with_db,
+)
 
 RESULT_TAG = "BENCH_RESULT "
-BENCH_HOME = Path(".llmspell-migrate")
-APP_ROLE = "llmspell_app"
 TARGETS = {
     "copy_vs_limit": 1.30,
     "execute_vs_limit": 1.00,
@@ -42,65 +47,6 @@ TARGETS = {
 RSS_TARGET_MB = 400
 RSS_FLAT_MB = 100
 VECTOR_COPY_TARGET = 0.90  # the vectors case (docs/benchmarks-vectors.md)
-
-
-# -- server and databases ------------------------------------------------------------------
-def server_dsn(target: str | None) -> str:
-    """A superuser DSN (any database) for the server under test."""
-    if target:
-        return target
-    from destinations.embedded_server import ensure_running
-
-    return ensure_running((BENCH_HOME / "bench-pg").resolve()).dsn
-
-
-def with_db(dsn: str, db: str, role: str | None = None) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = db
-    if role:
-        extra = f"-c role={role}"
-        params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
-    return make_conninfo(**params)
-
-
-def fresh_database(admin: str, name: str) -> None:
-    from destinations.target_schema import ensure_schema
-
-    with psycopg.connect(with_db(admin, "postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(with_db(admin, name), autocommit=True) as conn:
-        ensure_schema(conn)
-
-
-def drop_database(admin: str, name: str) -> None:
-    with psycopg.connect(with_db(admin, "postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def server_version(admin: str) -> str:
-    with psycopg.connect(admin) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0]
-
-
-# -- source files --------------------------------------------------------------------------
-def source_file(work: Path, label: str, spec) -> Path:
-    """Generate once per spec; reused by every method and by later runs."""
-    from sources.sample_db import generate
-
-    path = work / f"source-{label}.db"
-    marker = path.with_suffix(".spec.json")
-    key = json.dumps(spec.__dict__, sort_keys=True, default=lambda o: o.__dict__)
-    if path.exists() and marker.exists() and marker.read_text() == key:
-        return path
-    print(f"generating {path} ({spec.total} records) ...", flush=True)
-    generate(path, spec, overwrite=True)
-    marker.write_text(key)
-    return path
 
 
 # -- one method in its own process ---------------------------------------------------------

@@ -110,7 +110,7 @@ def run_case(admin: str, work: Path, records: int, percent: float) -> dict:
     """Generate (or reuse) the source, run the child against a fresh database, drop it."""
     import subprocess
 
-    from bench.run import APP_ROLE, drop_database, fresh_database, source_file, with_db
+    from bench.server import APP_ROLE, drop_database, fresh_database, source_file, with_db
     from sources.sample_db import SampleSpec
 
     src = source_file(work, f"mixed-{records}", SampleSpec.scaled(records))
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(RESULT_TAG + json.dumps(child(json.loads(args.child))), flush=True)
         return 0
-    from bench.run import BENCH_HOME, server_dsn
+    from bench.server import BENCH_HOME, server_dsn
 
     work = (BENCH_HOME / "bench").resolve()
     work.mkdir(parents=True, exist_ok=True)
