@@ -21,11 +21,17 @@ mkdir -p "$HOME/.llmspell/data"
 "$work/venv/bin/python" - <<'PY'
 import os
 from sources.sample_db import SampleSpec, generate
-generate(os.path.expanduser("~/.llmspell/data/llmspell.db"), SampleSpec(agents=30, workflows=10, sessions=10, kv=10, tenants=2))
+# 21,000 records: above source_scan.PARALLEL_MIN, so pre-flight's second process runs from
+# the installed package too
+generate(os.path.expanduser("~/.llmspell/data/llmspell.db"), SampleSpec(agents=12000, workflows=3000, sessions=3000, kv=3000, tenants=2))
 PY
 "$cli" plan --components all --output plan.yaml
 grep -q "found_by" plan.yaml
-"$cli" execute --plan plan.yaml --dry-run
+"$cli" execute --plan plan.yaml --dry-run >dry-run.out
+if grep -q "second pre-flight process stopped" dry-run.out; then
+    cat dry-run.out >&2; echo "pre-flight's second process failed in a plain install" >&2; exit 1
+fi
+cat dry-run.out
 "$cli" fleet --help >/dev/null
 # Dagster is an extra: without it its module says how to install it, nothing else needs it
 if "$work/venv/bin/python" -c "import pipelines.dagster_defs" 2>dagster.err; then

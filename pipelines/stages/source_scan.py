@@ -186,8 +186,8 @@ class _Helper:
                     return
         except Exception as exc:  # EOF: it died; its stderr says why
             code = self.process.wait()
-            said = child.stderr_tail(self.log)
-            why = f"exited with code {code}" + (f": {said}" if said else f" ({exc!r})")
+            said = child.stderr_tail(self.log).splitlines()  # its last line: the error
+            why = f"exited with code {code}" + (f": {said[-1]}" if said else f" ({exc!r})")
             self.messages.put(("error", why))
 
     def begin(self, name: str, advance: Callable[[int], None]) -> None:
