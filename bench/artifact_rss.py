@@ -90,7 +90,7 @@ def stream_only(db_path: str, step: str) -> None:
     from destinations import connection
     from destinations.artifact_writer import stream_blob, write_large_object
     from pipelines.stages.artifact_backup import export_content
-    from validation.artifact_content import _lo_digest, _source_digest
+    from validation.artifact_content import lo_digest, source_digest
 
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     (rowid,) = src.execute("SELECT rowid FROM artifact_content").fetchone()
@@ -101,7 +101,7 @@ def stream_only(db_path: str, step: str) -> None:
         export_content(out, Path(db_path), None)
         return
     if step == "source-digest":
-        print(_source_digest(src, rowid))
+        print(source_digest(src, rowid))
         return
     with connection.connect(connection.resolve(None, None)) as conn:
         if step == "copy":
@@ -110,7 +110,7 @@ def stream_only(db_path: str, step: str) -> None:
             Path(db_path).with_suffix(".oid").write_text(str(oid))
         elif step == "lo-digest":
             oid = int(Path(db_path).with_suffix(".oid").read_text())
-            print(_lo_digest(conn, oid))
+            print(lo_digest(conn, oid))
             conn.execute("SELECT lo_unlink(%s)", (oid,))
             conn.commit()
 

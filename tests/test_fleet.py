@@ -196,7 +196,9 @@ def test_an_interrupted_fleet_resumes(tmp_path, target_db, capsys):
         c["batch_size"] = 100
     plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
     # the installation's run, exactly as the fleet starts it, killed (-9) mid-copy
-    env = dict(fleet._worker_env("big"), PYTHONUNBUFFERED="1")
+    env = dict(fleet.worker_env("big"), PYTHONUNBUFFERED="1")
+    first = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (first / "pipelines" / "migrate.py").is_file(), first  # the folder holding it
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -52,14 +52,16 @@ _TARGET = (
 )
 
 
-def _source_digest(src: sqlite3.Connection, rowid: int) -> str:
+def source_digest(src: sqlite3.Connection, rowid: int) -> str:
+    """SHA-256 of one artifact's bytes in SQLite, streamed (never the whole blob at once)."""
     h = hashlib.sha256()
     for piece in stream_blob(src, "artifact_content", "data", rowid):
         h.update(piece)
     return h.hexdigest()
 
 
-def _lo_digest(conn: psycopg.Connection, oid: int) -> str:
+def lo_digest(conn: psycopg.Connection, oid: int) -> str:
+    """SHA-256 of one large object's bytes in PostgreSQL, read a piece at a time."""
     h = hashlib.sha256()
     offset = 0
     while True:
@@ -112,8 +114,8 @@ def compare(
                     have.append(readable)
                 if sampled(tenant, digest, pct):
                     result.compared += 1
-                    want.append(_source_digest(src, rowid))
-                    have.append(t_hex if oid is None else _lo_digest(conn, oid))
+                    want.append(source_digest(src, rowid))
+                    have.append(t_hex if oid is None else lo_digest(conn, oid))
                 bad = [
                     Mismatch(NAME, tenant, digest, name, str(w), str(h))
                     for name, w, h in zip(_fields(oid), want, have)

@@ -568,12 +568,14 @@ class Fleet:
         return out
 
     # -- execute ----------------------------------------------------------------------------
-    def _worker_env(self, name: str) -> dict[str, str]:
+    def worker_env(self, name: str) -> dict[str, str]:
+        """The environment of one installation's `execute` process: its own working home,
+        the target, its own lock scope."""
         env = dict(os.environ)
         env.update(self.target_env)
         env["LLMSPELL_MIGRATE_HOME"] = str(_private_dir(self.layout.home(name)))
         env[run_ledger.ENV_LOCK_SCOPE] = f"fleet:{name}"
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding pipelines/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         return env
 
@@ -595,7 +597,7 @@ class Fleet:
             )
             log.flush()
             proc = subprocess.run(
-                cmd, env=self._worker_env(name), stdout=subprocess.PIPE, stderr=log, text=True
+                cmd, env=self.worker_env(name), stdout=subprocess.PIPE, stderr=log, text=True
             )
         out.duration = time.perf_counter() - started
         out.exit_code = proc.returncode
