@@ -28,10 +28,9 @@ from destinations import embedded_server
 from destinations.connection import redact_text
 from pipelines import api
 from pipelines.face import fleet_cli, progress_display
-from pipelines.face.report import render_backend_check, render_execute, render_plan
+from pipelines.face.report import render_backend_check, render_execute, render_plan, render_sync
 from pipelines.stages.validation_lines import render_validation
 from pipelines.workflows.sync import SyncResult
-from pipelines.workflows.sync import render as render_sync
 from sources.key_routing import LAYOUTS
 from sources.tenant_map import parse_cli as parse_tenant_map
 

@@ -8,6 +8,7 @@ from core import settings
 from destinations.artifact_writer import LARGE_OBJECT_NOTE
 from pipelines.stages.results import ExecuteResult, PlanResult
 from pipelines.stages.validation_lines import FAIL, OK
+from pipelines.workflows.sync import SyncResult
 from sources.record_checks import printable
 
 
@@ -197,4 +198,30 @@ def render_backend_check(check) -> list[str]:
     for n in check.notes:
         lines.append(f"  Note: {n}")
     lines.append("Check passed." if check.ok else "Problems found (listed above).")
+    return lines
+
+
+def render_sync(result: SyncResult) -> list[str]:
+    """The human report of a `sync` (or its dry-run), as the guide's lines read."""
+    head = {
+        "DRY_RUN": "[DRY-RUN] Sync would write",
+        "NO_CHANGES": "No change since the last run: nothing written, no backup taken",
+        "SUCCESS": "Sync complete",
+    }.get(result.status, "Sync")
+    lines = [f"{head} ({result.duration:.1f}s)"]
+    for name, c in result.changes.items():
+        lines.append(
+            f"  - {name}: {c['inserted']} inserted, {c['updated']} updated, "
+            f"{c['deleted']} deleted, {c['unchanged']} unchanged"
+            + (
+                f"; {result.adopted[name]} new in the source but already in the target, "
+                "identical (now tracked, not written)"
+                if result.adopted.get(name)
+                else ""
+            )
+        )
+    if result.backup_path:
+        lines.append(f"Backup (pre-images): {result.backup_path}")
+    if result.run_id and result.status == "SUCCESS":
+        lines.append(f"Run: {result.run_id}")
     return lines

@@ -65,7 +65,7 @@ from validation.readback import readback
 from validation.stage import Validator
 
 MAX_LISTED = preflight.MAX_LISTED
-__all__ = ["Sync", "SyncResult", "is_sync_run", "render", "sync_fingerprint"]
+__all__ = ["Sync", "SyncResult", "is_sync_run", "sync_fingerprint"]
 
 
 def sync_fingerprint(executed: str) -> str:
@@ -102,31 +102,6 @@ class SyncResult:
         d["stages_s"] = {k: round(v, 3) for k, v in d.pop("stages").items()}
         d["total_changes"] = self.total_changes
         return d
-
-
-def render(result: SyncResult) -> list[str]:
-    head = {
-        "DRY_RUN": "[DRY-RUN] Sync would write",
-        "NO_CHANGES": "No change since the last run: nothing written, no backup taken",
-        "SUCCESS": "Sync complete",
-    }.get(result.status, "Sync")
-    lines = [f"{head} ({result.duration:.1f}s)"]
-    for name, c in result.changes.items():
-        lines.append(
-            f"  - {name}: {c['inserted']} inserted, {c['updated']} updated, "
-            f"{c['deleted']} deleted, {c['unchanged']} unchanged"
-            + (
-                f"; {result.adopted[name]} new in the source but already in the target, "
-                "identical (now tracked, not written)"
-                if result.adopted.get(name)
-                else ""
-            )
-        )
-    if result.backup_path:
-        lines.append(f"Backup (pre-images): {result.backup_path}")
-    if result.run_id and result.status == "SUCCESS":
-        lines.append(f"Run: {result.run_id}")
-    return lines
 
 
 @dataclass
