@@ -61,6 +61,11 @@ def test_bad_records_in_either_half_are_all_refused(tmp_path, src, target_db, tw
     assert "failed: 12 source record(s) cannot be stored" in caught.value.message
     listed = [d for d in caught.value.details if "state_data is not valid JSON" in d]
     assert len(listed) == 12, caught.value.details
+    with SourceDB(src) as db:  # the bad records lie in both shares: each process found some
+        comp = registry.get("agent_state")
+        at = 1 + comp.column_names.index("agent_id")
+        second = {r[at] for rows in db.iter_batches(comp, 50, None, (1, 2)) for r in rows}
+    assert 0 < len(second & set(ids[:12])) < 12
     assert target_db.count("agent_states") == 0
 
 
@@ -81,11 +86,13 @@ def test_a_failing_child_is_replaced_by_this_process(tmp_path, src):
 
         alone = source_scan.scan(db, spec(str(db.read_path), prints_one), _Quiet, False, print)
         broken = spec(str(tmp_path / "no-such-snapshot.db"), prints_two)
+        _Quiet.counted = {}
         both = source_scan.scan(db, broken, _Quiet, True, warnings.append)
     assert len(warnings) == 1 and "the second pre-flight process stopped" in warnings[0]
     assert "no-such-snapshot.db" in warnings[0], warnings
     for name, one in alone.items():
         two = both[name]
+        assert _Quiet.counted[name] == two.records, name  # progress counted each record once
         assert (two.records, two.bad_total) == (one.records, 0)
         assert len(two.prints) == 2
         assert _sorted(read_prints(two.prints)).equals(_sorted(read_prints(one.prints)))
@@ -96,11 +103,15 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 class _Quiet:
+    """A progress counter that only adds up what it hears, per component."""
+
+    counted: dict[str, int] = {}
+
     def __init__(self, name: str):
         self.name = name
 
     def advance(self, n: int) -> None:
-        pass
+        _Quiet.counted[self.name] = _Quiet.counted.get(self.name, 0) + n
 
     def finish(self) -> None:
         pass

@@ -421,6 +421,7 @@ class ComponentComparer:
         tenants = sorted(pc.unique(src.column("tenant_id")).to_pylist())
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="target-prints") as pool:
             cursor = self.con.cursor() if everything else None
+            ahead = None
             try:
                 ahead = self._fetch_ahead(pool, cursor, tenants, 0)
                 for i, tenant in enumerate(tenants):
@@ -429,8 +430,10 @@ class ComponentComparer:
                     part = src.filter(pc.equal(src.column("tenant_id"), tenant))
                     differing += self._compare_tenant(tenant, part, everything, result, fetched)
             finally:
-                if cursor is not None:
-                    cursor.interrupt()  # a fetch still running on a failure
+                if cursor is not None:  # a fetch still running on a failure: stop it first
+                    cursor.interrupt()
+                    if ahead is not None:
+                        ahead.exception()  # waits; its error is the failure's consequence
                     cursor.close()
         real = 0
         for i, (tenant, nkey, lkey) in enumerate(differing):

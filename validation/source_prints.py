@@ -18,8 +18,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 import xxhash
 
-from core.model.canonical import uuid_key
-from core.model.components import Component
+from core.model.components import Component, natural_key_of
 from destinations.row_text import FP_BYTES, SEPARATOR
 from sources.key_routing import (
     ROUTED,
@@ -122,18 +121,13 @@ class SourcePrints:
         self.gets = get_printer(comp, layout)
         names = comp.column_names
         self.tenant_at = 1 + names.index("tenant_id")
-        self.key_at = 1 + names.index(comp.key_column)
-        self.key_is_uuid = comp.column(comp.key_column).kind.is_uuid
+        self.natural_key = natural_key_of(comp)
         self.schema = SOURCE_PRINTS
         if self.gets is not None:
             self.schema = SOURCE_PRINTS.with_metadata({GET_LAYOUT: self.gets.layout.encode()})
 
     def mapped(self, raw: list[tuple]) -> list[tuple]:
         return raw if self.mapper is None else self.mapper.rows(raw)
-
-    def natural_key(self, row: tuple) -> str:
-        key = row[self.key_at]
-        return uuid_key(key) if self.key_is_uuid else key
 
     def picked(self, rows: list[tuple]) -> list[bool]:
         """Which records the comparison fingerprints (all of them at 100%)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.model.canonical import uuid_key
 from core.model.kinds import (
     BIGINT,
     BLOB,
@@ -261,3 +262,12 @@ ARTIFACT_CONTENT = Component(
         Column("created_at", EPOCH),
     ),
 )
+
+
+def natural_key_of(comp: Component):
+    """A function giving a source row's (`(llmspell_key, *columns)`) natural key in the
+    target's text form (sessions' UUIDs canonical), the column's position looked up once."""
+    at = 1 + comp.column_names.index(comp.key_column)
+    if comp.column(comp.key_column).kind.is_uuid:
+        return lambda row: uuid_key(row[at])
+    return lambda row: row[at]

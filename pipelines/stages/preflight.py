@@ -179,19 +179,19 @@ def scan_source(
     db: SourceDB,
     plan: Plan,
     existing: dict[str, set[tuple[str, str]]],
-    report: PreflightReport | None = None,
+    report: PreflightReport,
     progress: Listener = quiet,
     prints_dir: str | None = None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> dict[str, set[tuple[str, str]]]:
     """One pass over every record, as the key layout writes it (`pipelines.stages.source_scan`,
     on both cores): check it is storable, count the numbers JSONB rewrites, and find the
-    records whose (tenant, key) already exists in the target. With `prints_dir` (and a
-    `report`) the same pass writes the source side of validation, each record's print from
+    records whose (tenant, key) already exists in the target, into `report`. With
+    `prints_dir` the same pass writes the source side of validation, each record's print from
     the canonical texts its checks computed (one parse of each document), into Arrow files
     per component (`report.source_prints`). `progress` hears each batch checked."""
-    keep = report.keep_verbatim if report else {}
-    totals = {c.name: c.source_count for c in report.components} if report else {}
+    keep = report.keep_verbatim
+    totals = {c.name: c.source_count for c in report.components}
     components = [
         source_scan.ComponentSpec(
             cp.name,
@@ -199,7 +199,7 @@ def scan_source(
             effective_percent(
                 plan.checksum_sample_percent, plan.full_comparison_threshold, totals[cp.name]
             )
-            if prints_dir is not None and report is not None
+            if prints_dir is not None
             else None,
         )
         for cp in plan.components
@@ -213,12 +213,11 @@ def scan_source(
         {name: v for name, v in existing.items() if v},
         prints_dir,
     )
-    records = sum(totals.values()) if report else 0
     results = source_scan.scan(
         db,
         spec,
-        lambda name: Counter(progress, PREFLIGHT, name, totals.get(name)),
-        records >= source_scan.PARALLEL_MIN,
+        lambda name: Counter(progress, PREFLIGHT, name, totals[name]),
+        report.source_records >= source_scan.PARALLEL_MIN,
         warn,
     )
     bad: list[BadRecord] = []
@@ -229,13 +228,12 @@ def scan_source(
         found = part.bad + problems
         bad_total += part.bad_total + len(problems)
         bad.extend(found[: max(0, MAX_LISTED - len(bad))])
-        if report is not None:
-            if part.number_changes:
-                report.number_changes[cp.name] = part.number_changes
-            room = MAX_LISTED - len(report.number_examples)
-            report.number_examples += part.number_examples[: max(0, room)]
-            if part.prints:
-                report.source_prints[cp.name] = part.prints
+        if part.number_changes:
+            report.number_changes[cp.name] = part.number_changes
+        room = MAX_LISTED - len(report.number_examples)
+        report.number_examples += part.number_examples[: max(0, room)]
+        if part.prints:
+            report.source_prints[cp.name] = part.prints
     if bad_total:
         raise PreflightError(
             f"{bad_total} source record(s) cannot be stored in PostgreSQL",

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from core import child
 from core.model import json_numbers, registry
-from core.model.canonical import uuid_key
-from core.model.components import Component
+from core.model.components import Component, natural_key_of
+from pipelines.shared.progress import Counter
 from sources.key_routing import KeyMapper
 from sources.record_checks import BadRecord, RecordChecker
 from sources.sqlite_reader import SourceDB
@@ -82,15 +82,6 @@ class PartResult:
             (self.number_examples + other.number_examples)[:MAX_LISTED],
             [] if self.bad_total or other.bad_total else self.prints + other.prints,
         )
-
-
-def natural_key_of(comp: Component) -> Callable[[tuple], str]:
-    """A function giving a reader row's natural key, in the target's text form (sessions'
-    UUIDs canonical), with the column position looked up once, not per record."""
-    at = 1 + comp.column_names.index(comp.key_column)
-    if comp.column(comp.key_column).kind.is_uuid:
-        return lambda row: uuid_key(row[at])
-    return lambda row: row[at]
 
 
 def scan_part(
@@ -175,6 +166,7 @@ class _Helper:
         self.parts: dict[str, PartResult] = {}  # the child's finished parts, by component
         self.current: str | None = None  # the component this process is scanning
         self.ahead: dict[str, int] = {}  # records the child checked of later components
+        self.counted: dict[str, int] = {}  # records of each component counted for the child
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -211,18 +203,32 @@ class _Helper:
             self._hear(self.messages.get(), advance)
         return self.parts.pop(name, None)
 
+    def fallback(self, name: str, advance: Callable[[int], None]) -> Callable[[int], None]:
+        """Progress for this process scanning the child's share of `name`: the records the
+        child already reported are not counted twice."""
+        left = [self.counted.get(name, 0)]
+
+        def heard(n: int) -> None:
+            skip = min(n, left[0])
+            left[0] -= skip
+            if n - skip:
+                advance(n - skip)
+
+        return heard
+
     def _hear(self, message: tuple, advance: Callable[[int], None]) -> None:
         kind = message[0]
         if kind == "batch":  # counted on its component's counter, now or when it starts
             name, n = message[1], message[2]
+            self.counted[name] = self.counted.get(name, 0) + n
             if name == self.current:
                 advance(n)
             else:
                 self.ahead[name] = self.ahead.get(name, 0) + n
         elif kind == "part":
             self.parts[message[1].component] = message[1]
-        elif kind == "error":
-            self.failed = message[1]
+        elif kind in ("error", "end"):  # ended: a part it did not send never comes
+            self.failed = message[1] if kind == "error" else "it ended early"
 
     def close(self) -> None:
         child.stop(self.process)
@@ -232,7 +238,7 @@ class _Helper:
 def scan(
     db: SourceDB,
     spec: ScanSpec,
-    counter_for: Callable[[str], object],
+    counter_for: Callable[[str], Counter],
     parallel: bool,
     warn: Callable[[str], None],
 ) -> dict[str, PartResult]:
@@ -253,17 +259,19 @@ def scan(
                     helper.drain(counter.advance)
 
             result = scan_part(db, spec, cs, 0, parts, on_batch)
-            if parallel:
+            if parts == 2:
                 theirs = helper.part(cs.name, counter.advance) if helper is not None else None
-                if theirs is None:
+                if theirs is None:  # the child stopped: its share is scanned here
+                    heard = counter.advance
                     if helper is not None:
                         warn(
                             f"the second pre-flight process stopped ({helper.failed}); "
                             "this one scans its records too"
                         )
+                        heard = helper.fallback(cs.name, counter.advance)
                         helper.close()
                         helper = None
-                    theirs = scan_part(db, spec, cs, 1, parts, counter.advance)
+                    theirs = scan_part(db, spec, cs, 1, parts, heard)
                 result = result.merge(theirs)
             counter.finish()
             results[cs.name] = result

@@ -24,10 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.model.canonical import uuid_key
-from core.model.components import Component
+from core.model.components import Component, natural_key_of
 from core.tenant_sql import tenant_in
 from destinations import connection, sync_ledger
-from pipelines.stages.source_scan import natural_key_of
 from sources.key_routing import KeyMapper
 from validation import duck
 from validation.duck import source_tables
@@ -287,6 +286,7 @@ class BaselineRecorder:
             return 0
         validated = sorted(pc.unique(theirs.column("tenant_id")).to_pylist())
         sync_ledger.clear_all_prints(conn, run_id, comp, validated, bypass)
+        validated = set(validated)
         n = 0
         for tenant, prints in source_prints_by_tenant(con, comp, tenants, mapper):
             if tenant not in validated:
