@@ -370,21 +370,76 @@ def mappers(
     return {name: m for name, m in out.items() if m.active}
 
 
+# -- which records can be anything but SAME, asked of SQLite ------------------------------
+# Almost every record answers under its own key. SQLite picks the few that may not (a
+# superset: every test here is looser than its route's), so `classify` routes those rows in
+# Python and never holds a whole component. Byte lengths bound Python's character counts.
+_HEX_GLOB = "[0-9a-fA-F]"
+_HYPHENATED_GLOB = "-".join(_HEX_GLOB * n for n in (8, 4, 4, 4, 12))
+
+
+def _one_colon(col: str) -> str:
+    return f"(instr({col}, ':') > 0 AND instr(substr({col}, instr({col}, ':') + 1), ':') = 0)"
+
+
+def _may_differ_sql(comp: Component, layout: str) -> str:
+    """An SQL condition true for every record whose route may not be SAME."""
+    if comp.name == AGENT_STATE.name:
+        if layout == VERBATIM:  # no agent row is read under its SQLite key: all of them
+            return "1 = 1"
+        return (
+            f"NOT (typeof(agent_id) = 'text' AND {_one_colon('agent_id')} "
+            f"AND instr(CAST(agent_id AS BLOB), X'3A') - 1 <= {_AGENT_TYPE_MAX})"
+        )
+    if comp.name == WORKFLOW_STATE.name:
+        return "NOT (typeof(workflow_id) = 'text' AND instr(workflow_id, ':') = 0)"
+    if comp.name == SESSIONS.name:
+        return f"NOT (typeof(session_id) = 'text' AND session_id GLOB '{_HYPHENATED_GLOB}')"
+    return (
+        "NOT (typeof(key) = 'text' AND NOT (key GLOB 'agent:*' "
+        "OR key GLOB 'custom:workflow_*' "
+        "OR (key GLOB 'session:*' AND instr(substr(key, 9), ':') = 0)))"
+    )
+
+
+def candidates_sql(comp: Component, layout: str, where: str) -> str:
+    """The records `classify` must see to classify the whole component: every one that may
+    not be SAME, and in the llmspell layout every agent record sharing its tenant and
+    written agent_id with another (a possible collision, its whole group); in key order."""
+    cols = ", ".join(key_columns(comp))
+    table = comp.sqlite_table
+    order = f"ORDER BY tenant_id, {comp.key_column}"
+    if not (comp.name == AGENT_STATE.name and layout == LLMSPELL):
+        return (
+            f"SELECT tenant_id, {cols} FROM {table}{where}{' AND' if where else ' WHERE'} "
+            f"{_may_differ_sql(comp, layout)} {order}"
+        )
+    written = (
+        f"CASE WHEN typeof(agent_id) = 'text' AND {_one_colon('agent_id')} "
+        "THEN substr(agent_id, instr(agent_id, ':') + 1) ELSE agent_id END"
+    )
+    return (
+        f"WITH k AS (SELECT tenant_id, {cols}, {written} AS written FROM {table}{where}), "
+        "shared AS (SELECT tenant_id, written FROM k GROUP BY 1, 2 HAVING count(*) > 1) "
+        f"SELECT tenant_id, {cols} FROM k WHERE {_may_differ_sql(comp, layout)} "
+        f"OR (tenant_id, written) IN (SELECT tenant_id, written FROM shared) {order}"
+    )
+
+
 def classify_db(
     db: SourceDB, comps: list[Component], tenants: list[str] | None, layout: str
 ) -> dict[str, Reachability]:
-    """`classify` every planned component of a source database (reads key columns only)."""
+    """`classify` every planned component of a source database: SQLite picks the records
+    that may not answer under their own key (`candidates_sql`), Python routes those."""
     out = {}
     for comp in comps:
         if comp.name not in ROUTED:  # memory stores: llmspell reads them by id, not by key
             continue
         db.require(comp)
-        cols = key_columns(comp)
         where, args = tenant_in(tenants)
-        cur = db.conn.execute(
-            f"SELECT tenant_id, {', '.join(cols)} FROM {comp.sqlite_table}{where} "
-            f"ORDER BY tenant_id, {comp.key_column}",
-            args,
-        )
-        out[comp.name] = classify(comp, ((r[0], tuple(r[1:])) for r in cur), layout)
+        cur = db.conn.execute(candidates_sql(comp, layout, where), args)
+        reach = classify(comp, ((r[0], tuple(r[1:])) for r in cur), layout)
+        query = f"SELECT count(*) FROM {comp.sqlite_table}{where}"
+        reach.records = db.conn.execute(query, args).fetchone()[0]
+        out[comp.name] = reach
     return out

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from core.model import canonical, json_numbers
 from core.model.checks import check_json
 from core.model.components import AGENT_STATE, KV_STORE, SESSIONS, WORKFLOW_STATE
+from core.tenant_sql import tenant_in
 from sources.key_routing import (
     ANSWERS_ELSEWHERE,
     LLMSPELL,
@@ -15,12 +18,17 @@ from sources.key_routing import (
     VERBATIM,
     KeyMapper,
     agent_route,
+    candidates_sql,
     classify,
+    classify_db,
+    key_columns,
     kv_route,
     pg_lookup,
     session_route,
     workflow_route,
 )
+from sources.sqlite_reader import SourceDB
+from tests.llmspell_writes import SqliteBackend
 
 UUID = "6f1c2b3a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
 
@@ -143,3 +151,68 @@ def test_difference_expects_jsonb_number_forms():
     )
     assert diff.startswith("$.n:") and "int" in diff and "float" in diff
     assert canonical.difference(json_numbers.llmspell_value(src), expected).startswith("$.")
+
+
+def _hostile_source(path):
+    """Every kind of key next to plenty of plain ones, in a real SQLite file."""
+    db = SqliteBackend(path)
+    for t in ("t1", "t2"):
+        for i in range(30):  # plain records: each answers under its own key
+            db.set_agent(t, f"agent:worker:a{i}", "{}")
+            db.save_workflow(t, f"wf-{i}", "{}")
+            db.save_session(t, str(uuid.UUID(int=i + 1)), "{}")
+            db.set_kv(t, f"config:{i}", b"v")
+    t = "t1"
+    for key in (
+        "agent:bare",  # answers elsewhere
+        "agent:x:y:z",  # four parts
+        "agent:A:dup",  # collides with B:dup and with the bare `dup`
+        "agent:B:dup",
+        "agent:dup",
+        "agent:" + "k" * 100 + ":fits",  # VARCHAR(100) exactly
+        "agent:" + "k" * 101 + ":long",
+        "agent:" + "é" * 60 + ":multibyte",  # 60 characters, 120 bytes: fits
+        "agent:über:ü",
+    ):
+        db.set_agent(t, key, "{}")
+    db.set_agent("t2", "agent:Z:dup", "{}")  # another tenant's dup: no collision
+    db.save_workflow(t, "wf:colon", "{}")
+    u = uuid.UUID(int=99)
+    for form in (u.hex, str(u).upper(), "{" + str(u) + "}", "not-a-uuid", str(u)[:-1] + "g"):
+        db.save_session(t, form, "{}")
+    for key in (
+        f"session:{u}",
+        f"session:{u}:artifact",
+        "agent:kernel:state",
+        "Agent:kernel",
+        "custom:workflow_7:state",
+        "custom:workflowX",
+        "sessions:x",
+    ):
+        db.set_kv(t, key, b"v")
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("layout", [LLMSPELL, VERBATIM])
+@pytest.mark.parametrize("tenants", [None, ["t1"]])
+def test_sqlite_preselection_classifies_as_routing_every_record(tmp_path, layout, tenants):
+    """classify_db routes only the rows SQLite picks; the result must be what routing every
+    record in Python gives, and the plain records must not be among those rows."""
+    path = _hostile_source(tmp_path / "hostile.db")
+    comps = [AGENT_STATE, WORKFLOW_STATE, SESSIONS, KV_STORE]
+    with SourceDB(path) as db:
+        got = classify_db(db, comps, tenants, layout)
+        where, args = tenant_in(tenants)
+        for comp in comps:
+            cols = ", ".join(key_columns(comp))
+            rows = db.conn.execute(
+                f"SELECT tenant_id, {cols} FROM {comp.sqlite_table}{where} "
+                f"ORDER BY tenant_id, {comp.key_column}",
+                args,
+            ).fetchall()
+            every = classify(comp, ((r[0], tuple(r[1:])) for r in rows), layout)
+            assert got[comp.name] == every, comp.name
+            picked = db.conn.execute(candidates_sql(comp, layout, where), args).fetchall()
+            if not (comp is AGENT_STATE and layout == VERBATIM):  # there no key is SAME
+                assert len(picked) < len(rows) - 29, comp.name  # plain records are not routed
