@@ -245,16 +245,19 @@ _REPLACING = (
 )
 
 
-def clear_prints(conn: psycopg.Connection, run_id: str, comp: Component) -> None:
-    """Remove `run_id`'s prints of `comp` for the tenant in force (all, bypassing RLS): an
-    execute resumed after a crash between writing its baseline and completing writes it
-    again."""
+def clear_prints(
+    conn: psycopg.Connection, run_id: str, comp: Component, tenants: list[str] | None = None
+) -> None:
+    """Remove `run_id`'s prints of `comp` for the tenant in force (all, bypassing RLS), or
+    of `tenants` only: an execute resumed after a crash between writing its baseline and
+    completing writes it again."""
+    only = sql.SQL(" AND tenant_id = ANY(%s)") if tenants is not None else sql.SQL("")
     for table in ("record_prints", "print_batches"):
         conn.execute(
-            sql.SQL("DELETE FROM {}.{} WHERE run_id = %s AND component = %s").format(
-                _BOOK, sql.Identifier(table)
+            sql.SQL("DELETE FROM {}.{} WHERE run_id = %s AND component = %s{}").format(
+                _BOOK, sql.Identifier(table), only
             ),
-            (run_id, comp.name),
+            (run_id, comp.name, *([list(tenants)] if tenants is not None else [])),
         )
 
 
@@ -325,9 +328,9 @@ def ledger_keys(
 def clear_all_prints(
     conn: psycopg.Connection, run_id: str, comp: Component, tenants: list[str], bypass: bool
 ) -> None:
-    """`clear_prints` for each of `tenants` (once for all, bypassing RLS)."""
+    """`clear_prints` of `tenants` only (once for all, bypassing RLS)."""
     for _ in _for_tenants(conn, tenants, bypass):
-        clear_prints(conn, run_id, comp)
+        clear_prints(conn, run_id, comp, tenants)
 
 
 def write_print_batches(

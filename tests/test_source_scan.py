@@ -40,8 +40,14 @@ def test_execute_validates_from_both_halves(tmp_path, src, target_db, two_proces
     result = api.execute(plan)
     assert result.status == "SUCCESS", result
     assert result.validation.passed
-    prints = result.preflight.source_prints
-    assert prints and all(len(files) == 2 for files in prints.values()), prints
+    prints = result.preflight.source_prints  # a file per process and tenant
+    assert sorted(prints) == sorted(c.name for c in result.preflight.components)
+    for name, files in prints.items():
+        assert sorted(files) == sorted(result.preflight.component(name).per_tenant), name
+        written = [Path(p).name for paths in files.values() for p in paths]
+        for part in (0, 1):  # both processes wrote some, each tenant's in its own file
+            assert any(n.startswith(f"{name}.{part}.") for n in written), files
+        assert all(len(paths) <= 2 for paths in files.values()), files
     for c in result.validation.components:
         assert c.mode == "full" and c.compared == c.source_count, c
 
@@ -94,8 +100,10 @@ def test_a_failing_child_is_replaced_by_this_process(tmp_path, src):
         two = both[name]
         assert _Quiet.counted[name] == two.records, name  # progress counted each record once
         assert (two.records, two.bad_total) == (one.records, 0)
-        assert len(two.prints) == 2
-        assert _sorted(read_prints(two.prints)).equals(_sorted(read_prints(one.prints)))
+        assert sorted(two.prints) == sorted(one.prints)  # the same tenants, a file each
+        for tenant, paths in two.prints.items():
+            assert len(paths) <= 2 and len(one.prints[tenant]) == 1
+            assert _sorted(read_prints(paths)).equals(_sorted(read_prints(one.prints[tenant])))
 
 
 def _sorted(table: pa.Table) -> pa.Table:

@@ -15,13 +15,12 @@ mismatch is then compared column by column, JSON structurally, to say which fiel
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 
 from core.model.components import Component
@@ -30,7 +29,12 @@ from core.tenant_sql import tenant_in
 from destinations.row_text import target_expr, target_fingerprint_expr
 from sources.key_routing import KeyMapper
 from validation.duck import source_tables
-from validation.source_prints import SourcePrints, effective_percent
+from validation.source_prints import (
+    PrintsInMemory,
+    SourcePrints,
+    TenantPrints,
+    effective_percent,
+)
 
 NULL = NULL_TEXT  # the NULL marker: `destinations.row_text` prints chr(1)
 _TARGET_PRINTS = pa.schema([("tenant_id", pa.string()), ("nkey", pa.string()), ("fp", pa.binary())])
@@ -133,12 +137,11 @@ class ComponentComparer:
         self.names = comp.column_names
         self.source = comp.source_from("src.", tables if tables is not None else source_tables(con))
         self.records: int | None = None  # the source's records (counted once, when asked)
-        # The stored rows' prints the comparison fetched (every row under full comparison,
-        # else the sampled ones); with this set they are kept (`target_prints`) for
-        # read-back and the sync baseline, which then print no row again.
-        self.keep_target_prints = False
-        self.target_prints: pa.Table | None = None
-        self.target_prints_full = False
+        # Hears each tenant compared: its source prints, the stored rows' prints the
+        # comparison fetched (every row's, or the sampled ones'), and whether they are
+        # every row's; read-back and the sync baseline take theirs from it and print no
+        # row again.
+        self.on_tenant: Callable[[str, pa.Table, pa.Table, bool], None] | None = None
         # fetch every stored row's print even when comparing a sample (the sync baseline
         # needs them all: one print per row here instead of the sample's plus the server's)
         self.fetch_all_prints = False
@@ -159,7 +162,9 @@ class ComponentComparer:
         reader = self.con.execute(query, params).to_arrow_reader(_BATCH)
         yield from reader
 
-    def source_fingerprints(self, percent: float, only: set[tuple[str, str]] | None) -> pa.Table:
+    def source_fingerprints(
+        self, percent: float, only: set[tuple[str, str]] | None = None
+    ) -> pa.Table:
         """Every source record's key, whether it is sampled, and (if so) its fingerprint, and
         with a key layout what `get` must find (`SourcePrints`); built batch by batch."""
         prints = SourcePrints(self.comp, percent, self.mapper, self.gets_layout)
@@ -344,9 +349,8 @@ class ComponentComparer:
             picked = src.filter(src.column("picked"))
             keys = [(tenant, k) for k in picked.column("nkey").to_pylist()]
             tgt = self.target_fingerprints(keys, tenant) if keys else _TARGET_PRINTS.empty_table()
-        if self.keep_target_prints:
-            kept = [self.target_prints] if self.target_prints is not None else []
-            self.target_prints = pa.concat_tables([*kept, tgt])
+        if self.on_tenant is not None:
+            self.on_tenant(tenant, src, tgt, everything)
         con = self.con
         con.register("v_src", src)
         con.register("v_tgt_keys", tgt_keys)
@@ -399,26 +403,25 @@ class ComponentComparer:
         percent: float,
         full_threshold: int,
         only: set[tuple[str, str]] | None = None,
-        source_prints: pa.Table | None = None,
+        source_prints: TenantPrints | None = None,
     ) -> ComponentResult:
         """Compare; `source_prints` are the source fingerprints if computed ahead (they must
-        come from `source_fingerprints` with the same effective percent)."""
+        be `source_fingerprints`' with the same effective percent), read a tenant at a time."""
         started = time.perf_counter()
         pct = self.effective_percent(percent, full_threshold)
         full = pct >= 100
         result = ComponentResult(
             self.comp.name, mode="full" if full else "sample", sample_percent=pct
         )
-        src = source_prints if source_prints is not None else self.source_fingerprints(pct, only)
+        src = source_prints
+        if src is None:
+            src = PrintsInMemory(self.source_fingerprints(pct, only))
         everything = (full or self.fetch_all_prints) and only is None
-        if self.keep_target_prints:  # every tenant's, even if none
-            self.target_prints = _TARGET_PRINTS.empty_table()
-            self.target_prints_full = everything
         differing: list[tuple[str, str, str]] = []
         # One tenant at a time: memory follows the largest tenant, not the component. When
         # every row's print is fetched, the next tenant's are fetched (PostgreSQL hashing
         # them on its own core) while this one's are compared.
-        tenants = sorted(pc.unique(src.column("tenant_id")).to_pylist())
+        tenants = src.tenants()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="target-prints") as pool:
             cursor = self.con.cursor() if everything else None
             ahead = None
@@ -427,7 +430,7 @@ class ComponentComparer:
                 for i, tenant in enumerate(tenants):
                     fetched = ahead.result() if ahead is not None else None
                     ahead = self._fetch_ahead(pool, cursor, tenants, i + 1)
-                    part = src.filter(pc.equal(src.column("tenant_id"), tenant))
+                    part = src.of(tenant)
                     differing += self._compare_tenant(tenant, part, everything, result, fetched)
             finally:
                 if cursor is not None:  # a fetch still running on a failure: stop it first

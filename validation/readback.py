@@ -17,7 +17,7 @@ reported unreachable are skipped (they were allowed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -255,18 +255,43 @@ def readback(
     of `prints`, `validation.stage.proven_by_comparison`): records whose value validation's
     comparison already matched in the very row `get` reads; for those PostgreSQL is only
     asked whether `get` finds the row (as llmspell, under RLS), no value printed again."""
-    if prints is None or (prints.schema.metadata or {}).get(GET_LAYOUT) != reach.layout.encode():
+    if prints is None or not has_gets(prints, reach):
         prints = source_gets(db, comp, reach.layout, percent, tenants)
         proven = None
     if proven is None:
         proven = pa.array([False] * prints.num_rows, pa.bool_())
     prints = prints.append_column("proven", proven)
+    parts = (
+        prints.filter(pc.equal(prints.column("tenant_id"), tenant))
+        for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist())
+    )
+    return readback_tenants(db, conn, comp, reach, tenants, parts)
+
+
+def has_gets(prints: pa.Table, reach: Reachability) -> bool:
+    """Whether `prints` carry read-back's columns, routed by `reach`'s key layout."""
+    return (prints.schema.metadata or {}).get(GET_LAYOUT) == reach.layout.encode()
+
+
+def readback_tenants(
+    db: SourceDB,
+    conn: psycopg.Connection,
+    comp: Component,
+    reach: Reachability,
+    tenants: list[str] | None,
+    parts: Iterable[pa.Table],
+) -> Readback:
+    """`readback` from one tenant's prints at a time (each with read-back's columns and
+    `proven`), as validation hands them over: memory holds a tenant, not the component."""
     replayer = Replayer(conn)
     result = Readback(comp.name, role=replayer.role)
     skip = {(x.tenant_id, x.key) for x in reach.unreachable}
     undecided: dict[str, dict[str, str]] = {}  # tenant -> SQLite key -> key `get` reads
-    for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist()):
-        mine = _wanted(prints.filter(pc.equal(prints.column("tenant_id"), tenant)), skip, result)
+    for part in parts:
+        if not part.num_rows:
+            continue
+        tenant = part.column("tenant_id")[0].as_py()
+        mine = _wanted(part, skip, result)
         lkeys = mine.column("llmspell_key").to_pylist()
         tables = mine.column("get_table").to_pylist()
         idents = mine.column("get_ident").to_pylist()
@@ -278,21 +303,21 @@ def readback(
                 at = [i for i, t in enumerate(tables) if t == table and known[i] == by_comparison]
                 for start in range(0, len(at), _CHUNK):
                     interrupts.check()  # a worker thread: Ctrl-C reaches it only this way
-                    part = at[start : start + _CHUNK]
-                    keys = [idents[i] for i in part]
+                    chunk = at[start : start + _CHUNK]
+                    keys = [idents[i] for i in chunk]
                     if by_comparison:
                         found = replayer.present(tenant, table, keys)
                         result.by_comparison += len(found)
                     else:
-                        found = replayer.matching(tenant, table, keys, [fps[i] for i in part])
-                    same.update(part[n] for n in found)
+                        found = replayer.matching(tenant, table, keys, [fps[i] for i in chunk])
+                    same.update(chunk[n] for n in found)
         result.compared += len(lkeys)
         result.matched += len(same)
         if len(same) < len(lkeys):  # the key `get` reads, for the records left undecided
             answers = mine.column("answers_to").to_pylist()
-            undecided[tenant] = {
-                lkeys[i]: answers[i] or lkeys[i] for i in range(len(lkeys)) if i not in same
-            }
+            undecided.setdefault(tenant, {}).update(
+                (lkeys[i], answers[i] or lkeys[i]) for i in range(len(lkeys)) if i not in same
+            )
     if undecided:
         _decide(db, comp, tenants, replayer, undecided, result)
     conn.rollback()

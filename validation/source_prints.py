@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from core.model.components import Component, natural_key_of
@@ -192,8 +193,8 @@ class SourcePrints:
 
 
 class PrintsFile:
-    """One component's source prints in an Arrow file, written batch by batch (owner-only:
-    they are prints of private records)."""
+    """Source prints in an Arrow file, written batch by batch (owner-only: they are prints
+    of private records)."""
 
     def __init__(self, path: str, schema: pa.Schema):
         self.path = path
@@ -209,8 +210,89 @@ class PrintsFile:
         self._sink.close()
 
 
+class TenantPrintsWriter:
+    """One process's prints of one component, one file per tenant, so validation reads a
+    tenant's prints and nothing else (memory follows the tenant, not the component). The
+    scan reads in tenant order, so each tenant's file is written in one go; a tenant seen
+    again later gets a second file (`files` lists both)."""
+
+    def __init__(self, folder: str, stem: str, schema: pa.Schema):
+        self.folder, self.stem, self.schema = folder, stem, schema
+        self.files: dict[str, list[str]] = {}
+        self._open: tuple[str, PrintsFile] | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        tenants = batch.column(0).to_pylist()
+        start = 0
+        for i in range(1, len(tenants) + 1):  # each run of one tenant goes to its file
+            if i == len(tenants) or tenants[i] != tenants[start]:
+                self._file_for(tenants[start]).write(batch.slice(start, i - start))
+                start = i
+
+    def _file_for(self, tenant: str) -> PrintsFile:
+        if self._open is not None and self._open[0] == tenant:
+            return self._open[1]
+        self.close()
+        paths = self.files.setdefault(tenant, [])
+        n = sum(len(p) for p in self.files.values())
+        sink = PrintsFile(os.path.join(self.folder, f"{self.stem}.{n}.arrow"), self.schema)
+        paths.append(sink.path)
+        self._open = (tenant, sink)
+        return sink
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+
 def read_prints(paths: list[str]) -> pa.Table:
-    """A component's prints from its files (one per process that wrote them),
-    memory-mapped (the pages are the files')."""
+    """Prints from their files, memory-mapped (the pages are the files', and go with the
+    table)."""
     tables = [pa.ipc.open_file(pa.memory_map(path)).read_all() for path in paths]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def merge_files(*parts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per tenant, the files of several processes' `TenantPrintsWriter`s."""
+    out: dict[str, list[str]] = {}
+    for files in parts:
+        for tenant, paths in files.items():
+            out.setdefault(tenant, []).extend(paths)
+    return out
+
+
+class TenantPrints:
+    """A component's source prints as validation reads them: a tenant at a time."""
+
+    def tenants(self) -> list[str]:
+        raise NotImplementedError
+
+    def of(self, tenant: str) -> pa.Table:
+        raise NotImplementedError
+
+
+class PrintsOnDisk(TenantPrints):
+    """Pre-flight's prints files (`TenantPrintsWriter`): only the tenant asked for is read."""
+
+    def __init__(self, files: dict[str, list[str]]):
+        self.files = files
+
+    def tenants(self) -> list[str]:
+        return sorted(self.files)
+
+    def of(self, tenant: str) -> pa.Table:
+        return read_prints(self.files[tenant])
+
+
+class PrintsInMemory(TenantPrints):
+    """Prints computed here, as one table (`verify`, `sync`, pre-flight's conflict check)."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def tenants(self) -> list[str]:
+        return sorted(pc.unique(self.table.column("tenant_id")).to_pylist())
+
+    def of(self, tenant: str) -> pa.Table:
+        return self.table.filter(pc.equal(self.table.column("tenant_id"), tenant))

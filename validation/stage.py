@@ -3,11 +3,13 @@ compared through one DuckDB session attached to both databases."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 import numpy as np
@@ -15,15 +17,26 @@ import psycopg
 import pyarrow as pa
 
 from core import interrupts
+from core.handoff import Handoff
 from core.model.components import Component
 from destinations import connection
 from sources.key_routing import KeyMapper, Reachability
 from sources.sqlite_reader import SourceDB
 from validation import artifact_content, duck
 from validation.compare import MAX_REPORTED, ComponentComparer, ComponentResult
-from validation.readback import readback
-from validation.source_prints import read_prints
+from validation.readback import has_gets, readback, readback_tenants
+from validation.source_prints import PrintsInMemory, PrintsOnDisk, TenantPrints
 from validation.vector_knn import knn_check
+
+
+class TargetPrintsListener(Protocol):
+    """Hears the stored rows' prints validation's comparison fetched (the sync baseline)."""
+
+    def offer(self, comp: Component, tenant: str, prints: pa.Table | None) -> None:
+        """One tenant's prints (tenant_id, nkey, fp), or None: not every row's was fetched."""
+
+    def done(self, comp: Component) -> None:
+        """Every tenant of `comp` was offered."""
 
 
 @dataclass
@@ -117,20 +130,18 @@ class Validator:
         percent: float,
         threshold: int,
         only: set[tuple[str, str]] | None = None,
-        source_prints: pa.Table | None = None,
-        target_prints: Callable[[Component, pa.Table, bool], None] | None = None,
+        source_prints: TenantPrints | None = None,
+        on_tenant: Callable[[str, pa.Table, pa.Table, bool], None] | None = None,
         all_prints: bool = False,
     ) -> ComponentResult:
-        """Compare `comp`; `target_prints` hears the stored rows' prints the comparison
-        fetched (tenant_id, nkey, fp) and whether they are every row's (full comparison,
-        or `all_prints`: every row's print fetched though a sample is compared)."""
+        """Compare `comp`; `on_tenant` hears each tenant compared: its source prints, the
+        stored rows' prints the comparison fetched (tenant_id, nkey, fp) and whether they
+        are every row's (full comparison, or `all_prints`: every row's print fetched though
+        a sample is compared)."""
         comparer = self.comparer(comp)
-        comparer.keep_target_prints = target_prints is not None
+        comparer.on_tenant = on_tenant
         comparer.fetch_all_prints = all_prints
         result = comparer.run(percent, threshold, only, source_prints)
-        if target_prints is not None:
-            target_prints(comp, comparer.target_prints, comparer.target_prints_full)
-            comparer.target_prints = None
         if only is None and comp.vector_column is not None:
             knn = knn_check(self.con, comp, comparer.source, self.targets, list(result.per_tenant))
             result.knn_queries = knn.queries
@@ -158,24 +169,27 @@ class Validator:
         comps: list[Component],
         percent: float,
         threshold: int,
-        source_print_files: dict[str, list[str]] | None = None,
+        source_print_files: dict[str, dict[str, list[str]]] | None = None,
         reach: dict[str, Reachability] | None = None,
         on_component: Callable[[str], None] | None = None,
-        target_prints: Callable[[Component, pa.Table | None], None] | None = None,
+        target_prints: TargetPrintsListener | None = None,
     ) -> ValidationReport:
-        """Validate each component; `source_print_files` (pre-flight's, `scan_source`) are
-        read one component at a time, memory-mapped. With `reach` (the key routing of every
-        record), llmspell's PostgreSQL `get` is also replayed for the compared keys.
-        `on_component` hears each component validated (for progress); `target_prints`,
-        the target prints its comparison fetched (`compare`), for the sync baseline."""
+        """Validate each component, a tenant at a time; `source_print_files` (pre-flight's,
+        `scan_source`, per component and tenant) are read one tenant at a time. With `reach`
+        (the key routing of every record), llmspell's PostgreSQL `get` is also replayed for
+        the compared keys. `on_component` hears each component validated (for progress);
+        `target_prints`, each tenant's stored rows' prints the comparison fetched (for the
+        sync baseline)."""
         started = time.perf_counter()
         report = ValidationReport()
         # The comparison fetches each stored row's print once; read-back (and the sync
-        # baseline, `target_prints`) take theirs from it instead of printing rows again. A
-        # component's read-back then runs on its own connection beside the next component's
-        # comparison (DuckDB and psycopg both wait on PostgreSQL without the GIL).
+        # baseline, `target_prints`) take theirs from it instead of printing rows again.
+        # Read-back runs on its own connection, a tenant behind the comparison (DuckDB and
+        # psycopg both wait on PostgreSQL without the GIL); a few tenants' prints wait
+        # between them (`Handoff`), so memory follows the tenant, not the component.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
         pending: list = []  # (component, its result, its read-back running)
+        feed: Handoff | None = None
 
         def settle() -> None:
             comp, result, future = pending.pop()
@@ -191,34 +205,74 @@ class Validator:
             for comp in comps:
                 pct = self.compare_percent(comp, percent, threshold)
                 routes = reach.get(comp.name) if reach is not None else None
-                paths = (source_print_files or {}).get(comp.name)
-                if paths:
-                    prints = read_prints(paths)
+                files = (source_print_files or {}).get(comp.name)
+                if files is not None:
+                    prints: TenantPrints = PrintsOnDisk(files)
                 else:  # one pass for the comparison and read-back's prints
                     layout = routes.layout if routes is not None else None
-                    prints = self.comparer(comp, layout).source_fingerprints(pct, None)
-                fetched: list[pa.Table] = []
-
-                def heard(comp, table, full, fetched=fetched) -> None:
-                    fetched.append(table)
-                    if target_prints is not None:
-                        target_prints(comp, table if full else None)
-
+                    fps = self.comparer(comp, layout).source_fingerprints(pct)
+                    prints = PrintsInMemory(fps)
+                future = None
+                feed = None
+                if routes is not None:
+                    feed = Handoff(room=2)
+                    future = pool.submit(self._readback_from, comp, routes, pct, feed)
+                heard = self._hearer(comp, feed, target_prints)
                 all_prints = target_prints is not None  # the baseline wants every row's
                 result = self.compare(comp, percent, threshold, None, prints, heard, all_prints)
-                future = None
-                if routes is not None:
-                    proven = proven_by_comparison(comp, prints, fetched[0])
-                    future = pool.submit(self.readback, comp, routes, pct, prints, proven)
+                if feed is not None:
+                    feed.close()
+                if target_prints is not None:
+                    target_prints.done(comp)
                 if pending:
                     settle()
                 pending.append((comp, result, future))
             if pending:
                 settle()
         finally:  # a failure or Ctrl-C does not wait for a read-back still running
+            if feed is not None:
+                feed.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _hearer(
+        self,
+        comp: Component,
+        feed: Handoff | None,
+        target_prints: TargetPrintsListener | None,
+    ) -> Callable[[str, pa.Table, pa.Table, bool], None]:
+        """What hears each tenant compared: the baseline gets its stored rows' prints,
+        read-back its source prints with what the comparison proved (`proven_by_comparison`)."""
+
+        def heard(tenant: str, part: pa.Table, target: pa.Table, full: bool) -> None:
+            if target_prints is not None:
+                target_prints.offer(comp, tenant, target if full else None)
+            if feed is not None:
+                proven = proven_by_comparison(self.con, comp, part, target)
+                feed.put(part.append_column("proven", proven))
+
+        return heard
+
+    def _readback_from(self, comp: Component, reach: Reachability, percent: float, feed: Handoff):
+        """Read-back of the tenants `feed` hands over (prints without read-back's columns:
+        the whole component read from SQLite here)."""
+        try:
+            with (
+                SourceDB(self.source_read_path, snapshot=False) as db,
+                psycopg.connect(self.target_dsn) as conn,
+            ):
+                parts = iter(feed)
+                first = next(parts, None)
+                if first is not None and not has_gets(first, reach):
+                    feed.cancel()
+                    return readback(db, conn, comp, reach, percent, self.tenants)
+                ahead = [] if first is None else [first]
+                return readback_tenants(
+                    db, conn, comp, reach, self.tenants, itertools.chain(ahead, parts)
+                )
+        finally:  # a read-back that failed frees the comparison waiting on it
+            feed.cancel()
 
     def compare_percent(self, comp: Component, percent: float, threshold: int) -> float:
         """The percent `compare` will use for `comp` (100 below the full threshold)."""
@@ -226,21 +280,6 @@ class Validator:
         pct = comparer.effective_percent(percent, threshold)
         self.records[comp.name] = comparer.records  # counted once per component
         return pct
-
-    def readback(
-        self,
-        comp: Component,
-        reach: Reachability,
-        percent: float,
-        prints: pa.Table | None,
-        proven: pa.Array | None = None,
-    ):
-        """Replay llmspell's PostgreSQL `get` for the same records the comparison picked."""
-        with (
-            SourceDB(self.source_read_path, snapshot=False) as db,
-            psycopg.connect(self.target_dsn) as conn,
-        ):
-            return readback(db, conn, comp, reach, percent, self.tenants, prints, proven)
 
     def compare_content(
         self, comps: list[Component], percent: float, threshold: int
@@ -271,7 +310,9 @@ class Validator:
         self.close()
 
 
-def proven_by_comparison(comp: Component, prints: pa.Table, target: pa.Table) -> pa.Array:
+def proven_by_comparison(
+    con: duckdb.DuckDBPyConnection, comp: Component, prints: pa.Table, target: pa.Table
+) -> pa.Array:
     """Per source print (row of `prints`): whether the comparison already proved the value
     llmspell's `get` must find. So when `get` reads the very row compared (its table, under
     the row's own key: (tenant_id, key) is unique there) and that row's print, which covers
@@ -281,15 +322,14 @@ def proven_by_comparison(comp: Component, prints: pa.Table, target: pa.Table) ->
         return pa.array([False] * prints.num_rows, pa.bool_())
     src = prints.select(["tenant_id", "nkey", "picked", "fp", "get_table", "get_ident"])
     src = src.append_column("i", pa.array(np.arange(prints.num_rows)))
-    con = duckdb.connect()
+    con.register("proof_src", src)
+    con.register("proof_tgt", target)
     try:
-        con.register("p", src)
-        con.register("t", target)
         return (
             con.execute(
                 "SELECT coalesce(p.picked AND p.get_table = ? AND p.get_ident = p.nkey "
-                "AND p.fp = t.fp, false) FROM p LEFT JOIN t USING (tenant_id, nkey) "
-                "ORDER BY p.i",
+                "AND p.fp = t.fp, false) FROM proof_src p LEFT JOIN proof_tgt t "
+                "USING (tenant_id, nkey) ORDER BY p.i",
                 [comp.pg_table],
             )
             .to_arrow_table()
@@ -297,4 +337,5 @@ def proven_by_comparison(comp: Component, prints: pa.Table, target: pa.Table) ->
             .combine_chunks()
         )
     finally:
-        con.close()
+        con.unregister("proof_src")
+        con.unregister("proof_tgt")

@@ -59,8 +59,9 @@ class PreflightReport:
     reachability: dict[str, Reachability] = field(default_factory=dict)
     number_changes: dict[str, int] = field(default_factory=dict)  # per component
     number_examples: list[str] = field(default_factory=list)
-    # the source side of validation, per component: its prints' Arrow files (`scan_source`)
-    source_prints: dict[str, list[str]] = field(default_factory=dict)
+    # the source side of validation, per component: its prints' Arrow files, per tenant
+    # (`scan_source`)
+    source_prints: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
@@ -232,7 +233,7 @@ def scan_source(
             report.number_changes[cp.name] = part.number_changes
         room = MAX_LISTED - len(report.number_examples)
         report.number_examples += part.number_examples[: max(0, room)]
-        if part.prints:
+        if part.prints is not None:
             report.source_prints[cp.name] = part.prints
     if bad_total:
         raise PreflightError(

@@ -13,7 +13,6 @@ process scans that half itself, so the run never depends on it.
 
 from __future__ import annotations
 
-import os
 import queue
 import tempfile
 import threading
@@ -27,7 +26,7 @@ from pipelines.shared.progress import Counter
 from sources.key_routing import KeyMapper
 from sources.record_checks import BadRecord, RecordChecker
 from sources.sqlite_reader import SourceDB
-from validation.source_prints import PrintsFile, SourcePrints
+from validation.source_prints import SourcePrints, TenantPrintsWriter, merge_files
 
 MAX_LISTED = 20
 PARALLEL_MIN = 20_000  # records: below this a second process costs more than it saves
@@ -68,7 +67,8 @@ class PartResult:
     bad_total: int = 0
     number_changes: int = 0
     number_examples: list[str] = field(default_factory=list)
-    prints: list[str] = field(default_factory=list)  # its prints file (none if a record is bad)
+    # its prints files per tenant (None: no prints, or a record is bad)
+    prints: dict[str, list[str]] | None = None
 
     def merge(self, other: PartResult) -> PartResult:
         bad = sorted(self.bad + other.bad, key=lambda b: (b.tenant_id, b.key, b.column))
@@ -80,7 +80,9 @@ class PartResult:
             self.bad_total + other.bad_total,
             self.number_changes + other.number_changes,
             (self.number_examples + other.number_examples)[:MAX_LISTED],
-            [] if self.bad_total or other.bad_total else self.prints + other.prints,
+            None
+            if self.bad_total or other.bad_total or self.prints is None or other.prints is None
+            else merge_files(self.prints, other.prints),
         )
 
 
@@ -104,7 +106,7 @@ def scan_part(
     prints = sink = None
     if cs.percent is not None and spec.prints_dir is not None:
         prints = SourcePrints(comp, cs.percent, mapper, spec.layout)
-        sink = PrintsFile(os.path.join(spec.prints_dir, f"{comp.name}.{part}.arrow"), prints.schema)
+        sink = TenantPrintsWriter(spec.prints_dir, f"{comp.name}.{part}", prints.schema)
     try:
         share = (part, parts) if parts > 1 else None
         for raw in db.iter_batches(comp, min(cs.batch_size, SCAN_BATCH), spec.tenants, share):
@@ -129,7 +131,7 @@ def scan_part(
         if sink is not None:
             sink.close()
     if sink is not None and not out.bad_total:
-        out.prints.append(sink.path)
+        out.prints = sink.files
     return out
 
 

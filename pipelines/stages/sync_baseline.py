@@ -178,11 +178,12 @@ class BaselineRecorder:
     """Records the prints of every row `run_id` inserted, in a thread, while validation runs.
 
     The source prints are taken here (DuckDB, one scan of the file per component); the
-    target prints are the ones validation's full comparison takes anyway, handed over per
-    component with `offer` (`shared`): PostgreSQL then prints and hashes each stored row
-    once, for both. A component validation did not print in full (a sample), or any not
-    offered by the time of `commit`, has its target prints taken by the server here, as
-    before. Either way the baseline is stored compactly (`sync_ledger.print_batches`).
+    target prints are the ones validation's full comparison takes anyway, handed over a
+    tenant at a time with `offer` (`shared`; `done` ends a component): PostgreSQL then
+    prints and hashes each stored row once, for both. A component validation did not print
+    in full (a sample), or any not offered by the time of `commit`, has its target prints
+    taken by the server here, as before. Either way the baseline is stored compactly
+    (`sync_ledger.print_batches`).
     The prints are written in one transaction that commits only after `commit()` (the run
     validated); `abandon()` rolls it back, cancelling a statement in flight, so a run that
     fails validation leaves no prints behind."""
@@ -204,7 +205,9 @@ class BaselineRecorder:
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._ready = threading.Event()  # every print written, or the thread ended
         self._error: BaseException | None = None
-        self._offers: dict[str, pa.Table | None] = {}
+        self._offers: dict[str, dict[str, pa.Table]] = {}  # component -> tenant -> prints
+        self._unshared: set[str] = set()  # components validation did not print in full
+        self._done: set[str] = set()  # components whose every tenant was offered
         self._offered = threading.Condition()
         self._closed = not shared  # no (more) target prints will be offered
         self.written = threading.Event()  # every print written, the commit still pending
@@ -214,11 +217,20 @@ class BaselineRecorder:
         self._thread = threading.Thread(target=self._run, args=args, name="sync-baseline")
         self._thread.start()
 
-    def offer(self, comp: Component, target_prints: pa.Table | None) -> None:
-        """Validation's target prints of `comp` (tenant_id, nkey, fp: every stored row of
-        the tenants validated), or None when it did not print every row."""
+    def offer(self, comp: Component, tenant: str, target_prints: pa.Table | None) -> None:
+        """Validation's target prints of one tenant of `comp` (tenant_id, nkey, fp: every
+        stored row of the tenant), or None when it did not print every row."""
         with self._offered:
-            self._offers[comp.name] = target_prints
+            if target_prints is None:
+                self._unshared.add(comp.name)
+            else:
+                self._offers.setdefault(comp.name, {})[tenant] = target_prints
+            self._offered.notify_all()
+
+    def done(self, comp: Component) -> None:
+        """Every tenant of `comp` was offered."""
+        with self._offered:
+            self._done.add(comp.name)
             self._offered.notify_all()
 
     def _close_offers(self) -> None:
@@ -226,17 +238,34 @@ class BaselineRecorder:
             self._closed = True
             self._offered.notify_all()
 
-    def _next(self, left: list[Component]) -> tuple[Component, pa.Table | None]:
-        """The next component to record, in the order their target prints are offered (a
-        sampled component's None comes first, before validation compares it), and them."""
+    def _next(self, left: list[Component]) -> tuple[Component, bool]:
+        """The next component to record, in the order validation offers their target prints,
+        and whether they are validation's (False: the server prints the rows here)."""
         with self._offered:
             while True:
                 if self._decided.is_set() and not self._keep:
                     raise _Abandoned
                 for comp in left:
-                    if comp.name in self._offers or self._closed:
+                    name = comp.name
+                    if name in self._offers or name in self._done or self._closed:
                         left.remove(comp)
-                        return comp, self._offers.pop(comp.name, None)
+                        shared = name not in self._unshared and (
+                            name in self._offers or name in self._done
+                        )
+                        return comp, shared
+                self._offered.wait(0.2)
+
+    def _take(self, comp: Component, tenant: str) -> pa.Table | None:
+        """Validation's prints of `tenant`, waiting for them (None: it offered none)."""
+        with self._offered:
+            while True:
+                if self._decided.is_set() and not self._keep:
+                    raise _Abandoned
+                offered = self._offers.get(comp.name, {})
+                if tenant in offered:
+                    return offered.pop(tenant)
+                if comp.name in self._done or self._closed:
+                    return None
                 self._offered.wait(0.2)
 
     def _run(self, source_read_path, target, bypass, comps, tenants, mappers, run_id) -> None:
@@ -249,18 +278,20 @@ class BaselineRecorder:
                     total = 0
                     left = list(comps)
                     while left:
-                        comp, theirs = self._next(left)
+                        comp, shared = self._next(left)
                         mapper = mappers.get(comp.name)
-                        if theirs is None:  # the server prints the rows the run inserted
+                        if not shared:  # the server prints the rows the run inserted
                             prints = source_prints(con, comp, tenants, mapper)
                             total += sync_ledger.write_prints(
                                 conn, run_id, comp, prints, bypass, ledger_only=True
                             )
                         else:
                             total += self._write_shared(
-                                con, conn, run_id, comp, tenants, mapper, theirs, bypass
+                                con, conn, run_id, comp, tenants, mapper, bypass
                             )
                             self.shared_components.append(comp.name)
+                        with self._offered:  # a tenant not in the source: nothing to join
+                            self._offers.pop(comp.name, None)
                     self.written.set()
                     self._ready.set()
                     self._decided.wait()
@@ -277,22 +308,20 @@ class BaselineRecorder:
             if con is not None:
                 con.close()
 
-    @staticmethod
-    def _write_shared(con, conn, run_id, comp, tenants, mapper, theirs, bypass) -> int:
+    def _write_shared(self, con, conn, run_id, comp, tenants, mapper, bypass) -> int:
         """The baseline from source prints and validation's target prints, for the keys
-        the run's ledger holds; joined here (DuckDB) one tenant at a time (memory: the
-        largest tenant's prints, not the component's), stored as a few array rows."""
-        if not theirs.num_rows:
-            return 0
-        validated = sorted(pc.unique(theirs.column("tenant_id")).to_pylist())
-        sync_ledger.clear_all_prints(conn, run_id, comp, validated, bypass)
-        validated = set(validated)
+        the run's ledger holds; joined here (DuckDB) one tenant at a time, as validation
+        offers them (memory: a few tenants' prints, not the component's), stored as a few
+        array rows."""
         n = 0
         for tenant, prints in source_prints_by_tenant(con, comp, tenants, mapper):
-            if tenant not in validated:
+            mine = self._take(comp, tenant)
+            if mine is None:  # not validated (no stored row of it was printed)
+                continue
+            sync_ledger.clear_all_prints(conn, run_id, comp, [tenant], bypass)
+            if not mine.num_rows:
                 continue
             ledger = sync_ledger.ledger_keys(conn, run_id, comp, [tenant], bypass)
-            mine = theirs.filter(pc.equal(theirs.column("tenant_id"), tenant))
             tgt = pa.table(
                 [
                     mine.column("tenant_id").cast(pa.string()),

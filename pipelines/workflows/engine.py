@@ -42,7 +42,7 @@ from pipelines.stages.run import (
 from pipelines.stages.validation_lines import render_validation
 from sources.key_routing import mappers
 from sources.sqlite_reader import SourceDB
-from validation.stage import Validator
+from validation.stage import TargetPrintsListener, Validator
 
 MAX_WORKERS = 32
 ENV_WORKERS = "LLMSPELL_MIGRATE_WORKERS"
@@ -196,7 +196,7 @@ class Engine:
         prints = result.preflight.source_prints  # written by pre-flight's pass over the source
         baseline = self._start_baseline(run, result)
         try:
-            self._validate(run, result, prints, baseline.offer)
+            self._validate(run, result, prints, baseline)
         except BaseException:
             baseline.abandon()
             raise
@@ -501,8 +501,8 @@ class Engine:
         self,
         run: Run,
         result: ExecuteResult,
-        source_prints: dict[str, list[str]] | None = None,
-        target_prints=None,
+        source_prints: dict[str, dict[str, list[str]]] | None = None,
+        target_prints: TargetPrintsListener | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.emit("")
