@@ -187,7 +187,7 @@ class Validator:
         # Read-back runs on its own connection, a tenant behind the comparison (DuckDB and
         # psycopg both wait on PostgreSQL without the GIL); a few tenants' prints wait
         # between them (`Handoff`), so memory follows the tenant, not the component.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readback")
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readback")
         pending: list = []  # (component, its result, its read-back running)
         feed: Handoff | None = None
 
@@ -215,7 +215,7 @@ class Validator:
                 future = None
                 feed = None
                 if routes is not None:
-                    feed = Handoff(room=2)
+                    feed = Handoff(room=3)
                     future = pool.submit(self._readback_from, comp, routes, pct, feed)
                 heard = self._hearer(comp, feed, target_prints)
                 all_prints = target_prints is not None  # the baseline wants every row's
