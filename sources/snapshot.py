@@ -328,8 +328,7 @@ def _refuse_collisions(
 ) -> None:
     cols = ", ".join(f'"{c}"' for c in key)
     clash = conn.execute(
-        f'SELECT {cols} FROM main."{table}" INTERSECT SELECT {cols} FROM other."{table}" '
-        "LIMIT 6"
+        f'SELECT {cols} FROM main."{table}" INTERSECT SELECT {cols} FROM other."{table}" LIMIT 6'
     ).fetchall()
     if not clash:
         return
@@ -337,8 +336,7 @@ def _refuse_collisions(
     more = " and more" if len(clash) > 5 else ""
     files = " and ".join(str(f) for f in dict.fromkeys([*held_by, original]))
     raise SourceError(
-        f"{files} both hold {table} records under the same key ({'/'.join(key)}): "
-        f"{shown}{more}",
+        f"{files} both hold {table} records under the same key ({'/'.join(key)}): {shown}{more}",
         "Keep one copy of those records (or plan each file on its own with a single "
         "--source); the tool will not choose between them.",
     )

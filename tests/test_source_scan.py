@@ -42,6 +42,10 @@ def test_execute_validates_from_both_halves(tmp_path, src, target_db, two_proces
     assert result.validation.passed
     prints = result.preflight.source_prints  # a file per process and tenant
     assert sorted(prints) == sorted(c.name for c in result.preflight.components)
+    # they carry the sync baseline's source prints: the baseline scanned no source, and
+    # a sync right after finds those prints unchanged (DuckDB prints the source alike)
+    assert result.preflight.record_prints == set(prints)
+    assert api.sync(plan).status == "NO_CHANGES"
     for name, files in prints.items():
         assert sorted(files) == sorted(result.preflight.component(name).per_tenant), name
         written = [Path(p).name for paths in files.values() for p in paths]

@@ -44,6 +44,8 @@ SOURCE_PRINTS = pa.schema(
         ("get_table", pa.string()),  # the row `get(answers_to)` reads (null: key refused)
         ("get_ident", pa.string()),
         ("value_fp", pa.binary()),  # `fingerprint` of the value `get` must return
+        # the sync baseline's print of the record (`sources.record_print`; null: not taken)
+        ("record_fp", pa.int64()),
     ]
 )
 GET_FIELDS = ("unreachable", "answers_to", "get_table", "get_ident", "value_fp")
@@ -151,8 +153,10 @@ class SourcePrints:
         rows: list[tuple],
         picked: list[bool],
         texts: list[list[str | None]],
+        record_fps: list[int] | None = None,
     ) -> pa.RecordBatch:
-        """The prints of one batch; `texts` per column, aligned with `rows`."""
+        """The prints of one batch; `texts` per column, aligned with `rows`; `record_fps`,
+        the baseline's prints of the rows, if taken."""
         n = len(rows)
         at = self.tenant_at
         by_row = list(zip(*texts)) if texts and n else [()] * n
@@ -166,7 +170,7 @@ class SourcePrints:
         ]
         gets = self.gets
         if gets is None:
-            arrays += [pa.nulls(n, f.type) for f in SOURCE_PRINTS][5:]
+            arrays += [pa.nulls(n, SOURCE_PRINTS.field(name).type) for name in GET_FIELDS]
         else:  # routed on the SQLite columns, before any re-keying
             value_texts = texts[gets.value_at] if texts else [None] * n
             records = [gets.record(r[0], r[1:], text) for r, text in zip(raw, value_texts)]
@@ -175,6 +179,10 @@ class SourcePrints:
                 pa.array(list(c), SOURCE_PRINTS.field(name).type)
                 for c, name in zip(columns, GET_FIELDS)
             ]
+        fps_type = SOURCE_PRINTS.field("record_fp").type
+        arrays.append(
+            pa.nulls(n, fps_type) if record_fps is None else pa.array(record_fps, fps_type)
+        )
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def of(self, raw: list[tuple], only: set[tuple[str, str]] | None = None) -> pa.RecordBatch:

@@ -22,11 +22,12 @@ from destinations.target_schema import act_as_tenant
 from pipelines.shared.plan import Plan
 from pipelines.shared.progress import PREFLIGHT, Counter, Listener, quiet
 from pipelines.stages import source_scan
-from sources import key_routing
+from sources import key_routing, record_print
 from sources.key_routing import Reachability
 from sources.memory_checks import cross_record_problems
 from sources.record_checks import BadRecord, printable
 from sources.sqlite_reader import SourceDB
+from validation import duck
 from validation.source_prints import effective_percent
 
 MAX_LISTED = 20
@@ -62,6 +63,8 @@ class PreflightReport:
     # the source side of validation, per component: its prints' Arrow files, per tenant
     # (`scan_source`)
     source_prints: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # the components whose prints files carry the sync baseline's print of every record
+    record_prints: set[str] = field(default_factory=set)
 
     @property
     def keep_verbatim(self) -> dict[str, set[tuple[str, str]]]:
@@ -213,6 +216,7 @@ def scan_source(
         {name: v for name, v in keep.items() if v},
         {name: v for name, v in existing.items() if v},
         prints_dir,
+        column_types(db, [cp.component for cp in plan.components]) if prints_dir else {},
     )
     results = source_scan.scan(
         db,
@@ -235,6 +239,8 @@ def scan_source(
         report.number_examples += part.number_examples[: max(0, room)]
         if part.prints is not None:
             report.source_prints[cp.name] = part.prints
+            if part.record_prints:
+                report.record_prints.add(cp.name)
     if bad_total:
         raise PreflightError(
             f"{bad_total} source record(s) cannot be stored in PostgreSQL",
@@ -244,6 +250,20 @@ def scan_source(
             + ([f"... and {bad_total - len(bad)} more"] if bad_total > len(bad) else []),
         )
     return {name: part.found for name, part in results.items()}
+
+
+def column_types(db: SourceDB, comps: list[Component]) -> dict[str, list[str]]:
+    """DuckDB's types of each component's columns (how `sync` prints them)."""
+    con = duck.connect(db.read_path)
+    try:
+        tables = duck.source_tables(con)
+        return {
+            c.name: record_print.duck_types(con, c, c.source_from("src.", tables))
+            for c in comps
+            if db.has(c)
+        }
+    finally:
+        con.close()
 
 
 def number_change_lines(report: PreflightReport) -> list[str]:

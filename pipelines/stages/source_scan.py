@@ -25,6 +25,7 @@ from core.model.components import Component, natural_key_of
 from pipelines.shared.progress import Counter
 from sources.key_routing import KeyMapper
 from sources.record_checks import BadRecord, RecordChecker
+from sources.record_print import RecordPrinter
 from sources.sqlite_reader import SourceDB
 from validation.source_prints import SourcePrints, TenantPrintsWriter, merge_files
 
@@ -54,6 +55,9 @@ class ScanSpec:
     keep: dict[str, set[tuple[str, str]]]  # records kept verbatim, per component
     existing: dict[str, set[tuple[str, str]]]  # (tenant, key) already in the target
     prints_dir: str | None
+    # DuckDB's types of each component's columns: the prints then carry the sync baseline's
+    # print of each record (`sources.record_print`)
+    types: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +73,7 @@ class PartResult:
     number_examples: list[str] = field(default_factory=list)
     # its prints files per tenant (None: no prints, or a record is bad)
     prints: dict[str, list[str]] | None = None
+    record_prints: bool = False  # they carry every record's baseline print
 
     def merge(self, other: PartResult) -> PartResult:
         bad = sorted(self.bad + other.bad, key=lambda b: (b.tenant_id, b.key, b.column))
@@ -83,6 +88,7 @@ class PartResult:
             None
             if self.bad_total or other.bad_total or self.prints is None or other.prints is None
             else merge_files(self.prints, other.prints),
+            self.record_prints and other.record_prints,
         )
 
 
@@ -103,10 +109,13 @@ def scan_part(
     in_target = spec.existing.get(comp.name) or set()
     key_of = natural_key_of(comp)
     json_at = [1 + comp.column_names.index(n) for n in comp.json_columns]
-    prints = sink = None
+    prints = sink = printer = None
     if cs.percent is not None and spec.prints_dir is not None:
         prints = SourcePrints(comp, cs.percent, mapper, spec.layout)
         sink = TenantPrintsWriter(spec.prints_dir, f"{comp.name}.{part}", prints.schema)
+        if comp.name in spec.types:
+            printer = RecordPrinter(spec.types[comp.name])
+            out.record_prints = printer.usable
     try:
         share = (part, parts) if parts > 1 else None
         for raw in db.iter_batches(comp, min(cs.batch_size, SCAN_BATCH), spec.tenants, share):
@@ -119,7 +128,9 @@ def scan_part(
                 out.bad_total += len(problems)
                 out.bad.extend(problems[: max(0, MAX_LISTED - len(out.bad))])
             elif picked is not None:  # once a record is bad the run stops: no more prints
-                sink.write(prints.batch(raw, rows, picked, checker.texts))
+                record_fps = printer.prints(raw) if out.record_prints else None
+                out.record_prints = record_fps is not None
+                sink.write(prints.batch(raw, rows, picked, checker.texts, record_fps))
             if in_target:
                 for row in rows:
                     key = (row[tenant_at], key_of(row))

@@ -495,6 +495,12 @@ class Engine:
             self._mappers(result.preflight),
             result.run_id,
             shared=True,  # the target prints come from validation's comparison
+            # and the source prints from pre-flight's pass over the records
+            source_files={
+                name: files
+                for name, files in result.preflight.source_prints.items()
+                if name in result.preflight.record_prints
+            },
         )
 
     def _validate(
