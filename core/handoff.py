@@ -29,6 +29,12 @@ class Handoff(Generic[T]):
         self._closed = False
         self._cancelled = False
 
+    @property
+    def waiting(self) -> int:
+        """Items handed over and not yet taken."""
+        with self._changed:
+            return len(self._items)
+
     def put(self, item: T) -> None:
         """Hand `item` over, waiting while `room` items wait; dropped once cancelled."""
         with self._changed:
