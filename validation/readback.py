@@ -5,14 +5,14 @@ For every sampled record (all of them under full comparison) the key PostgreSQL 
 (`sources.key_routing`) is routed the way the PostgreSQL backend routes it (agent_states by
 the third key part, workflow_states by the id, sessions by UUID, else kv_store), and read as
 `llmspell_app` with `app.current_tenant_id` set (row-level security applies, as for
-llmspell), filtered by tenant as llmspell does. The comparison runs inside PostgreSQL
-first: the keys go to the server with an 8-byte print of each source value (its JSONB text,
-kv_store: its bytes; `validation.source_prints.GetPrinter`, computed with the source
-fingerprints), and a record matches when the row `get` finds hashes to the same print;
-no value's text travels either way. A record that does not match there is read from both
-sides and compared the slow way, decoded as serde_json decodes it and expecting JSONB's
-number forms (`core.model.json_numbers`), which decides and names the difference. Records
-reported unreachable are skipped (they were allowed).
+llmspell), filtered by tenant as llmspell does. The values are compared by print first:
+the keys go to the server, which hashes the value of each row `get` finds and sends back
+8 bytes a row, and a record matches when that equals the print of its source value (its
+JSONB text, kv_store: its bytes; `validation.source_prints.GetPrinter`, computed with the
+source fingerprints); no value's text travels either way. A record that does not match
+is read from both sides and compared the slow way, decoded as serde_json decodes it and
+expecting JSONB's number forms (`core.model.json_numbers`), which decides and names the
+difference. Records reported unreachable are skipped (they were allowed).
 """
 
 from __future__ import annotations
