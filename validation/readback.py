@@ -40,6 +40,7 @@ from validation.source_prints import (
     GET_FIELDS,
     GET_LAYOUT,
     SOURCE_PRINTS,
+    PrintsInMemory,
     get_printer,
     sampled,
 )
@@ -258,11 +259,8 @@ def readback(
         proven = None
     if proven is None:
         proven = pa.array([False] * prints.num_rows, pa.bool_())
-    prints = prints.append_column("proven", proven)
-    parts = (
-        prints.filter(pc.equal(prints.column("tenant_id"), tenant))
-        for tenant in sorted(pc.unique(prints.column("tenant_id")).to_pylist())
-    )
+    by_tenant = PrintsInMemory(prints.append_column("proven", proven))
+    parts = (by_tenant.of(tenant) for tenant in by_tenant.tenants())
     return readback_tenants(db, conn, comp, reach, tenants, parts)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -228,6 +229,7 @@ class TenantPrintsWriter:
         self.folder, self.stem, self.schema = folder, stem, schema
         self.files: dict[str, list[str]] = {}
         self._open: tuple[str, PrintsFile] | None = None
+        self._written = 0  # files opened so far (each file's number)
 
     def write(self, batch: pa.RecordBatch) -> None:
         tenants = batch.column(0).to_pylist()
@@ -241,10 +243,10 @@ class TenantPrintsWriter:
         if self._open is not None and self._open[0] == tenant:
             return self._open[1]
         self.close()
-        paths = self.files.setdefault(tenant, [])
-        n = sum(len(p) for p in self.files.values())
-        sink = PrintsFile(os.path.join(self.folder, f"{self.stem}.{n}.arrow"), self.schema)
-        paths.append(sink.path)
+        path = os.path.join(self.folder, f"{self.stem}.{self._written}.arrow")
+        self._written += 1
+        sink = PrintsFile(path, self.schema)
+        self.files.setdefault(tenant, []).append(path)
         self._open = (tenant, sink)
         return sink
 
@@ -270,14 +272,16 @@ def merge_files(*parts: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-class TenantPrints:
+class TenantPrints(ABC):
     """A component's source prints as validation reads them: a tenant at a time."""
 
+    @abstractmethod
     def tenants(self) -> list[str]:
-        raise NotImplementedError
+        """The tenants with prints, in the order validation compares them."""
 
+    @abstractmethod
     def of(self, tenant: str) -> pa.Table:
-        raise NotImplementedError
+        """One tenant's prints (`SOURCE_PRINTS`)."""
 
 
 class PrintsOnDisk(TenantPrints):

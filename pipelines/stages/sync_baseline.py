@@ -170,8 +170,9 @@ def target_print_values(fps: pa.Array | pa.ChunkedArray) -> pa.Array:
 class BaselineRecorder:
     """Records the prints of every row `run_id` inserted, in a thread, while validation runs.
 
-    The source prints are taken here (DuckDB, one scan of the file per component); the
-    target prints are the ones validation's full comparison takes anyway, handed over a
+    The source prints are pre-flight's (`source_files`: its pass over the records took
+    them), else taken here (DuckDB, one scan of the file per component); the target
+    prints are the ones validation's full comparison takes anyway, handed over a
     tenant at a time with `offer` (`shared`; `done` ends a component): PostgreSQL then
     prints and hashes each stored row once, for both. A component validation did not print
     in full (a sample), or any not offered by the time of `commit`, has its target prints
@@ -243,12 +244,12 @@ class BaselineRecorder:
                     raise _Abandoned
                 for comp in left:
                     name = comp.name
+                    if name in self._unshared:  # the server's prints need no wait
+                        left.remove(comp)
+                        return comp, False
                     if name in self._offers or name in self._done or self._closed:
                         left.remove(comp)
-                        shared = name not in self._unshared and (
-                            name in self._offers or name in self._done
-                        )
-                        return comp, shared
+                        return comp, name in self._offers or name in self._done
                 self._offered.wait(0.2)
 
     def _take(self, comp: Component, tenant: str) -> pa.Table | None:

@@ -60,7 +60,6 @@ from sources.record_checks import RecordChecker
 from sources.sqlite_reader import SourceDB
 from sources.sqlite_schema import create_schema
 from validation import artifact_content, duck
-from validation.compare import ComponentComparer
 from validation.readback import readback
 from validation.stage import Validator
 
@@ -387,13 +386,7 @@ class Sync:
         """Validation's canonical comparison of these records (source as the key layout
         writes them, target as PostgreSQL holds them): (tenant, key, what differs) of each
         one that is not equal, absent rows included."""
-        cmp = ComponentComparer(
-            validator.con,
-            comp,
-            validator.targets,
-            validator.tenants,
-            validator.mappers.get(comp.name),
-        )
+        cmp = validator.comparer(comp)
         wanted = pa.table({"t": rows.column("tenant_id"), "k": rows.column("llmspell_key")})
         validator.con.register("sync_wanted", wanted)
         try:
@@ -763,13 +756,7 @@ class Sync:
 
     def _counts(self, validator: Validator, p: _Plan) -> dict[str, dict[str, int]]:
         """Per tenant: the source's records now, and how many of their keys the target holds."""
-        cmp = ComponentComparer(
-            validator.con,
-            p.comp,
-            validator.targets,
-            validator.tenants,
-            validator.mappers.get(p.comp.name),
-        )
+        cmp = validator.comparer(p.comp)
         found = p.changes.source_keys.join(
             cmp.target_keys(), ["tenant_id", "nkey"], join_type="inner"
         )
